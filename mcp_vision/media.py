@@ -1,0 +1,197 @@
+"""Media input: a path, `file://` URI, `http(s)` URL or `data:` URI becomes checked bytes.
+
+Files are read only inside the allowed directories, compared by whole path components after
+symlinks are resolved, and only regular files are read. The kind of media is decided by the bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import os
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
+
+from .errors import AccessError, InputError
+from .settings import Settings
+
+MediaKind = Literal["image", "pdf", "video", "unknown"]
+
+
+@dataclass(frozen=True)
+class Media:
+    """Bytes read from one source, with a short label that is safe to show the caller."""
+
+    data: bytes
+    label: str
+    kind: MediaKind
+
+
+def sniff(data: bytes) -> MediaKind:
+    """Decide the media kind from magic bytes, never from a file name."""
+    head = data[:64]
+    if b"%PDF-" in data[:1024]:
+        return "pdf"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}:
+            return "image"
+        return "video"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):  # EBML: Matroska / WebM
+        return "video"
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "video"
+    if head.startswith(b"\x00\x00\x01\xba") or head.startswith(b"\x00\x00\x01\xb3"):  # MPEG-PS
+        return "video"
+    image_magic = (
+        b"\x89PNG\r\n\x1a\n",
+        b"\xff\xd8\xff",
+        b"GIF87a",
+        b"GIF89a",
+        b"BM",
+        b"II*\x00",
+        b"MM\x00*",
+        b"\x00\x00\x01\x00",  # ICO
+        b"P1", b"P2", b"P3", b"P4", b"P5", b"P6",
+    )
+    if head.startswith(image_magic) or (head.startswith(b"RIFF") and head[8:12] == b"WEBP"):
+        return "image"
+    return "unknown"
+
+
+def describe_source(source: str) -> str:
+    """A short, single-line label of a source for error messages (data URIs are not echoed)."""
+    if source.startswith("data:"):
+        return "the data: URI"
+    text = source.replace("\n", " ").strip()
+    return repr(text if len(text) <= 200 else text[:197] + "...")
+
+
+def load_media(source: str, settings: Settings) -> Media:
+    """Read one media source into memory, enforcing the file boundary and size limit."""
+    if not isinstance(source, str) or not source.strip():
+        raise InputError("No media given: pass a file path, a file:// URI, an http(s) URL or a data: URI.")
+    source = source.strip()
+    scheme = urlparse(source).scheme.lower() if ":" in source[:12] else ""
+    if scheme == "data":
+        data = _decode_data_uri(source, settings.max_file_bytes)
+        label = "the data: URI"
+    elif scheme in {"http", "https"}:
+        if not settings.allow_urls:
+            raise AccessError(
+                f"URL fetching is switched off, so {describe_source(source)} was not fetched: "
+                "pass a local file path instead, or set MCP_VISION_ALLOW_URLS=1."
+            )
+        from .fetch import fetch_url
+
+        data = fetch_url(source, settings)
+        label = describe_source(source)
+    elif scheme == "file":
+        parsed = urlparse(source)
+        if parsed.netloc not in {"", "localhost"}:
+            raise InputError(f"{describe_source(source)} names a remote host; file:// URIs must be local.")
+        path = Path(url2pathname(unquote(parsed.path)))
+        data = read_allowed_file(path, settings)
+        label = describe_source(str(path))
+    elif scheme and len(scheme) > 1:
+        raise InputError(
+            f"{describe_source(source)} uses the unsupported scheme {scheme!r}: "
+            "pass a file path, a file:// URI, an http(s) URL or a data: URI."
+        )
+    else:
+        path = Path(source).expanduser()
+        data = read_allowed_file(path, settings)
+        label = describe_source(source)
+    if not data:
+        raise InputError(f"{label} is empty (0 bytes).")
+    return Media(data=data, label=label, kind=sniff(data))
+
+
+def _decode_data_uri(uri: str, max_bytes: int) -> bytes:
+    header, sep, payload = uri.partition(",")
+    if not sep:
+        raise InputError("The data: URI has no ',' separating its header from its data.")
+    if len(payload) > (max_bytes * 4) // 3 + 4:
+        raise InputError(f"The data: URI is larger than the {max_bytes:,} byte limit (MCP_VISION_MAX_FILE_BYTES).")
+    if header.endswith(";base64"):
+        try:
+            return base64.b64decode("".join(payload.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise InputError("The data: URI is not valid base64.") from None
+    return unquote(payload).encode("latin-1", errors="replace")
+
+
+def is_within(path: Path, roots: tuple[Path, ...]) -> bool:
+    """True when `path` equals a root or lies below one, comparing whole components."""
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def read_allowed_file(path: Path, settings: Settings) -> bytes:
+    """Read a regular file inside the allowed directories, opening exactly what was checked."""
+    roots = settings.resolved_allowed_dirs()
+    shown = describe_source(str(path))
+    where = os.pathsep.join(str(r) for r in roots)
+    outside = AccessError(
+        f"{shown} is outside the allowed directories ({where}): "
+        "move the file there or add its directory to MCP_VISION_ALLOWED_DIRS."
+    )
+    absolute = Path(os.path.abspath(path))
+    # Refuse before touching the file system, so nothing is learned about paths outside.
+    if not is_within(absolute, tuple(Path(os.path.abspath(d)) for d in settings.allowed_dirs) + roots):
+        raise outside
+    real = Path(os.path.realpath(absolute))
+    if not is_within(real, roots):
+        raise outside  # a symlink that leads out
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(real, flags)
+    except FileNotFoundError:
+        raise InputError(f"{shown} does not exist: check the path (relative paths start at {os.getcwd()}).") from None
+    except IsADirectoryError:
+        raise InputError(f"{shown} is a directory: pass a file inside it.") from None
+    except PermissionError:
+        raise InputError(f"{shown} cannot be read: permission denied.") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise outside from None
+        raise InputError(f"{shown} cannot be opened ({exc.strerror}).") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(f"{shown} is a directory: pass a file inside it.")
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{shown} is not a regular file (devices, pipes and sockets are not read).")
+        if sys.platform.startswith("linux"):
+            # What was opened, after any rename race: it must still be inside.
+            opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
+            if not is_within(opened, roots):
+                raise outside
+        if info.st_size > settings.max_file_bytes:
+            raise InputError(
+                f"{shown} is {info.st_size:,} bytes, over the {settings.max_file_bytes:,} byte limit "
+                "(MCP_VISION_MAX_FILE_BYTES)."
+            )
+        os.set_blocking(fd, True)
+        chunks: list[bytes] = []
+        remaining = settings.max_file_bytes + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > settings.max_file_bytes:
+            raise InputError(f"{shown} grew past the {settings.max_file_bytes:,} byte limit while being read.")
+        return data
+    finally:
+        os.close(fd)
+
+
+__all__ = ["Media", "MediaKind", "load_media", "sniff", "read_allowed_file", "is_within", "describe_source"]

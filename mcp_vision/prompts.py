@@ -1,0 +1,106 @@
+"""Prompts live in plain files (`prompts/*.md`): a header of `key: value` lines, a `---` line, the text.
+
+Task prompts (`kind: task`) are what the tools send the model; MCP prompts (`kind: mcp`) are listed
+by `prompts/list` for people to pick. `MCP_VISION_PROMPTS_DIR` points at a directory whose files
+override the shipped ones by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class PromptArgumentSpec:
+    name: str
+    description: str
+    required: bool
+
+
+@dataclass(frozen=True)
+class PromptFile:
+    name: str
+    kind: str
+    description: str
+    text: str
+    title: str | None = None
+    arguments: tuple[PromptArgumentSpec, ...] = field(default_factory=tuple)
+
+    def render(self, **values: str) -> str:
+        """Fill `{name}` placeholders; unknown braces are left as they are."""
+        text = self.text
+        for key, value in values.items():
+            text = text.replace("{" + key + "}", value)
+        return text
+
+
+def shipped_prompts_dir() -> Path:
+    """`mcp_vision/prompts` inside a wheel; the repository's `prompts/` in a source checkout."""
+    packaged = Path(__file__).resolve().parent / "prompts"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "prompts"
+
+
+def parse_prompt(path: Path) -> PromptFile:
+    raw = path.read_text(encoding="utf-8")
+    header, sep, body = raw.partition("\n---\n")
+    if not sep:
+        raise ValueError(f"{path}: a prompt file needs a header, a '---' line, then the prompt text")
+    meta: dict[str, str] = {}
+    arguments: list[PromptArgumentSpec] = []
+    for line in header.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, colon, value = line.partition(":")
+        if not colon:
+            raise ValueError(f"{path}: header line {line!r} is not 'key: value'")
+        key, value = key.strip().lower(), value.strip()
+        if key == "argument":
+            # argument: name | description | required/optional
+            parts = [p.strip() for p in value.split("|")]
+            required = len(parts) > 2 and parts[2].lower() == "required"
+            arguments.append(PromptArgumentSpec(parts[0], parts[1] if len(parts) > 1 else "", required))
+        else:
+            meta[key] = value
+    name = meta.get("name") or path.stem
+    kind = meta.get("kind", "task")
+    if kind not in {"task", "mcp"}:
+        raise ValueError(f"{path}: kind must be 'task' or 'mcp', not {kind!r}")
+    return PromptFile(
+        name=name,
+        kind=kind,
+        description=meta.get("description", ""),
+        title=meta.get("title"),
+        text=body.strip() + "\n",
+        arguments=tuple(arguments),
+    )
+
+
+class PromptLibrary:
+    """All prompt files, loaded once at startup."""
+
+    def __init__(self, override_dir: Path | None = None) -> None:
+        self._prompts: dict[str, PromptFile] = {}
+        dirs = [shipped_prompts_dir()] + ([override_dir] if override_dir else [])
+        for directory in dirs:
+            if not directory.is_dir():
+                if directory is override_dir:
+                    raise ValueError(f"MCP_VISION_PROMPTS_DIR={directory} is not a directory")
+                continue
+            for path in sorted(directory.glob("*.md")):
+                prompt = parse_prompt(path)
+                self._prompts[prompt.name] = prompt
+
+    def task(self, name: str) -> PromptFile:
+        prompt = self._prompts.get(name)
+        if prompt is None or prompt.kind != "task":
+            raise KeyError(f"no task prompt named {name!r} in {shipped_prompts_dir()}")
+        return prompt
+
+    def mcp_prompts(self) -> list[PromptFile]:
+        return [p for p in self._prompts.values() if p.kind == "mcp"]
+
+
+__all__ = ["PromptLibrary", "PromptFile", "PromptArgumentSpec", "parse_prompt", "shipped_prompts_dir"]

@@ -1,0 +1,139 @@
+"""Settings: one object built in `main()` from `MCP_VISION_*` variables and command-line flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Literal
+
+DEFAULT_MODEL = "OpenGVLab/InternVL3-2B-hf"
+
+Device = Literal["auto", "cuda", "cpu"]
+Quantization = Literal["auto", "nf4", "int8", "none"]
+DType = Literal["auto", "bfloat16", "float16", "float32"]
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"{name}={value!r} is not a boolean: use 1/0, true/false, yes/no or on/off")
+
+
+def _parse_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    lowered = value.strip().lower()
+    if lowered not in choices:
+        raise ValueError(f"{name}={value!r} is not one of: {', '.join(choices)}")
+    return lowered
+
+
+def _parse_int(name: str, value: str, minimum: int = 1) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not an integer") from None
+    if number < minimum:
+        raise ValueError(f"{name}={value!r} must be at least {minimum}")
+    return number
+
+
+def _parse_float(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a number") from None
+    if number <= 0:
+        raise ValueError(f"{name}={value!r} must be positive")
+    return number
+
+
+def _parse_dirs(value: str) -> tuple[Path, ...]:
+    return tuple(Path(part).expanduser() for part in value.split(os.pathsep) if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server is configured with. Environment names are in `ENVIRONMENT`."""
+
+    model: str = DEFAULT_MODEL
+    device: Device = "auto"
+    quantization: Quantization = "auto"
+    dtype: DType = "auto"
+    allowed_dirs: tuple[Path, ...] = field(default_factory=lambda: (Path.cwd(),))
+    allow_download: bool = False
+    allow_urls: bool = True
+    allow_private_urls: bool = False
+    max_file_bytes: int = 50 * 1024 * 1024
+    max_image_pixels: int = 64_000_000
+    max_tiles: int = 12
+    max_new_tokens: int = 512
+    url_timeout: float = 20.0
+    prompts_dir: Path | None = None
+    preload: bool = False
+    log_level: str = "INFO"
+
+    def resolved_allowed_dirs(self) -> tuple[Path, ...]:
+        """The allowed directories with symlinks resolved (the form paths are compared in)."""
+        return tuple(Path(os.path.realpath(d)) for d in self.allowed_dirs)
+
+    def with_overrides(self, **overrides: object) -> Settings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every `MCP_VISION_*` variable; raise ValueError naming the variable on a bad value."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            var = ENVIRONMENT[f.name]
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+            values[f.name] = _PARSERS[f.name](var, raw)
+        return cls(**values)
+
+
+# Field name -> environment variable. README and server.json list the same names.
+ENVIRONMENT: dict[str, str] = {
+    "model": "MCP_VISION_MODEL",
+    "device": "MCP_VISION_DEVICE",
+    "quantization": "MCP_VISION_QUANTIZATION",
+    "dtype": "MCP_VISION_DTYPE",
+    "allowed_dirs": "MCP_VISION_ALLOWED_DIRS",
+    "allow_download": "MCP_VISION_ALLOW_DOWNLOAD",
+    "allow_urls": "MCP_VISION_ALLOW_URLS",
+    "allow_private_urls": "MCP_VISION_ALLOW_PRIVATE_URLS",
+    "max_file_bytes": "MCP_VISION_MAX_FILE_BYTES",
+    "max_image_pixels": "MCP_VISION_MAX_IMAGE_PIXELS",
+    "max_tiles": "MCP_VISION_MAX_TILES",
+    "max_new_tokens": "MCP_VISION_MAX_NEW_TOKENS",
+    "url_timeout": "MCP_VISION_URL_TIMEOUT",
+    "prompts_dir": "MCP_VISION_PROMPTS_DIR",
+    "preload": "MCP_VISION_PRELOAD",
+    "log_level": "MCP_VISION_LOG_LEVEL",
+}
+
+_PARSERS = {
+    "model": lambda n, v: v.strip(),
+    "device": lambda n, v: _parse_choice(n, v, ("auto", "cuda", "cpu")),
+    "quantization": lambda n, v: _parse_choice(n, v, ("auto", "nf4", "int8", "none")),
+    "dtype": lambda n, v: _parse_choice(n, v, ("auto", "bfloat16", "float16", "float32")),
+    "allowed_dirs": lambda n, v: _parse_dirs(v),
+    "allow_download": _parse_bool,
+    "allow_urls": _parse_bool,
+    "allow_private_urls": _parse_bool,
+    "max_file_bytes": _parse_int,
+    "max_image_pixels": _parse_int,
+    "max_tiles": lambda n, v: min(_parse_int(n, v), 40),
+    "max_new_tokens": _parse_int,
+    "url_timeout": _parse_float,
+    "prompts_dir": lambda n, v: Path(v).expanduser(),
+    "preload": _parse_bool,
+    "log_level": lambda n, v: _parse_choice(n, v.upper().lower(), ("debug", "info", "warning", "error")).upper(),
+}
+
+__all__ = ["Settings", "ENVIRONMENT", "DEFAULT_MODEL"]
