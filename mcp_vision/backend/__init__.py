@@ -1,0 +1,20 @@
+"""The model boundary. `base` is torch-free; engines import their heavy libraries lazily."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import Backend, ChatResult, Turn
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+
+def create_backend(settings: Settings) -> Backend:
+    """The configured engine, not yet loaded (loading happens on first use)."""
+    from .internvl import InternVLBackend
+
+    return InternVLBackend(settings)
+
+
+__all__ = ["Backend", "ChatResult", "Turn", "create_backend"]

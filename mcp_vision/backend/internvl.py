@@ -1,0 +1,280 @@
+"""InternVL through transformers: the stock processor (tiling, chat template) and `generate`.
+
+The only module that imports torch, transformers and bitsandbytes, always inside the methods
+that need them, so importing the package stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError, ModelUnavailableError
+from .base import ChatResult, Turn
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from ..worker import Job
+
+log = logging.getLogger(__name__)
+
+# Full module prefixes: bitsandbytes matches these against qualified names, short names match nothing.
+KEEP_UNQUANTIZED = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+
+
+class InternVLBackend:
+    """Loads lazily, once, under a lock; `chat` runs on the inference worker thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._processor: Any = None
+        self.device: str | None = None
+        self.dtype: str | None = None
+        self.quantization: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self._settings.model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    # ---------------------------------------------------------------- loading
+
+    def _choose(self) -> tuple[str, str, Any]:
+        """(device, quantization, torch dtype) from settings and the hardware."""
+        import torch
+
+        s = self._settings
+        device = s.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device == "cuda" and not torch.cuda.is_available():
+            raise ModelUnavailableError(
+                "MCP_VISION_DEVICE=cuda but no CUDA device is available: set MCP_VISION_DEVICE=auto or cpu."
+            )
+        quantization = s.quantization
+        if quantization == "auto":
+            # On CUDA, NF4 fits the model in little memory. On CPU, bf16 encodes images and prefills
+            # 4-8x faster than NF4 (measured), which dominates a vision call.
+            quantization = "nf4" if device == "cuda" else "none"
+        if s.dtype != "auto":
+            dtype = getattr(torch, s.dtype)
+        elif device == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            dtype = torch.bfloat16
+        return device, quantization, dtype
+
+    def _locate(self) -> tuple[str, bool]:
+        """(what to pass to from_pretrained, local_files_only)."""
+        name = self._settings.model
+        path = os.path.expanduser(name)
+        if os.path.isdir(path):
+            return path, True
+        if os.path.sep in name.strip("/").split("/", 1)[-1] or name.startswith((".", "/", "~")):
+            raise ModelUnavailableError(
+                f"MCP_VISION_MODEL={name!r} is not a directory: set it to a local InternVL model directory "
+                "or a Hugging Face model id such as OpenGVLab/InternVL3-2B-hf."
+            )
+        if self._settings.allow_download:
+            return name, False
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+        if not isinstance(cached, str):
+            raise ModelUnavailableError(
+                f"The model {name!r} is not available offline: run `mcp-vision download` to fetch it, "
+                "set MCP_VISION_MODEL to a local model directory, or set MCP_VISION_ALLOW_DOWNLOAD=1."
+            )
+        return name, True
+
+    def load(self, job: Job) -> float:
+        if self._model is not None:
+            return 0.0
+        with self._lock:
+            if self._model is not None:
+                return 0.0
+            started = time.monotonic()
+            job.report(0, None, f"loading model {self._settings.model}")
+            source, local_only = self._locate()
+            device, quantization, dtype = self._choose()
+            import torch
+            from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+            try:
+                config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+            except (OSError, ValueError) as exc:
+                raise ModelUnavailableError(
+                    f"MCP_VISION_MODEL={self._settings.model!r} could not be read as a model ({_first_line(exc)}): "
+                    "set it to an InternVL -hf checkpoint or its local directory."
+                ) from None
+            if getattr(config, "model_type", None) != "internvl":
+                raise ModelUnavailableError(
+                    f"MCP_VISION_MODEL={self._settings.model!r} is a {getattr(config, 'model_type', 'unknown')!r} "
+                    "model, not InternVL: use an InternVL -hf checkpoint such as OpenGVLab/InternVL3-2B-hf."
+                )
+            kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_only}
+            if quantization in {"nf4", "int8"}:
+                kwargs["quantization_config"] = _bnb_config(quantization, dtype)
+                kwargs["device_map"] = {"": device}
+            try:
+                processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
+                model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+            except (OSError, ValueError, ImportError, RuntimeError) as exc:
+                raise ModelUnavailableError(
+                    f"Loading MCP_VISION_MODEL={self._settings.model!r} failed ({_first_line(exc)}): "
+                    "check the model directory, or set MCP_VISION_QUANTIZATION=none / MCP_VISION_DEVICE=cpu."
+                ) from None
+            if "device_map" not in kwargs:
+                model = model.to(device)
+            model.eval()
+            self._processor, self._model = processor, model
+            self.device, self.quantization, self.dtype = device, quantization, str(dtype).removeprefix("torch.")
+            seconds = time.monotonic() - started
+            log.info(
+                "loaded %s on %s (%s, quantization %s) in %.1f s",
+                self._settings.model, device, self.dtype, quantization, seconds,
+            )
+            job.report(0, None, f"model loaded in {seconds:.1f} s")
+            del torch
+            return seconds
+
+    # ---------------------------------------------------------------- chat
+
+    def build_inputs(self, turns: list[Turn], max_tiles: int) -> Any:
+        """The processor's own chat template and tiling; returns tensors on the model's device."""
+        processor = self._processor
+        messages = []
+        images = []
+        for turn in turns:
+            content: list[dict[str, Any]] = [{"type": "image"} for _ in turn.images]
+            content.append({"type": "text", "text": turn.text})
+            messages.append({"role": turn.role, "content": content})
+            images.extend(turn.images)
+        prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
+        if images:
+            kwargs["images"] = images
+            kwargs["max_patches"] = max_tiles
+        inputs = processor(**kwargs)
+        inputs = inputs.to(self._model.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self._vision_dtype())
+        return inputs
+
+    def _vision_dtype(self) -> Any:
+        return next(self._model.model.vision_tower.parameters()).dtype
+
+    def count_tiles(self, image: Any, max_tiles: int) -> int:
+        return int(
+            self._processor.image_processor.get_number_of_image_patches(
+                image.height, image.width, {"max_patches": max_tiles}
+            )
+        )
+
+    def chat(
+        self,
+        turns: list[Turn],
+        job: Job,
+        *,
+        max_new_tokens: int,
+        max_tiles: int,
+        min_new_tokens: int | None = None,
+    ) -> ChatResult:
+        load_seconds = self.load(job)
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        if not turns or turns[-1].role != "user":
+            raise InputError("The conversation must end with a question.")
+        started = time.monotonic()
+        try:
+            inputs = self.build_inputs(turns, max_tiles)
+        except ValueError as exc:
+            raise InputError(f"The model input could not be built ({_first_line(exc)}).") from None
+        prompt_len = int(inputs["input_ids"].shape[1])
+        image_token_id = self._model.config.image_token_id
+        image_tokens = int((inputs["input_ids"] == image_token_id).sum())
+        max_len = getattr(self._processor.tokenizer, "model_max_length", None) or 0
+        limit = getattr(self._model.config.text_config, "max_position_embeddings", None) or max_len
+        if limit and prompt_len + max_new_tokens > limit:
+            raise InputError(
+                f"The prompt is {prompt_len:,} tokens and with {max_new_tokens} new tokens exceeds the model's "
+                f"context of {limit:,}: use fewer tiles (max_tiles), fewer images or a shorter session."
+            )
+        job.report(0, max_new_tokens, f"prompt of {prompt_len} tokens ({image_tokens} image tokens)")
+
+        class _Watch(StoppingCriteria):
+            def __init__(self) -> None:
+                self.generated = 0
+
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                self.generated = int(input_ids.shape[1]) - prompt_len
+                if self.generated % 16 == 0 and self.generated:
+                    job.report(self.generated, max_new_tokens, f"generated {self.generated} tokens")
+                return torch.full((input_ids.shape[0],), job.cancelled(), dtype=torch.bool, device=input_ids.device)
+
+        watch = _Watch()
+        eos = self._model.generation_config.eos_token_id
+        gen_kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": False,
+            "stopping_criteria": StoppingCriteriaList([watch]),
+        }
+        if min_new_tokens:
+            gen_kwargs["min_new_tokens"] = min_new_tokens
+        if self._model.generation_config.pad_token_id is None:
+            gen_kwargs["pad_token_id"] = self._processor.tokenizer.pad_token_id or (
+                eos[0] if isinstance(eos, list) else eos
+            )
+        with torch.inference_mode():
+            output = self._model.generate(**inputs, **gen_kwargs)
+        new_tokens = output[0, prompt_len:]
+        text = self._processor.decode(new_tokens, skip_special_tokens=True).strip()
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        if job.cancelled():
+            finish = "cancelled"
+        elif len(new_tokens) and int(new_tokens[-1]) in eos_ids:
+            finish = "stop"
+        else:
+            finish = "length" if len(new_tokens) >= max_new_tokens else "stop"
+        last_images = turns[-1].images
+        return ChatResult(
+            text=text,
+            prompt_tokens=prompt_len,
+            output_tokens=int(len(new_tokens)),
+            image_tokens=image_tokens,
+            tiles=[self.count_tiles(img, max_tiles) for img in last_images],
+            finish_reason=finish,
+            seconds=time.monotonic() - started,
+            load_seconds=load_seconds,
+        )
+
+
+def _bnb_config(quantization: str, compute_dtype: Any) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "nf4":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+            llm_int8_skip_modules=KEEP_UNQUANTIZED,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=KEEP_UNQUANTIZED)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+__all__ = ["InternVLBackend", "KEEP_UNQUANTIZED"]

@@ -1,0 +1,119 @@
+"""The `mcp-vision` command line: serve over stdio (default) or streamable HTTP, or fetch the model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .settings import DEFAULT_MODEL, ENVIRONMENT, Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcp-vision",
+        description="MCP server that gives AI agents local eyes: a local InternVL vision-language model "
+        "describes images, reads documents, compares images and answers questions about video.",
+        epilog="Every option also reads an environment variable: "
+        + ", ".join(sorted(ENVIRONMENT.values()))
+        + ". Flags win over the environment.",
+    )
+    parser.add_argument("--version", action="version", version=f"mcp-vision {__version__}")
+    parser.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio",
+                        help="how clients connect (default: stdio)")
+    parser.add_argument("--host", default="127.0.0.1", help="address for streamable-http (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port for streamable-http (default: 8000)")
+    parser.add_argument("--model", help=f"hub id or local directory of an InternVL -hf model (default: {DEFAULT_MODEL})")
+    parser.add_argument("--device", choices=["auto", "cuda", "cpu"])
+    parser.add_argument("--quantization", choices=["auto", "nf4", "int8", "none"],
+                        help="auto: NF4 4-bit on CUDA, none (bf16) on CPU")
+    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"])
+    parser.add_argument("--allowed-dir", action="append", dest="allowed_dirs", metavar="DIR",
+                        help="directory the tools may read files from (repeatable; default: the working directory)")
+    parser.add_argument("--max-tiles", type=int, help="most 448x448 tiles per image (default 12)")
+    parser.add_argument("--max-new-tokens", type=int, help="default answer length limit in tokens (default 512)")
+    parser.add_argument("--allow-download", action="store_true", default=None,
+                        help="download the model on first use if it is not cached")
+    parser.add_argument("--no-urls", action="store_false", dest="allow_urls", default=None,
+                        help="refuse http(s) URLs as media")
+    parser.add_argument("--preload", action="store_true", default=None,
+                        help="start loading the model in the background as soon as the server starts")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    download = sub.add_parser("download", help="fetch the model into the Hugging Face cache ahead of time, then exit")
+    download.add_argument("--model", dest="download_model", help="model id (default: the configured model)")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    return settings.with_overrides(
+        model=args.model,
+        device=args.device,
+        quantization=args.quantization,
+        dtype=args.dtype,
+        allowed_dirs=tuple(Path(d).expanduser() for d in args.allowed_dirs) if args.allowed_dirs else None,
+        max_tiles=args.max_tiles,
+        max_new_tokens=args.max_new_tokens,
+        allow_download=args.allow_download,
+        allow_urls=args.allow_urls,
+        preload=args.preload,
+        log_level=args.log_level,
+    )
+
+
+def _configure_process(settings: Settings) -> None:
+    # MuPDF writes its messages to stdout unless told otherwise; stdout carries the protocol.
+    os.environ.setdefault("PYMUPDF_MESSAGE", "fd:2")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not settings.allow_download:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(
+        level=settings.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _download(model: str) -> int:
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    if os.path.isdir(os.path.expanduser(model)):
+        print(f"{model} is a local directory; nothing to download.", file=sys.stderr)
+        return 0
+    from huggingface_hub import snapshot_download
+
+    print(f"downloading {model} ...", file=sys.stderr)
+    path = snapshot_download(model)
+    print(path)
+    return 0
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.command == "download":
+        return _download(args.download_model or settings.model)
+    _configure_process(settings)
+    from .server import build_server
+
+    server = build_server(settings)
+    logging.getLogger("mcp_vision").info(
+        "mcp-vision %s serving over %s; model %s; allowed dirs %s",
+        __version__, args.transport, settings.model, os.pathsep.join(map(str, settings.allowed_dirs)),
+    )
+    if args.transport == "stdio":
+        server.run("stdio")
+    else:
+        server.run("streamable-http", host=args.host, port=args.port)
+    return 0
+
+
+__all__ = ["run", "build_parser", "settings_from"]

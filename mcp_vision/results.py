@@ -1,0 +1,101 @@
+"""What the tools return: pydantic models, so every tool has an outputSchema and structured content."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ImageInfo(BaseModel):
+    width: int = Field(description="Width in pixels after EXIF orientation.")
+    height: int = Field(description="Height in pixels after EXIF orientation.")
+    format: str = Field(description="Image format detected from the bytes, e.g. PNG or JPEG.")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = Field(description="Tokens in the whole prompt, history and image tokens included.")
+    image_tokens: int = Field(description="Tokens that carry image content.")
+    output_tokens: int = Field(description="Tokens generated for the answer.")
+
+
+class DescribeImageResult(BaseModel):
+    answer: str = Field(description="The model's answer.")
+    session_id: str = Field(description="Pass this to follow_up (or any tool) to continue the conversation.")
+    model: str = Field(description="The model that answered.")
+    image: ImageInfo
+    tiles: int = Field(description="448x448 tiles the image was split into (a thumbnail tile included).")
+    usage: Usage
+    finish_reason: Literal["stop", "length"] = Field(
+        description="'length' when the answer was cut at max_new_tokens: ask again with a larger value."
+    )
+    seconds: float = Field(description="Wall-clock seconds for this call, model loading included.")
+    load_seconds: float = Field(description="Seconds spent loading the model during this call (0 once loaded).")
+
+
+class FollowUpResult(BaseModel):
+    answer: str = Field(description="The model's answer.")
+    session_id: str = Field(description="The same session handle, for further follow-ups.")
+    model: str
+    turns: int = Field(description="Question/answer exchanges in the session, this one included.")
+    usage: Usage
+    finish_reason: Literal["stop", "length"]
+    seconds: float
+
+
+class PageText(BaseModel):
+    page: int = Field(description="1-based page number.")
+    method: Literal["text_layer", "vision"] = Field(description="How the text was obtained.")
+    text: str
+
+
+class OcrDocumentResult(BaseModel):
+    pages: list[PageText]
+    page_count: int = Field(description="Pages in the whole document.")
+    session_id: str
+
+
+class Region(BaseModel):
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class ImageDiff(BaseModel):
+    image: int = Field(description="1-based index of the image compared against image 1.")
+    similarity: float = Field(description="1.0 means pixel-identical after resizing to a common size.")
+    regions: list[Region] = Field(description="Changed regions in this image's original pixel coordinates.")
+
+
+class CompareImagesResult(BaseModel):
+    answer: str
+    diffs: list[ImageDiff]
+    session_id: str
+
+
+class FrameInfo(BaseModel):
+    index: int = Field(description="1-based frame label as shown to the model (Frame1, Frame2, ...).")
+    timestamp: float = Field(description="Seconds from the start of the video.")
+
+
+class VideoQaResult(BaseModel):
+    answer: str
+    frames: list[FrameInfo]
+    duration: float = Field(description="Duration of the video in seconds.")
+    session_id: str
+
+
+__all__ = [
+    "ImageInfo",
+    "Usage",
+    "DescribeImageResult",
+    "FollowUpResult",
+    "PageText",
+    "OcrDocumentResult",
+    "Region",
+    "ImageDiff",
+    "CompareImagesResult",
+    "FrameInfo",
+    "VideoQaResult",
+]

@@ -1,0 +1,93 @@
+"""One inference worker: model work runs on a single thread, one job at a time, off the event loop.
+
+A job reports progress from its thread; the awaiting coroutine relays it (and a heartbeat while
+nothing else is said, so clients see the call is alive). Cancelling the awaiting coroutine sets the
+job's stop flag, which generation checks between tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from .errors import BusyError
+
+T = TypeVar("T")
+ProgressSink = Callable[[float, float | None, str | None], Awaitable[None]]
+
+
+@dataclass
+class Job:
+    """Handed to work running on the worker thread."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    _report: Callable[[float, float | None, str | None], None] = lambda *_: None
+
+    def report(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        self._report(progress, total, message)
+
+    def cancelled(self) -> bool:
+        return self.stop.is_set()
+
+
+class InferenceWorker:
+    def __init__(self, max_queue: int = 8, heartbeat_seconds: float = 5.0) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcp-vision-inference")
+        self.max_queue = max_queue
+        self.heartbeat_seconds = heartbeat_seconds
+        self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def run(self, fn: Callable[[Job], T], progress: ProgressSink | None = None, label: str = "working") -> T:
+        if self._pending >= self.max_queue:
+            raise BusyError(
+                f"The server is busy with {self._pending} queued model calls: retry in a little while."
+            )
+        loop = asyncio.get_running_loop()
+        updates: asyncio.Queue[tuple[float, float | None, str | None]] = asyncio.Queue()
+
+        def report(p: float, total: float | None, message: str | None) -> None:
+            loop.call_soon_threadsafe(updates.put_nowait, (p, total, message))
+
+        job = Job(_report=report)
+        self._pending += 1
+        started = time.monotonic()
+        future = loop.run_in_executor(self._executor, fn, job)
+        try:
+            last: tuple[float, float | None] = (0.0, None)
+            while True:
+                getter = asyncio.ensure_future(updates.get())
+                done, _ = await asyncio.wait({future, getter}, timeout=self.heartbeat_seconds,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    p, total, message = getter.result()
+                    last = (p, total)
+                    if progress is not None:
+                        await progress(p, total, message)
+                else:
+                    getter.cancel()
+                    if future not in done and progress is not None:
+                        waited = time.monotonic() - started
+                        await progress(last[0], last[1], f"{label} ({waited:.0f} s)")
+                if future.done():
+                    return future.result()
+        except asyncio.CancelledError:
+            job.stop.set()
+            future.cancel()  # never starts if it was still queued
+            raise
+        finally:
+            self._pending -= 1
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+__all__ = ["InferenceWorker", "Job"]
