@@ -63,6 +63,21 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
 
 
+def _connect(cls: type, host: str, port: int, addresses: list[str], timeout: float, shown: str):
+    """Connect to the first checked address that answers."""
+    for address in addresses:
+        conn = cls(host, port, address, timeout=timeout)
+        try:
+            conn.connect()
+            return conn
+        except ssl.SSLError as exc:
+            conn.close()
+            raise InputError(f"{shown}: TLS failed ({exc.reason or 'certificate error'}).") from None
+        except OSError:
+            conn.close()
+    raise InputError(f"{shown} could not be reached (connection failed).")
+
+
 def fetch_url(url: str, settings: Settings) -> bytes:
     """GET `url` and return its body, or raise an error that says what to change."""
     shown = describe_source(url)
@@ -77,8 +92,8 @@ def fetch_url(url: str, settings: Settings) -> bytes:
         if remaining <= 0:
             raise InputError(f"{shown} took longer than {settings.url_timeout:g} s (MCP_VISION_URL_TIMEOUT).")
         cls = _PinnedHTTPSConnection if parsed.scheme == "https" else _PinnedHTTPConnection
-        conn = cls(parsed.hostname, port, addresses[0], timeout=min(remaining, 10.0))
         target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+        conn = _connect(cls, parsed.hostname, port, addresses, min(remaining, 10.0), shown)
         try:
             conn.request("GET", target, headers={"User-Agent": _USER_AGENT, "Accept": "*/*"})
             response = conn.getresponse()

@@ -4,6 +4,7 @@ applied, the first frame of multi-frame files, every mode normalised to 8-bit RG
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from PIL import Image as PILImage
 
 # Formats with a well-fuzzed decoder in Pillow. EPS (Ghostscript) and the exotic ones are not read.
+_OPEN_LOCK = threading.Lock()
+
 ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP", "TIFF", "ICO", "PPM", "AVIF", "HEIF")
 
 
@@ -39,10 +42,14 @@ def decode_image(media: Media, max_pixels: int) -> DecodedImage:
     with warnings.catch_warnings():
         # Pillow warns between max_pixels and 2x; treat the warning like the error.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        previous = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = max_pixels
         try:
-            img = Image.open(io.BytesIO(media.data), formats=formats)
+            with _OPEN_LOCK:  # Pillow's limit is process-wide: set it only around the header parse
+                previous = Image.MAX_IMAGE_PIXELS
+                Image.MAX_IMAGE_PIXELS = max_pixels
+                try:
+                    img = Image.open(io.BytesIO(media.data), formats=formats)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = previous
             fmt = img.format or "unknown"
             width, height = img.size
             if width * height > max_pixels:
@@ -62,8 +69,6 @@ def decode_image(media: Media, max_pixels: int) -> DecodedImage:
             raise InputError(f"{media.label} is not an image in a supported format ({supported}).") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise InputError(f"{media.label} is a corrupt or truncated image ({_reason(exc)}).") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = previous
     return DecodedImage(image=rgb, width=rgb.width, height=rgb.height, format=fmt)
 
 
@@ -79,13 +84,19 @@ def to_rgb(img: PILImage.Image) -> PILImage.Image:
     if img.mode == "RGB":
         return img
     if img.mode in {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}:
-        # Scale the actual range to 0-255 instead of clipping (16-bit scans, depth maps).
         import numpy as np
 
         arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
-        return Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB")
+        if img.mode.startswith("I;16"):
+            scaled = arr / 257.0  # 16-bit to 8-bit, same brightness
+        else:
+            # 32-bit int or float: no fixed range. Keep 0-255 data as is; stretch anything wider.
+            lo, hi = float(arr.min()), float(arr.max())
+            if (lo >= 0 and hi <= 255) or hi <= lo:
+                scaled = np.clip(arr, 0, 255)
+            else:
+                scaled = (arr - lo) * (255.0 / (hi - lo))
+        return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L").convert("RGB")
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in {"RGBA", "LA", "PA", "RGBa", "La"}:

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, unquote_to_bytes, urlparse
 from urllib.request import url2pathname
 
 from .errors import AccessError, InputError
@@ -117,14 +117,19 @@ def _decode_data_uri(uri: str, max_bytes: int) -> bytes:
     header, sep, payload = uri.partition(",")
     if not sep:
         raise InputError("The data: URI has no ',' separating its header from its data.")
-    if len(payload) > (max_bytes * 4) // 3 + 4:
-        raise InputError(f"The data: URI is larger than the {max_bytes:,} byte limit (MCP_VISION_MAX_FILE_BYTES).")
-    if header.endswith(";base64"):
+    too_big = InputError(f"The data: URI is larger than the {max_bytes:,} byte limit (MCP_VISION_MAX_FILE_BYTES).")
+    if len(payload) > 3 * max_bytes + 8:  # even percent-encoding needs at most 3 characters a byte
+        raise too_big
+    if header.lower().endswith(";base64"):
         try:
-            return base64.b64decode("".join(payload.split()), validate=True)
+            data = base64.b64decode("".join(payload.split()), validate=True)
         except (binascii.Error, ValueError):
             raise InputError("The data: URI is not valid base64.") from None
-    return unquote(payload).encode("latin-1", errors="replace")
+    else:
+        data = unquote_to_bytes(payload)
+    if len(data) > max_bytes:
+        raise too_big
+    return data
 
 
 def is_within(path: Path, roots: tuple[Path, ...]) -> bool:

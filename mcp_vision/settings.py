@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -46,8 +47,8 @@ def _parse_float(name: str, value: str) -> float:
         number = float(value)
     except ValueError:
         raise ValueError(f"{name}={value!r} is not a number") from None
-    if number <= 0:
-        raise ValueError(f"{name}={value!r} must be positive")
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{name}={value!r} must be a positive, finite number")
     return number
 
 

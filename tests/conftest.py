@@ -1,0 +1,60 @@
+"""Shared fixtures: the tiny random-weight InternVL (built once per test run, offline) and settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mcp_vision.settings import Settings
+
+from .tiny_internvl import build_tiny_internvl
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PYMUPDF_MESSAGE", "fd:2")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real InternVL checkpoint layout (config, safetensors, tokenizer, processors), tiny widths."""
+    return build_tiny_internvl(tmp_path_factory.mktemp("tiny-internvl"))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def media_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "media"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def settings(tiny_model_dir: Path, media_dir: Path) -> Settings:
+    """Float32 on CPU so greedy outputs are exactly repeatable."""
+    return Settings(
+        model=str(tiny_model_dir),
+        device="cpu",
+        quantization="none",
+        dtype="float32",
+        allowed_dirs=(media_dir,),
+        max_new_tokens=8,
+        max_tiles=4,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_model_dir: Path):
+    """One loaded real backend shared by the end-to-end tests (loading once keeps the suite quick)."""
+    from mcp_vision.backend.internvl import InternVLBackend
+    from mcp_vision.worker import Job
+
+    backend = InternVLBackend(
+        Settings(model=str(tiny_model_dir), device="cpu", quantization="none", dtype="float32")
+    )
+    backend.load(Job())
+    return backend

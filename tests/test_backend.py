@@ -1,0 +1,100 @@
+"""The real InternVL backend on the tiny random-weight model: precision paths, tiling, determinism."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from mcp_vision.backend.base import Turn
+from mcp_vision.backend.internvl import KEEP_UNQUANTIZED, InternVLBackend
+from mcp_vision.errors import InputError, ModelUnavailableError
+from mcp_vision.settings import Settings
+from mcp_vision.worker import Job
+
+
+def _turns(question: str = "Describe.", size=(448, 448), color="red") -> list[Turn]:
+    return [Turn("user", question, [Image.new("RGB", size, color)])]
+
+
+def test_nf4_on_cpu_quantizes_the_language_model_only(tiny_model_dir):
+    import bitsandbytes as bnb
+    import torch
+
+    backend = InternVLBackend(
+        Settings(model=str(tiny_model_dir), device="cpu", quantization="nf4", dtype="bfloat16")
+    )
+    result = backend.chat(_turns(), Job(), max_new_tokens=4, max_tiles=1)
+    model = backend._model
+    quantized = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert quantized, "no Linear4bit layer: the 4-bit path did not take effect"
+    assert all(n.startswith("model.language_model.") for n in quantized)
+    # Every projection of every language-model layer is 4-bit: 7 per layer x 2 layers.
+    assert len(quantized) == 14
+    for prefix in KEEP_UNQUANTIZED:
+        kept = [m for n, m in model.named_modules() if n.startswith(prefix) and isinstance(m, torch.nn.Linear)]
+        assert kept and not any(isinstance(m, bnb.nn.Linear4bit) for m in kept), prefix
+    assert backend.quantization == "nf4" and backend.device == "cpu"
+    assert result.output_tokens >= 1 and result.tiles == [1]
+
+
+def test_cpu_auto_chooses_bf16_without_quantization(tiny_model_dir):
+    backend = InternVLBackend(Settings(model=str(tiny_model_dir), device="cpu"))
+    backend.load(Job())
+    assert (backend.device, backend.quantization, backend.dtype) == ("cpu", "none", "bfloat16")
+
+
+def test_greedy_output_is_deterministic(tiny_backend):
+    a = tiny_backend.chat(_turns(), Job(), max_new_tokens=6, max_tiles=2)
+    b = tiny_backend.chat(_turns(), Job(), max_new_tokens=6, max_tiles=2)
+    assert a.text == b.text and a.output_tokens == b.output_tokens
+
+
+def test_tiles_follow_the_stock_processor(tiny_backend):
+    wide = tiny_backend.chat(_turns(size=(1344, 448)), Job(), max_new_tokens=1, max_tiles=6)
+    single = tiny_backend.chat(_turns(size=(1344, 448)), Job(), max_new_tokens=1, max_tiles=1)
+    assert wide.tiles == [4]  # 3x1 grid + thumbnail
+    assert wide.image_tokens == 4 * 256
+    assert single.tiles == [1] and single.image_tokens == 256
+
+
+def test_min_new_tokens_forces_equal_work(tiny_backend):
+    result = tiny_backend.chat(_turns(), Job(), max_new_tokens=5, max_tiles=1, min_new_tokens=5)
+    assert result.output_tokens == 5 and result.finish_reason == "length"
+
+
+def test_cancellation_stops_generation_between_tokens(tiny_backend):
+    job = Job()
+    job.stop.set()
+    result = tiny_backend.chat(_turns(), job, max_new_tokens=50, max_tiles=1, min_new_tokens=50)
+    assert result.finish_reason == "cancelled" and result.output_tokens <= 1
+
+
+def test_history_is_real_chat_turns(tiny_backend):
+    turns = _turns("First question?") + [Turn("assistant", "First answer."), Turn("user", "Second question?")]
+    inputs = tiny_backend.build_inputs(turns, max_tiles=1)
+    text = tiny_backend._processor.decode(inputs["input_ids"][0])
+    assert text.count("<|im_start|>user") == 2 and text.count("<|im_start|>assistant") == 2
+    assert text.index("First answer.") < text.index("Second question?")
+    assert text.rstrip().endswith("<|im_start|>assistant")
+
+
+def test_prompt_over_the_context_is_an_input_error(tiny_backend):
+    with pytest.raises(InputError, match="context"):
+        tiny_backend.chat(_turns(), Job(), max_new_tokens=8190, max_tiles=1)
+
+
+def test_non_internvl_directory_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    backend = InternVLBackend(Settings(model=str(tmp_path), device="cpu"))
+    with pytest.raises(ModelUnavailableError, match="not InternVL"):
+        backend.load(Job())
+
+
+def test_cuda_requested_without_cuda(tiny_model_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    backend = InternVLBackend(Settings(model=str(tiny_model_dir), device="cuda"))
+    with pytest.raises(ModelUnavailableError, match="MCP_VISION_DEVICE"):
+        backend.load(Job())

@@ -1,0 +1,79 @@
+"""Cold start: importing the package, --help, initialize and tools/list never import torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+HEAVY = ("torch", "transformers", "bitsandbytes", "accelerate", "fitz", "pymupdf", "av", "PIL")
+
+
+def _run(code: str) -> str:
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_import_and_tools_list_do_not_import_heavy_libraries(tmp_path):
+    out = _run(
+        f"""
+        import sys, anyio
+        from mcp import Client
+        from mcp_vision.server import build_server
+        from mcp_vision.settings import Settings
+
+        async def main():
+            server = build_server(Settings(model={str(tmp_path)!r}))
+            async with Client(server) as client:
+                tools = await client.list_tools()
+                assert len(tools.tools) == 5
+        anyio.run(main)
+        print(",".join(m for m in {HEAVY!r} if m in sys.modules))
+        """
+    )
+    assert out.strip() == "", f"imported at cold start: {out.strip()}"
+
+
+def test_help_does_not_import_torch():
+    out = _run(
+        """
+        import sys, contextlib, io
+        from mcp_vision.cli import run
+        with contextlib.redirect_stdout(io.StringIO()) as buf:
+            try:
+                run(["--help"])
+            except SystemExit:
+                pass
+        assert "MCP_VISION_MODEL" in buf.getvalue()
+        print("torch" in sys.modules)
+        """
+    )
+    assert out.strip() == "False"
+
+
+def test_stdio_initialize_and_list_without_torch(tmp_path):
+    """The real command: initialize + tools/list answered, and the process never loaded torch."""
+    import json
+
+    requests = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+    ]
+    code = (
+        "import sys, atexit\n"
+        "atexit.register(lambda: sys.stderr.write('TORCH_LOADED=%s\\n' % ('torch' in sys.modules)))\n"
+        "from mcp_vision import main\n"
+        "main([])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        input="".join(json.dumps(r) + "\n" for r in requests),
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    replies = {m["id"]: m for m in map(json.loads, proc.stdout.splitlines()) if "id" in m}
+    assert replies[1]["result"]["serverInfo"]["name"] == "mcp-vision"
+    assert len(replies[2]["result"]["tools"]) == 5
+    assert "TORCH_LOADED=False" in proc.stderr

@@ -1,0 +1,146 @@
+"""Settings.from_env: every MCP_VISION_* variable, bad values, allowed dirs, overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mcp_vision.settings import DEFAULT_MODEL, ENVIRONMENT, Settings
+
+
+def test_empty_env_gives_defaults():
+    s = Settings.from_env({})
+    assert s.model == DEFAULT_MODEL
+    assert (s.device, s.quantization, s.dtype) == ("auto", "auto", "auto")
+    assert s.allow_urls is True and s.allow_private_urls is False and s.allow_download is False
+    assert s.prompts_dir is None
+    assert s.log_level == "INFO"
+
+
+def test_blank_values_are_ignored():
+    s = Settings.from_env({"MCP_VISION_MAX_TILES": "   ", "MCP_VISION_DEVICE": ""})
+    assert s.max_tiles == Settings().max_tiles
+    assert s.device == "auto"
+
+
+def test_every_variable_is_parsed(tmp_path):
+    env = {
+        "MCP_VISION_MODEL": "  some/model  ",
+        "MCP_VISION_DEVICE": "CPU",
+        "MCP_VISION_QUANTIZATION": "nf4",
+        "MCP_VISION_DTYPE": "bfloat16",
+        "MCP_VISION_ALLOWED_DIRS": str(tmp_path),
+        "MCP_VISION_ALLOW_DOWNLOAD": "yes",
+        "MCP_VISION_ALLOW_URLS": "off",
+        "MCP_VISION_ALLOW_PRIVATE_URLS": "1",
+        "MCP_VISION_MAX_FILE_BYTES": "1234",
+        "MCP_VISION_MAX_IMAGE_PIXELS": "5000",
+        "MCP_VISION_MAX_TILES": "6",
+        "MCP_VISION_MAX_NEW_TOKENS": "99",
+        "MCP_VISION_URL_TIMEOUT": "2.5",
+        "MCP_VISION_PROMPTS_DIR": str(tmp_path / "p"),
+        "MCP_VISION_PRELOAD": "true",
+        "MCP_VISION_LOG_LEVEL": "debug",
+    }
+    assert set(env) == set(ENVIRONMENT.values())  # the test covers every variable
+    s = Settings.from_env(env)
+    assert s.model == "some/model"
+    assert s.device == "cpu"
+    assert s.quantization == "nf4"
+    assert s.dtype == "bfloat16"
+    assert s.allowed_dirs == (tmp_path,)
+    assert s.allow_download is True
+    assert s.allow_urls is False
+    assert s.allow_private_urls is True
+    assert s.max_file_bytes == 1234
+    assert s.max_image_pixels == 5000
+    assert s.max_tiles == 6
+    assert s.max_new_tokens == 99
+    assert s.url_timeout == 2.5
+    assert s.prompts_dir == tmp_path / "p"
+    assert s.preload is True
+    assert s.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize("raw,expected", [("1", True), ("TRUE", True), ("On", True), ("0", False), ("no", False)])
+def test_boolean_spellings(raw, expected):
+    assert Settings.from_env({"MCP_VISION_PRELOAD": raw}).preload is expected
+
+
+def test_max_tiles_is_capped_at_40():
+    assert Settings.from_env({"MCP_VISION_MAX_TILES": "500"}).max_tiles == 40
+
+
+@pytest.mark.parametrize(
+    "var,value",
+    [
+        ("MCP_VISION_DEVICE", "tpu"),
+        ("MCP_VISION_QUANTIZATION", "int4"),
+        ("MCP_VISION_DTYPE", "float8"),
+        ("MCP_VISION_ALLOW_URLS", "maybe"),
+        ("MCP_VISION_ALLOW_DOWNLOAD", "2"),
+        ("MCP_VISION_ALLOW_PRIVATE_URLS", "y"),
+        ("MCP_VISION_PRELOAD", "enabled"),
+        ("MCP_VISION_MAX_FILE_BYTES", "10MB"),
+        ("MCP_VISION_MAX_FILE_BYTES", "0"),
+        ("MCP_VISION_MAX_IMAGE_PIXELS", "-5"),
+        ("MCP_VISION_MAX_TILES", "1.5"),
+        ("MCP_VISION_MAX_NEW_TOKENS", "many"),
+        ("MCP_VISION_URL_TIMEOUT", "soon"),
+        ("MCP_VISION_URL_TIMEOUT", "0"),
+        ("MCP_VISION_URL_TIMEOUT", "-1"),
+        ("MCP_VISION_LOG_LEVEL", "verbose"),
+    ],
+)
+def test_bad_value_raises_value_error_naming_the_variable(var, value):
+    with pytest.raises(ValueError) as info:
+        Settings.from_env({var: value})
+    assert var in str(info.value)
+    assert value in str(info.value)
+
+
+def test_nan_url_timeout_is_refused():
+    with pytest.raises(ValueError, match="MCP_VISION_URL_TIMEOUT"):
+        Settings.from_env({"MCP_VISION_URL_TIMEOUT": "nan"})
+
+
+def test_allowed_dirs_split_on_pathsep_and_skip_empty_parts(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    raw = os.pathsep.join([str(a), "", " ", str(b)])
+    assert Settings.from_env({"MCP_VISION_ALLOWED_DIRS": raw}).allowed_dirs == (a, b)
+
+
+def test_allowed_dirs_and_prompts_dir_expand_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    s = Settings.from_env({"MCP_VISION_ALLOWED_DIRS": "~/pics", "MCP_VISION_PROMPTS_DIR": "~/prompts"})
+    assert s.allowed_dirs == (tmp_path / "pics",)
+    assert s.prompts_dir == tmp_path / "prompts"
+
+
+def test_default_allowed_dir_is_cwd(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert Settings.from_env({}).allowed_dirs == (Path.cwd(),)
+
+
+def test_with_overrides_ignores_none_and_applies_values():
+    base = Settings(max_tiles=7, device="cpu")
+    s = base.with_overrides(max_tiles=None, device="cuda", preload=True)
+    assert s.max_tiles == 7
+    assert s.device == "cuda"
+    assert s.preload is True
+    assert base.device == "cpu"  # frozen original unchanged
+
+
+def test_with_overrides_keeps_false_and_zero_like_values():
+    s = Settings(allow_urls=True).with_overrides(allow_urls=False)
+    assert s.allow_urls is False
+
+
+def test_resolved_allowed_dirs_follow_symlinks(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    assert Settings(allowed_dirs=(link,)).resolved_allowed_dirs() == (real.resolve(),)

@@ -1,0 +1,101 @@
+"""The real command over stdio: the SDK's client against a subprocess, and the raw byte stream."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mcp import Client, StdioServerParameters
+from PIL import Image
+
+pytestmark = pytest.mark.anyio
+
+
+def _env(model_dir: Path, media: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_VISION_")}
+    env.update(
+        MCP_VISION_MODEL=str(model_dir),
+        MCP_VISION_ALLOWED_DIRS=str(media),
+        MCP_VISION_DEVICE="cpu",
+        MCP_VISION_MAX_NEW_TOKENS="4",
+        MCP_VISION_MAX_TILES="2",
+        HF_HUB_OFFLINE="1",
+        **extra,
+    )
+    return env
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_describe_image_over_stdio(tiny_model_dir, media_dir, mode):
+    image = media_dir / "photo.jpg"
+    Image.new("RGB", (500, 300), "orange").save(image)
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "mcp_vision"],
+        env=_env(tiny_model_dir, media_dir),
+        cwd=str(media_dir),
+    )
+    async with Client(params, mode=mode) as client:
+        tools = await client.list_tools()
+        assert {t.name for t in tools.tools} >= {"describe_image", "ocr_document", "compare_images", "video_qa"}
+        ok = await client.call_tool("describe_image", {"image": "photo.jpg"})  # relative to the server's cwd
+        bad = await client.call_tool("describe_image", {"image": "nothing-here.png"})
+        sid = ok.structured_content["session_id"]
+        follow = await client.call_tool("follow_up", {"session_id": sid, "question": "What else?"})
+    assert not ok.is_error, ok.content
+    assert ok.structured_content["image"]["width"] == 500
+    assert bad.is_error and "does not exist" in bad.content[0].text
+    assert not follow.is_error and follow.structured_content["session_id"] == sid
+
+
+def test_stdout_carries_only_json_rpc(tiny_model_dir, media_dir):
+    """Loading torch, transformers and bitsandbytes (which log on CPU) must not leak onto stdout."""
+    Image.new("RGB", (64, 64), "white").save(media_dir / "w.png")
+    requests = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "raw-test", "version": "0"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+            "name": "describe_image", "arguments": {"image": str(media_dir / "w.png")},
+            "_meta": {"progressToken": "p1"}}},
+        {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
+            "name": "describe_image", "arguments": {"image": str(media_dir / "missing.png")}}},
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcp_vision"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_env(tiny_model_dir, media_dir, MCP_VISION_QUANTIZATION="nf4", MCP_VISION_LOG_LEVEL="DEBUG"),
+    )
+    for request in requests:
+        proc.stdin.write(json.dumps(request) + "\n")
+    proc.stdin.flush()
+    stdout_lines: list[str] = []
+    answered: set[int] = set()
+    deadline = time.monotonic() + 300
+    while answered != {1, 2, 3, 4} and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        stdout_lines.append(line)
+        message = json.loads(line)  # any stray output fails here
+        if "id" in message:
+            answered.add(message["id"])
+    # communicate() closes stdin: end of input, the server exits
+    rest, stderr = proc.communicate(timeout=60)
+    stdout_lines += rest.splitlines()
+    lines = [line for line in stdout_lines if line.strip()]
+    messages = [json.loads(line) for line in lines]  # any stray output fails here
+    assert all(m.get("jsonrpc") == "2.0" for m in messages)
+    by_id = {m["id"]: m for m in messages if "id" in m}
+    assert set(by_id) == {1, 2, 3, 4}, stderr[-2000:]
+    assert by_id[3]["result"].get("isError") is not True, by_id[3]
+    assert by_id[4]["result"]["isError"] is True
+    assert any(m.get("method") == "notifications/progress" for m in messages)
+    assert "loaded" in stderr  # the log went to stderr
