@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,10 +53,15 @@ class InferenceWorker:
                 f"The server is busy with {self._pending} queued model calls: retry in a little while."
             )
         loop = asyncio.get_running_loop()
-        updates: asyncio.Queue[tuple[float, float | None, str | None]] = asyncio.Queue()
+        updates: deque[tuple[float, float | None, str | None]] = deque()
+        wake = asyncio.Event()
+
+        def arrived(update: tuple[float, float | None, str | None]) -> None:
+            updates.append(update)
+            wake.set()
 
         def report(p: float, total: float | None, message: str | None) -> None:
-            loop.call_soon_threadsafe(updates.put_nowait, (p, total, message))
+            loop.call_soon_threadsafe(arrived, (p, total, message))
 
         job = Job(_report=report)
         self._pending += 1
@@ -64,21 +70,23 @@ class InferenceWorker:
         try:
             last: tuple[float, float | None] = (0.0, None)
             while True:
-                getter = asyncio.ensure_future(updates.get())
-                done, _ = await asyncio.wait({future, getter}, timeout=self.heartbeat_seconds,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    p, total, message = getter.result()
+                waiter = asyncio.ensure_future(wake.wait())
+                await asyncio.wait({future, waiter}, timeout=self.heartbeat_seconds,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                wake.clear()
+                # Updates reported before the job returned are queued before its completion: relay them all.
+                delivered = bool(updates)
+                while updates:
+                    p, total, message = updates.popleft()
                     last = (p, total)
                     if progress is not None:
                         await progress(p, total, message)
-                else:
-                    getter.cancel()
-                    if future not in done and progress is not None:
-                        waited = time.monotonic() - started
-                        await progress(last[0], last[1], f"{label} ({waited:.0f} s)")
                 if future.done():
                     return future.result()
+                if not delivered and progress is not None:
+                    waited = time.monotonic() - started
+                    await progress(last[0], last[1], f"{label} ({waited:.0f} s)")
         except asyncio.CancelledError:
             job.stop.set()
             future.cancel()  # never starts if it was still queued
