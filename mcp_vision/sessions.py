@@ -42,9 +42,10 @@ class SessionStore:
             del self._sessions[sid]
 
     def create(self) -> Session:
-        session = Session(id="vs_" + secrets.token_urlsafe(24))  # 192 random bits
+        now = time.monotonic()
+        session = Session(id="vs_" + secrets.token_urlsafe(24), created=now, last_used=now)  # 192 random bits
         with self._lock:
-            self._expire(time.monotonic())
+            self._expire(now)
             self._sessions[session.id] = session
             while len(self._sessions) > self.max_sessions:
                 self._sessions.popitem(last=False)
