@@ -61,11 +61,11 @@ class VisionService:
             raise InputError(f"The question is {len(value):,} characters; the limit is {MAX_QUESTION_CHARS:,}.")
         return value.strip()
 
-    async def _chat(self, turns: list[Turn], progress: Progress | None, max_new_tokens: int, max_tiles: int) -> ChatResult:
+    async def _chat(self, turns: list[Turn], progress: Progress | None, max_new_tokens: int) -> ChatResult:
         backend = self.backend
         label = "loading model" if not backend.loaded else "generating"
         return await self.worker.run(
-            lambda job: backend.chat(turns, job, max_new_tokens=max_new_tokens, max_tiles=max_tiles),
+            lambda job: backend.chat(turns, job, max_new_tokens=max_new_tokens),
             progress=progress,
             label=label,
         )
@@ -102,10 +102,9 @@ class VisionService:
             self.sessions.get(session_id)  # fail before any work on an unknown session
         decoded = await self.load_image(image)
         session = self.sessions.get_or_create(session_id)
-        user = Turn("user", asked, [decoded.image])
-        result = await self._chat([*session.turns, user], progress, tokens, tiles)
-        session.turns += [user, Turn("assistant", result.text)]
-        session.max_tiles = tiles
+        user = Turn.user(asked, [decoded.image], max_tiles=tiles)
+        result = await self._chat([*session.turns, user], progress, tokens)
+        session.turns += [user, Turn.assistant(result.text)]
         return DescribeImageResult(
             answer=result.text,
             session_id=session.id,
@@ -131,10 +130,9 @@ class VisionService:
             raise InputError("The question is empty: say what you want to know about the session's media.")
         asked = self._question(question, "")
         session = self.sessions.get(session_id)
-        user = Turn("user", asked)
-        tiles = session.max_tiles or self.settings.max_tiles
-        result = await self._chat([*session.turns, user], progress, tokens, tiles)
-        session.turns += [user, Turn("assistant", result.text)]
+        user = Turn.user(asked)
+        result = await self._chat([*session.turns, user], progress, tokens)
+        session.turns += [user, Turn.assistant(result.text)]
         return FollowUpResult(
             answer=result.text,
             session_id=session.id,

@@ -20,7 +20,6 @@ from .errors import SessionError
 class Session:
     id: str
     turns: list[Turn] = field(default_factory=list)
-    max_tiles: int | None = None  # tile budget the session's images were shown with
     created: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
 

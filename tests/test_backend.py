@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from mcp_vision.backend.base import Turn
+from mcp_vision.backend.base import ImagePart, Turn
 from mcp_vision.backend.internvl import KEEP_UNQUANTIZED, InternVLBackend
 from mcp_vision.errors import InputError, ModelUnavailableError
 from mcp_vision.settings import Settings
 from mcp_vision.worker import Job
 
 
-def _turns(question: str = "Describe.", size=(448, 448), color="red") -> list[Turn]:
-    return [Turn("user", question, [Image.new("RGB", size, color)])]
+def _turns(question: str = "Describe.", size=(448, 448), color="red", max_tiles: int = 1) -> list[Turn]:
+    return [Turn.user(question, [Image.new("RGB", size, color)], max_tiles=max_tiles)]
 
 
 def test_nf4_on_cpu_quantizes_the_language_model_only(tiny_model_dir):
@@ -23,7 +23,7 @@ def test_nf4_on_cpu_quantizes_the_language_model_only(tiny_model_dir):
     backend = InternVLBackend(
         Settings(model=str(tiny_model_dir), device="cpu", quantization="nf4", dtype="bfloat16")
     )
-    result = backend.chat(_turns(), Job(), max_new_tokens=4, max_tiles=1)
+    result = backend.chat(_turns(), Job(), max_new_tokens=4)
     model = backend._model
     quantized = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert quantized, "no Linear4bit layer: the 4-bit path did not take effect"
@@ -44,34 +44,34 @@ def test_cpu_auto_chooses_bf16_without_quantization(tiny_model_dir):
 
 
 def test_greedy_output_is_deterministic(tiny_backend):
-    a = tiny_backend.chat(_turns(), Job(), max_new_tokens=6, max_tiles=2)
-    b = tiny_backend.chat(_turns(), Job(), max_new_tokens=6, max_tiles=2)
+    a = tiny_backend.chat(_turns(max_tiles=2), Job(), max_new_tokens=6)
+    b = tiny_backend.chat(_turns(max_tiles=2), Job(), max_new_tokens=6)
     assert a.text == b.text and a.output_tokens == b.output_tokens
 
 
 def test_tiles_follow_the_stock_processor(tiny_backend):
-    wide = tiny_backend.chat(_turns(size=(1344, 448)), Job(), max_new_tokens=1, max_tiles=6)
-    single = tiny_backend.chat(_turns(size=(1344, 448)), Job(), max_new_tokens=1, max_tiles=1)
+    wide = tiny_backend.chat(_turns(size=(1344, 448), max_tiles=6), Job(), max_new_tokens=1)
+    single = tiny_backend.chat(_turns(size=(1344, 448), max_tiles=1), Job(), max_new_tokens=1)
     assert wide.tiles == [4]  # 3x1 grid + thumbnail
     assert wide.image_tokens == 4 * 256
     assert single.tiles == [1] and single.image_tokens == 256
 
 
 def test_min_new_tokens_forces_equal_work(tiny_backend):
-    result = tiny_backend.chat(_turns(), Job(), max_new_tokens=5, max_tiles=1, min_new_tokens=5)
+    result = tiny_backend.chat(_turns(), Job(), max_new_tokens=5, min_new_tokens=5)
     assert result.output_tokens == 5 and result.finish_reason == "length"
 
 
 def test_cancellation_stops_generation_between_tokens(tiny_backend):
     job = Job()
     job.stop.set()
-    result = tiny_backend.chat(_turns(), job, max_new_tokens=50, max_tiles=1, min_new_tokens=50)
+    result = tiny_backend.chat(_turns(), job, max_new_tokens=50, min_new_tokens=50)
     assert result.finish_reason == "cancelled" and result.output_tokens <= 1
 
 
 def test_history_is_real_chat_turns(tiny_backend):
-    turns = _turns("First question?") + [Turn("assistant", "First answer."), Turn("user", "Second question?")]
-    inputs = tiny_backend.build_inputs(turns, max_tiles=1)
+    turns = _turns("First question?") + [Turn.assistant("First answer."), Turn.user("Second question?")]
+    inputs = tiny_backend.build_inputs(turns)
     text = tiny_backend._processor.decode(inputs["input_ids"][0])
     assert text.count("<|im_start|>user") == 2 and text.count("<|im_start|>assistant") == 2
     assert text.index("First answer.") < text.index("Second question?")
@@ -80,7 +80,7 @@ def test_history_is_real_chat_turns(tiny_backend):
 
 def test_prompt_over_the_context_is_an_input_error(tiny_backend):
     with pytest.raises(InputError, match="context"):
-        tiny_backend.chat(_turns(), Job(), max_new_tokens=8190, max_tiles=1)
+        tiny_backend.chat(_turns(), Job(), max_new_tokens=8190)
 
 
 def test_non_internvl_directory_is_refused(tmp_path):
@@ -98,3 +98,26 @@ def test_cuda_requested_without_cuda(tiny_model_dir):
     backend = InternVLBackend(Settings(model=str(tiny_model_dir), device="cuda"))
     with pytest.raises(ModelUnavailableError, match="MCP_VISION_DEVICE"):
         backend.load(Job())
+
+
+def test_inputs_match_the_stock_processor_call(tiny_backend):
+    """Per-image tiling gives exactly what processor(text, images, max_patches) gives for one budget."""
+    import torch
+
+    images = [Image.new("RGB", (900, 300), "red"), Image.new("RGB", (300, 700), "blue")]
+    turns = [Turn("user", [ImagePart(images[0], 4), "and", ImagePart(images[1], 4), "Compare."])]
+    ours = tiny_backend.build_inputs(turns)
+    processor = tiny_backend._processor
+    messages = [{"role": "user", "content": [
+        {"type": "image"}, {"type": "text", "text": "and"}, {"type": "image"}, {"type": "text", "text": "Compare."}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    stock = processor(text=[prompt], images=images, max_patches=4, return_tensors="pt")
+    assert torch.equal(ours["input_ids"], stock["input_ids"])
+    assert torch.equal(ours["pixel_values"], stock["pixel_values"].to(ours["pixel_values"].dtype))
+    assert ours["num_patches"] == [4, 3]  # 3x1 grid + thumbnail; 1x2 grid + thumbnail
+
+
+def test_each_image_keeps_its_own_tile_budget(tiny_backend):
+    turns = [Turn("user", [ImagePart(Image.new("RGB", (1344, 448)), 6), ImagePart(Image.new("RGB", (1344, 448)), 1), "?"])]
+    result = tiny_backend.chat(turns, Job(), max_new_tokens=1)
+    assert result.tiles == [4, 1] and result.image_tokens == 5 * 256

@@ -44,5 +44,5 @@ def test_sessions_expire(monkeypatch):
 def test_turn_count_counts_answers():
     store = SessionStore()
     s = store.create()
-    s.turns += [Turn("user", "q"), Turn("assistant", "a"), Turn("user", "q2"), Turn("assistant", "a2")]
+    s.turns += [Turn.user("q"), Turn.assistant("a"), Turn.user("q2"), Turn.assistant("a2")]
     assert s.turn_count == 2

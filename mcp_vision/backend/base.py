@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, Union
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -11,13 +12,40 @@ if TYPE_CHECKING:
     from ..worker import Job
 
 
+@dataclass(frozen=True)
+class ImagePart:
+    """An image in a message, with the tile budget it is shown with (1 for a video frame)."""
+
+    image: PILImage.Image
+    max_tiles: int
+
+
+Part = Union[str, ImagePart]
+
+
 @dataclass
 class Turn:
-    """One chat message. A user turn's images come before its text, in order."""
+    """One chat message: text and images in the order the model reads them."""
 
     role: Literal["user", "assistant"]
-    text: str
-    images: list[PILImage.Image] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
+
+    @classmethod
+    def user(cls, text: str, images: Iterable[PILImage.Image] = (), max_tiles: int = 12) -> Turn:
+        """Images first, then the question: the layout InternVL was trained with for one image."""
+        return cls("user", [*(ImagePart(img, max_tiles) for img in images), text])
+
+    @classmethod
+    def assistant(cls, text: str) -> Turn:
+        return cls("assistant", [text])
+
+    @property
+    def images(self) -> list[ImagePart]:
+        return [p for p in self.parts if isinstance(p, ImagePart)]
+
+    @property
+    def text(self) -> str:
+        return "".join(p for p in self.parts if isinstance(p, str))
 
 
 @dataclass(frozen=True)
@@ -43,9 +71,9 @@ class Backend(Protocol):
         """Load the model if it is not loaded yet; return the seconds spent (0 when already loaded)."""
         ...
 
-    def chat(self, turns: list[Turn], job: Job, *, max_new_tokens: int, max_tiles: int) -> ChatResult:
+    def chat(self, turns: list[Turn], job: Job, *, max_new_tokens: int) -> ChatResult:
         """Answer the last user turn given the whole conversation."""
         ...
 
 
-__all__ = ["Backend", "ChatResult", "Turn"]
+__all__ = ["Backend", "ChatResult", "ImagePart", "Part", "Turn"]

@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, ModelUnavailableError
-from .base import ChatResult, Turn
+from .base import ChatResult, ImagePart, Turn
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -148,36 +148,52 @@ class InternVLBackend:
 
     # ---------------------------------------------------------------- chat
 
-    def build_inputs(self, turns: list[Turn], max_tiles: int) -> Any:
-        """The processor's own chat template and tiling; returns tensors on the model's device."""
+    def build_inputs(self, turns: list[Turn]) -> Any:
+        """Tensors for the conversation, built with the processor's own chat template, tiling and
+        image-token expansion; each image keeps its own tile budget."""
+        import torch
+
         processor = self._processor
         messages = []
-        images = []
+        images: list[ImagePart] = []
         for turn in turns:
-            content: list[dict[str, Any]] = [{"type": "image"} for _ in turn.images]
-            content.append({"type": "text", "text": turn.text})
+            content: list[dict[str, Any]] = []
+            for part in turn.parts:
+                if isinstance(part, ImagePart):
+                    content.append({"type": "image"})
+                    images.append(part)
+                elif part:
+                    content.append({"type": "text", "text": part})
             messages.append({"role": turn.role, "content": content})
-            images.extend(turn.images)
         prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
-        if images:
-            kwargs["images"] = images
-            kwargs["max_patches"] = max_tiles
-        inputs = processor(**kwargs)
-        inputs = inputs.to(self._model.device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self._vision_dtype())
-        return inputs
+        pieces = prompt.split(processor.image_token)
+        if len(pieces) - 1 != len(images):
+            raise InputError(
+                f"The model's chat template placed {len(pieces) - 1} image placeholders for {len(images)} images: "
+                "use an InternVL -hf checkpoint whose chat template emits one per image."
+            )
+        pixel_values = []
+        num_patches: list[int] = []
+        for part in images:
+            out = processor.image_processor(
+                images=[part.image], crop_to_patches=part.max_tiles > 1, max_patches=part.max_tiles, return_tensors="pt"
+            )
+            pixel_values.append(out["pixel_values"])
+            num_patches.append(int(out["num_patches"][0]))
+        expanded = pieces[0]
+        for index, piece in enumerate(pieces[1:]):
+            expanded += processor.replace_image_token({"num_patches": num_patches}, index) + piece
+        inputs = processor.tokenizer([expanded], return_tensors="pt")
+        data = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+        if pixel_values:
+            data["pixel_values"] = torch.cat(pixel_values).to(self._vision_dtype())
+        device = self._model.device
+        data = {k: v.to(device) for k, v in data.items()}
+        data["num_patches"] = num_patches
+        return data
 
     def _vision_dtype(self) -> Any:
         return next(self._model.model.vision_tower.parameters()).dtype
-
-    def count_tiles(self, image: Any, max_tiles: int) -> int:
-        return int(
-            self._processor.image_processor.get_number_of_image_patches(
-                image.height, image.width, {"max_patches": max_tiles}
-            )
-        )
 
     def chat(
         self,
@@ -185,7 +201,6 @@ class InternVLBackend:
         job: Job,
         *,
         max_new_tokens: int,
-        max_tiles: int,
         min_new_tokens: int | None = None,
     ) -> ChatResult:
         load_seconds = self.load(job)
@@ -196,9 +211,10 @@ class InternVLBackend:
             raise InputError("The conversation must end with a question.")
         started = time.monotonic()
         try:
-            inputs = self.build_inputs(turns, max_tiles)
+            inputs = self.build_inputs(turns)
         except ValueError as exc:
             raise InputError(f"The model input could not be built ({_first_line(exc)}).") from None
+        num_patches = inputs.pop("num_patches")
         prompt_len = int(inputs["input_ids"].shape[1])
         image_token_id = self._model.config.image_token_id
         image_tokens = int((inputs["input_ids"] == image_token_id).sum())
@@ -245,13 +261,13 @@ class InternVLBackend:
             finish = "stop"
         else:
             finish = "length" if len(new_tokens) >= max_new_tokens else "stop"
-        last_images = turns[-1].images
+        last_count = len(turns[-1].images)
         return ChatResult(
             text=text,
             prompt_tokens=prompt_len,
             output_tokens=int(len(new_tokens)),
             image_tokens=image_tokens,
-            tiles=[self.count_tiles(img, max_tiles) for img in last_images],
+            tiles=num_patches[len(num_patches) - last_count :] if last_count else [],
             finish_reason=finish,
             seconds=time.monotonic() - started,
             load_seconds=load_seconds,
