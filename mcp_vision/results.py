@@ -45,14 +45,20 @@ class FollowUpResult(BaseModel):
 
 class PageText(BaseModel):
     page: int = Field(description="1-based page number.")
-    method: Literal["text_layer", "vision"] = Field(description="How the text was obtained.")
+    method: Literal["text_layer", "vision"] = Field(
+        description="'text_layer': the PDF's own text, exact; 'vision': the page was rendered and read by the model."
+    )
     text: str
 
 
 class OcrDocumentResult(BaseModel):
     pages: list[PageText]
     page_count: int = Field(description="Pages in the whole document.")
-    session_id: str
+    session_id: str = Field(description="Pass this to follow_up to ask about the pages read.")
+    model: str
+    truncated: bool = Field(description="True when the output was cut at the size cap; see note.")
+    note: str | None = Field(default=None, description="What was left out and how to ask for it, when truncated.")
+    seconds: float
 
 
 class Region(BaseModel):
@@ -69,9 +75,15 @@ class ImageDiff(BaseModel):
 
 
 class CompareImagesResult(BaseModel):
-    answer: str
-    diffs: list[ImageDiff]
-    session_id: str
+    answer: str = Field(description="The model's comparison.")
+    diffs: list[ImageDiff] = Field(description="Measured pixel differences of each image against image 1.")
+    images: list[ImageInfo]
+    session_id: str = Field(description="Pass this to follow_up to continue the conversation.")
+    model: str
+    tiles: list[int] = Field(description="Tiles each image was split into.")
+    usage: Usage
+    finish_reason: Literal["stop", "length"]
+    seconds: float
 
 
 class FrameInfo(BaseModel):
@@ -80,10 +92,16 @@ class FrameInfo(BaseModel):
 
 
 class VideoQaResult(BaseModel):
-    answer: str
+    answer: str = Field(description="The model's answer.")
     frames: list[FrameInfo]
     duration: float = Field(description="Duration of the video in seconds.")
-    session_id: str
+    width: int
+    height: int
+    session_id: str = Field(description="Pass this to follow_up to continue the conversation.")
+    model: str
+    usage: Usage
+    finish_reason: Literal["stop", "length"]
+    seconds: float
 
 
 __all__ = [

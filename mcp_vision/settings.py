@@ -72,6 +72,9 @@ class Settings:
     max_image_pixels: int = 64_000_000
     max_tiles: int = 12
     max_new_tokens: int = 512
+    max_pages: int = 50
+    max_frames: int = 32
+    max_output_chars: int = 200_000
     url_timeout: float = 20.0
     prompts_dir: Path | None = None
     preload: bool = False
@@ -112,6 +115,9 @@ ENVIRONMENT: dict[str, str] = {
     "max_image_pixels": "MCP_VISION_MAX_IMAGE_PIXELS",
     "max_tiles": "MCP_VISION_MAX_TILES",
     "max_new_tokens": "MCP_VISION_MAX_NEW_TOKENS",
+    "max_pages": "MCP_VISION_MAX_PAGES",
+    "max_frames": "MCP_VISION_MAX_FRAMES",
+    "max_output_chars": "MCP_VISION_MAX_OUTPUT_CHARS",
     "url_timeout": "MCP_VISION_URL_TIMEOUT",
     "prompts_dir": "MCP_VISION_PROMPTS_DIR",
     "preload": "MCP_VISION_PRELOAD",
@@ -131,6 +137,9 @@ _PARSERS = {
     "max_image_pixels": _parse_int,
     "max_tiles": lambda n, v: min(_parse_int(n, v), 40),
     "max_new_tokens": _parse_int,
+    "max_pages": _parse_int,
+    "max_frames": lambda n, v: min(_parse_int(n, v), 64),
+    "max_output_chars": lambda n, v: _parse_int(n, v, 1000),
     "url_timeout": _parse_float,
     "prompts_dir": lambda n, v: Path(v).expanduser(),
     "preload": _parse_bool,

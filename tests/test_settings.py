@@ -39,6 +39,9 @@ def test_every_variable_is_parsed(tmp_path):
         "MCP_VISION_MAX_IMAGE_PIXELS": "5000",
         "MCP_VISION_MAX_TILES": "6",
         "MCP_VISION_MAX_NEW_TOKENS": "99",
+        "MCP_VISION_MAX_PAGES": "7",
+        "MCP_VISION_MAX_FRAMES": "100",
+        "MCP_VISION_MAX_OUTPUT_CHARS": "5000",
         "MCP_VISION_URL_TIMEOUT": "2.5",
         "MCP_VISION_PROMPTS_DIR": str(tmp_path / "p"),
         "MCP_VISION_PRELOAD": "true",
@@ -58,6 +61,9 @@ def test_every_variable_is_parsed(tmp_path):
     assert s.max_image_pixels == 5000
     assert s.max_tiles == 6
     assert s.max_new_tokens == 99
+    assert s.max_pages == 7
+    assert s.max_frames == 64  # capped
+    assert s.max_output_chars == 5000
     assert s.url_timeout == 2.5
     assert s.prompts_dir == tmp_path / "p"
     assert s.preload is True

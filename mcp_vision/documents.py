@@ -1,0 +1,295 @@
+"""PDF documents: open checked bytes with PyMuPDF, read a page's text layer, render a page to RGB.
+
+MuPDF never writes to stdout (the MCP channel): PyMuPDF's messages go to stderr and MuPDF's errors
+and warnings are collected on the document instead of printed. PyMuPDF is not thread-safe and keeps
+its warnings in one process-wide list, so every call into it runs under one lock.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .errors import InputError
+from .media import Media
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+MIN_TEXT_CHARS = 20  # fewer real characters than this and a page counts as image-only
+DEFAULT_PAGES_OPEN = 8  # loaded pages kept per document (an LRU), so text then render loads once
+MAX_WARNINGS = 50
+MAX_PAGE_SPEC_CHARS = 1000
+MAX_DPI = 10_000
+
+_T = TypeVar("_T")
+
+_MUPDF_LOCK = threading.RLock()
+_configured = False
+_PART = re.compile(r"([0-9]+)(?:\s*(-)\s*([0-9]*))?")
+
+
+def _pymupdf() -> Any:
+    """Import PyMuPDF with its messages sent to stderr and MuPDF's errors and warnings collected, not printed."""
+    global _configured
+    preset = "PYMUPDF_MESSAGE" in os.environ
+    imported_before = "pymupdf" in sys.modules
+    os.environ.setdefault("PYMUPDF_MESSAGE", "fd:2")
+    os.environ.setdefault("PYMUPDF_SUGGEST_LAYOUT_ANALYZER", "0")  # that hint is print()ed to stdout
+    import pymupdf
+
+    if not _configured:
+        with _MUPDF_LOCK:
+            if imported_before and not preset:
+                pymupdf.set_messages(fd=2)  # imported elsewhere before the variable was set
+            pymupdf.TOOLS.mupdf_display_errors(False)
+            pymupdf.TOOLS.mupdf_display_warnings(False)
+            _configured = True
+    return pymupdf
+
+
+def _take_warnings(pymupdf: Any) -> list[str]:
+    """MuPDF's collected warnings and errors since the last call, emptying the process-wide store."""
+    text = pymupdf.TOOLS.mupdf_warnings(reset=True)
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _reason(exc: BaseException, warnings: list[str]) -> str:
+    """A short cause: MuPDF's first complaint, else the exception's first line."""
+    errors = [w for w in warnings if "error" in w.lower()]
+    if errors:
+        text = errors[0]
+    else:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = re.sub(r"^code=\d+:\s*", "", text)
+    return text[:120]
+
+
+def _out_of_range(page: int | str, page_count: int) -> InputError:
+    pages = "page" if page_count == 1 else "pages"
+    return InputError(
+        f"Page {page} is out of range: the document has {page_count} {pages} "
+        f"(use pages between 1 and {page_count})."
+    )
+
+
+def parse_pages(spec: str | None, page_count: int) -> list[int]:
+    """1-based page numbers from a spec like "3", "1-3,7" or "5-"; None or "" means every page."""
+    if spec is None or not spec.strip():
+        return list(range(1, page_count + 1))
+    pages = "page" if page_count == 1 else "pages"
+    malformed = InputError(
+        f"pages={spec[:80]!r} is not a page list: use numbers and ranges such as '3', '1-3,7' or '5-' "
+        f"(the document has {page_count} {pages})."
+    )
+    if len(spec) > MAX_PAGE_SPEC_CHARS:
+        raise malformed
+    chosen: set[int] = set()
+    for part in spec.split(","):
+        match = _PART.fullmatch(part.strip())
+        if match is None:
+            raise malformed
+        first_text, dash, last_text = match.groups()
+        first = int(first_text)
+        last = int(last_text) if last_text else (page_count if dash else first)
+        for number, text in ((first, first_text), (last, last_text or first_text)):
+            if not 1 <= number <= page_count:
+                raise _out_of_range(text.lstrip("0") or "0", page_count)
+        if last < first:
+            raise InputError(
+                f"The page range '{first}-{last}' runs backwards: write it as '{last}-{first}' "
+                f"(the document has {page_count} {pages})."
+            )
+        chosen.update(range(first, last + 1))
+    return sorted(chosen)
+
+
+def _not_pdf(media: Media) -> InputError:
+    if media.kind == "image":
+        what = "an image"
+    elif media.kind == "video":
+        what = "a video"
+    elif media.data.startswith(b"PK\x03\x04"):
+        what = "a ZIP archive (such as EPUB, XPS or an Office file)"
+    else:
+        what = "a file of another type"
+    return InputError(f"{media.label} is {what}, not a PDF: pass a PDF file (one whose bytes begin with %PDF-).")
+
+
+class PdfDocument:
+    """An open PDF: page count, text layers and renders, with MuPDF's warnings and repair flag."""
+
+    def __init__(self, doc: Any, label: str, warnings: list[str], max_pages_open: int) -> None:
+        self._doc = doc
+        self.label = label
+        self.warnings: list[str] = []
+        self.repaired = False
+        self._max_pages_open = max(1, max_pages_open)
+        self._pages: OrderedDict[int, Any] = OrderedDict()
+        self._texts: dict[int, str] = {}
+        self._page_count = int(doc.page_count)
+        self._note(warnings)
+
+    def __enter__(self) -> PdfDocument:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def page_count(self) -> int:
+        return self._page_count
+
+    def close(self) -> None:
+        """Release the document and its loaded pages; safe to call twice."""
+        with _MUPDF_LOCK:
+            self._pages.clear()
+            if not self._doc.is_closed:
+                self._doc.close()
+
+    def _note(self, warnings: list[str]) -> None:
+        for warning in warnings:
+            if warning not in self.warnings and len(self.warnings) < MAX_WARNINGS:
+                self.warnings.append(warning)
+        self.repaired = self.repaired or bool(self._doc.is_repaired)  # MuPDF may repair lazily
+
+    def _check_number(self, page_number: int) -> None:
+        if not isinstance(page_number, int) or not 1 <= page_number <= self._page_count:
+            raise _out_of_range(page_number, self._page_count)
+
+    def _run(self, page_number: int, action: str, work: Callable[[Any], _T]) -> _T:
+        """Call `work(page)` on a loaded page under the lock, turning MuPDF failures into an InputError."""
+        self._check_number(page_number)
+        pymupdf = _pymupdf()
+        with _MUPDF_LOCK:
+            if self._doc.is_closed:
+                raise InputError(f"{self.label} was already closed: open it again.")
+            _take_warnings(pymupdf)  # drop anything left by other code
+            try:
+                page = self._pages.get(page_number)
+                if page is None:
+                    page = self._doc.load_page(page_number - 1)
+                    self._pages[page_number] = page
+                    while len(self._pages) > self._max_pages_open:
+                        self._pages.popitem(last=False)
+                self._pages.move_to_end(page_number)
+                return work(page)
+            except Exception as exc:
+                warnings = _take_warnings(pymupdf)
+                self._note(warnings)
+                raise InputError(
+                    f"Page {page_number} of {self.label} cannot be {action} ({_reason(exc, warnings)}): "
+                    "the file is damaged there, so try other pages or re-save it from the program that made it."
+                ) from None
+            finally:
+                self._note(_take_warnings(pymupdf))
+
+    def text_layer(self, page_number: int) -> str:
+        """The page's text exactly as `page.get_text("text")` gives it (no reordering)."""
+        if page_number not in self._texts:
+            self._texts[page_number] = self._run(page_number, "read", lambda page: page.get_text("text"))
+        return self._texts[page_number]
+
+    def has_text_layer(self, page_number: int, min_chars: int = MIN_TEXT_CHARS) -> bool:
+        """True when the text layer holds real text, False for an image-only (scanned) page."""
+        text = self.text_layer(page_number)
+        real = sum(1 for ch in text if not ch.isspace() and ch != "\ufffd")
+        return real >= min_chars
+
+    def check_render(self, page_number: int, dpi: float, max_pixels: int) -> tuple[int, int]:
+        """The (width, height) a render at `dpi` gives; refused, before rendering, when over `max_pixels`."""
+        if not (isinstance(dpi, int | float) and 0 < dpi <= MAX_DPI):
+            raise InputError(f"dpi={dpi!r} is out of range: use a resolution above 0 and at most {MAX_DPI:,}.")
+        rect = self._run(page_number, "read", lambda page: page.rect)
+        width, height = _pixel_size(rect, dpi)
+        if width < 1 or height < 1:
+            raise InputError(
+                f"Page {page_number} of {self.label} has no area ({rect.width:g}x{rect.height:g} pt): pick another page."
+            )
+        if width * height > max_pixels:
+            fit = _dpi_that_fits(rect, dpi, max_pixels)
+            change = f"use dpi={fit} or lower" if fit else "this page is too large to render at any resolution"
+            raise InputError(
+                f"Page {page_number} of {self.label} would render at {width:,}x{height:,} pixels at {dpi:g} dpi, "
+                f"over the {max_pixels:,} pixel limit: {change}."
+            )
+        return width, height
+
+    def render(self, page_number: int, dpi: float, max_pixels: int) -> PILImage.Image:
+        """The page rendered to an 8-bit RGB Pillow image at `dpi`, after `check_render`."""
+        from PIL import Image
+
+        self.check_render(page_number, dpi, max_pixels)
+        pymupdf = _pymupdf()
+
+        def draw(page: Any) -> Any:
+            if float(dpi).is_integer():
+                return page.get_pixmap(dpi=int(dpi), alpha=False, colorspace=pymupdf.csRGB)
+            zoom = dpi / 72.0  # PyMuPDF records a whole dpi on the pixmap, so a fractional one goes as a matrix
+            return page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False, colorspace=pymupdf.csRGB)
+
+        pix = self._run(page_number, "rendered", draw)
+        if pix.n != 3 or pix.alpha:
+            raise InputError(f"Page {page_number} of {self.label} rendered with {pix.n} channels instead of RGB.")
+        size = (pix.width, pix.height)
+        return Image.frombuffer("RGB", size, pix.samples, "raw", "RGB", pix.stride, 1)
+
+
+def _pixel_size(rect: Any, dpi: float) -> tuple[int, int]:
+    """The pixmap size MuPDF gives `rect` at `dpi` (its rounding: outward, with a 0.001 tolerance)."""
+    zoom = dpi / 72.0
+    width = math.ceil(rect.x1 * zoom - 0.001) - math.floor(rect.x0 * zoom + 0.001)
+    height = math.ceil(rect.y1 * zoom - 0.001) - math.floor(rect.y0 * zoom + 0.001)
+    return width, height
+
+
+def _dpi_that_fits(rect: Any, dpi: float, max_pixels: int) -> int:
+    """The largest whole dpi whose render stays within `max_pixels`, 0 when not even 1 dpi does."""
+    width, height = _pixel_size(rect, dpi)
+    guess = int(dpi * math.sqrt(max_pixels / (width * height))) + 1
+    for candidate in range(min(guess, int(dpi)), 0, -1):
+        w, h = _pixel_size(rect, candidate)
+        if w * h <= max_pixels:
+            return candidate
+    return 0
+
+
+def open_document(media: Media, max_pages_open: int = DEFAULT_PAGES_OPEN) -> PdfDocument:
+    """Open `media` as a PDF, or raise an InputError that names it and says what is wrong."""
+    if media.kind != "pdf":
+        raise _not_pdf(media)
+    pymupdf = _pymupdf()
+    with _MUPDF_LOCK:
+        _take_warnings(pymupdf)  # drop anything left by other code
+        try:
+            doc = pymupdf.open(stream=media.data, filetype="pdf")
+        except Exception as exc:
+            raise InputError(
+                f"{media.label} is not a readable PDF ({_reason(exc, _take_warnings(pymupdf))}): "
+                "check that the file is complete, or re-save it from the program that made it."
+            ) from None
+        warnings = _take_warnings(pymupdf)
+        try:
+            if doc.needs_pass:
+                raise InputError(
+                    f"{media.label} is password-protected: remove the password (for example with "
+                    "`qpdf --decrypt --password=... in.pdf out.pdf`) and pass the unlocked file."
+                )
+            if doc.page_count < 1:
+                raise InputError(f"{media.label} has no pages: pass a PDF that has at least one page.")
+            return PdfDocument(doc, media.label, warnings, max_pages_open)
+        except BaseException:
+            doc.close()
+            raise
+
+
+__all__ = ["PdfDocument", "open_document", "parse_pages", "MIN_TEXT_CHARS", "DEFAULT_PAGES_OPEN"]
