@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -57,9 +57,19 @@ _READ_ONLY_CLOSED = ToolAnnotations(read_only_hint=True, destructive_hint=False,
 
 
 def _progress(ctx: Context):
+    """Relay progress, keeping values strictly increasing as the protocol requires (heartbeats nudge)."""
+    last = -1.0
+
     async def send(progress: float, total: float | None, message: str | None) -> None:
+        nonlocal last
+        value = max(float(progress), last + 0.001)
+        if total is not None and value > total:
+            if last >= total:
+                return
+            value = float(total)
+        last = value
         try:
-            await ctx.report_progress(progress, total, message)
+            await ctx.report_progress(value, total, message)
         except Exception:  # a client that went away must not fail the work
             log.debug("progress notification not delivered", exc_info=True)
 
@@ -152,41 +162,86 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
 
     @mcp.tool(title="Read a document (OCR)", annotations=_READ_ONLY_OPEN)
     async def ocr_document(
-        document: Annotated[str, Field(description="A PDF or an image of a page: path, file:// URI, http(s) URL or data: URI.", min_length=1)],
-        pages: Annotated[str | None, Field(description='Pages to read, e.g. "3", "1-3,7" or "5-"; all pages when omitted.')] = None,
-        dpi: Annotated[int, Field(description="Resolution for rendering pages that have no text layer.", ge=36, le=600)] = 150,
-        mode: Annotated[
+        document: Annotated[
             str,
-            Field(description="'auto' uses a page's text layer when it has one and the model otherwise; 'text_layer' or 'vision' force one."),
+            Field(description="A PDF, or an image of a page: path, file:// URI, http(s) URL or data: URI.", min_length=1),
+        ],
+        ctx: Context,
+        pages: Annotated[
+            str | None,
+            Field(description='Pages to read, e.g. "3", "1-3,7" or "5-" (1-based); all pages when omitted.'),
+        ] = None,
+        dpi: Annotated[
+            int, Field(description="Resolution for rendering pages that are read by the model (36-600).", ge=36, le=600)
+        ] = 150,
+        mode: Annotated[
+            Literal["auto", "text_layer", "vision"],
+            Field(
+                description="'auto': a page's own text layer when it has real text (exact, fast), the model otherwise "
+                "(scanned pages); 'text_layer' or 'vision' force one method."
+            ),
         ] = "auto",
         session_id: SessionArg = None,
     ) -> OcrDocumentResult:
-        """Read the text of a PDF or a page image, page by page, as Markdown; born-digital pages use their exact
-        text layer, scanned pages are read by the model. Not implemented yet in this version: returns an error."""
-        raise ToolError(str(service.not_yet("ocr_document", 3)))
+        """Read the text of a PDF or a page image, page by page. Born-digital PDF pages return their exact text
+        layer; scanned or image-only pages are rendered and read by the model as Markdown (headings, lists,
+        tables). Each page says which method was used. Progress is reported per page; at most
+        MCP_VISION_MAX_PAGES pages a call (ask for ranges with `pages`). The pages join the session, so
+        follow_up can ask about them."""
+        async with _guard():
+            return await service.ocr_document(document, pages, dpi, mode, session_id, progress=_progress(ctx))
 
     @mcp.tool(title="Compare images", annotations=_READ_ONLY_OPEN)
     async def compare_images(
-        images: Annotated[list[str], Field(description="2 to 4 images (paths, URIs, URLs or data: URIs); each is compared with the first.", min_length=2, max_length=4)],
+        images: Annotated[
+            list[str],
+            Field(
+                description="2 to 4 images (paths, file:// URIs, http(s) URLs or data: URIs); each is compared with the first.",
+                min_length=2,
+                max_length=4,
+            ),
+        ],
+        ctx: Context,
         question: Annotated[str | None, Field(description="What to compare; omit to list the differences.")] = None,
+        max_new_tokens: MaxNewTokens = None,
         session_id: SessionArg = None,
     ) -> CompareImagesResult:
-        """Compare 2 to 4 images (before/after screenshots, two photos, two charts): a measured pixel difference
-        with changed regions, and the model's explanation. Not implemented yet in this version: returns an error."""
-        raise ToolError(str(service.not_yet("compare_images", 4)))
+        """Compare 2 to 4 images (before/after screenshots, UI states, two photos or charts). Returns a measured,
+        deterministic pixel comparison of each image against the first (similarity and changed regions as
+        boxes in that image's own pixels) and the model's explanation of what changed where; the measured
+        regions are given to the model too."""
+        async with _guard():
+            return await service.compare_images(images, question, max_new_tokens, session_id, progress=_progress(ctx))
 
     @mcp.tool(title="Ask about a video", annotations=_READ_ONLY_OPEN)
     async def video_qa(
-        video: Annotated[str, Field(description="The video (mp4, webm, mov, mkv, animated GIF): path, file:// URI, http(s) URL or data: URI.", min_length=1)],
-        question: Annotated[str | None, Field(description="What to ask about the video; omit for a description of what happens.")] = None,
-        num_frames: Annotated[int, Field(description="Frames sampled uniformly over [start, end].", ge=1, le=32)] = 8,
+        video: Annotated[
+            str,
+            Field(
+                description="The video (mp4, mov, webm, mkv, avi, animated GIF or APNG): path, file:// URI, http(s) URL "
+                "or data: URI.",
+                min_length=1,
+            ),
+        ],
+        ctx: Context,
+        question: Annotated[
+            str | None, Field(description="What to ask about the video; omit for a description of what happens.")
+        ] = None,
+        num_frames: Annotated[
+            int, Field(description="Frames sampled uniformly over [start, end] (1 to MCP_VISION_MAX_FRAMES).", ge=1, le=64)
+        ] = 8,
         start: Annotated[float | None, Field(description="Start of the span to sample, in seconds.", ge=0)] = None,
         end: Annotated[float | None, Field(description="End of the span to sample, in seconds.", ge=0)] = None,
+        max_new_tokens: MaxNewTokens = None,
         session_id: SessionArg = None,
     ) -> VideoQaResult:
-        """Answer a question about a video from frames sampled over a time span, each labelled with its timestamp.
-        Not implemented yet in this version: returns an error."""
-        raise ToolError(str(service.not_yet("video_qa", 4)))
+        """Answer a question about a video (a screen recording, a clip) from frames sampled uniformly over a
+        time span. Each frame is shown to the model labelled Frame1, Frame2, ... with its timestamp, and the
+        result lists every frame's timestamp. Only the needed frames are decoded."""
+        async with _guard():
+            return await service.video_qa(
+                video, question, num_frames, start, end, max_new_tokens, session_id, progress=_progress(ctx)
+            )
 
     return mcp
 

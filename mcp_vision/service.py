@@ -7,10 +7,22 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from .backend.base import Backend, ChatResult, Turn
-from .errors import InputError, NotImplementedYetError
+from .backend.base import Backend, ChatResult, ImagePart, Turn
+from .errors import InputError
 from .prompts import PromptLibrary
-from .results import DescribeImageResult, FollowUpResult, ImageInfo, Usage
+from .results import (
+    CompareImagesResult,
+    DescribeImageResult,
+    FollowUpResult,
+    FrameInfo,
+    ImageDiff,
+    ImageInfo,
+    OcrDocumentResult,
+    PageText,
+    Region,
+    Usage,
+    VideoQaResult,
+)
 from .sessions import SessionStore
 from .settings import Settings
 from .worker import InferenceWorker
@@ -19,6 +31,7 @@ Progress = Callable[[float, float | None, str | None], Awaitable[None]]
 
 MAX_NEW_TOKENS_CAP = 8192
 MAX_QUESTION_CHARS = 20_000
+COMPARE_TILE_BUDGET = 24  # tiles shared by the images of one comparison (256 tokens each)
 
 
 class VisionService:
@@ -143,11 +156,223 @@ class VisionService:
             seconds=round(time.monotonic() - started, 3),
         )
 
-    @staticmethod
-    def not_yet(tool: str, issue: int) -> NotImplementedYetError:
-        return NotImplementedYetError(
-            f"{tool} is not implemented yet in this version of mcp-vision (tracked in issue #{issue}); "
-            "describe_image and follow_up work now."
+    async def ocr_document(
+        self,
+        document: str,
+        pages: str | None = None,
+        dpi: int = 150,
+        mode: str = "auto",
+        session_id: str | None = None,
+        progress: Progress | None = None,
+    ) -> OcrDocumentResult:
+        from .documents import open_document, parse_pages
+        from .images import decode_image
+        from .media import load_media
+
+        started = time.monotonic()
+        if mode not in {"auto", "text_layer", "vision"}:
+            raise InputError(f"mode={mode!r} is not one of: auto, text_layer, vision.")
+        if not 36 <= dpi <= 600:
+            raise InputError(f"dpi={dpi} is out of range: use 36 to 600 (150 reads most pages well).")
+        if session_id:
+            self.sessions.get(session_id)
+        media = await anyio.to_thread.run_sync(load_media, document, self.settings)
+        prompt = self.prompts.task("ocr").text.strip()
+        tokens = max(self.settings.max_new_tokens, 1024)
+        tiles = self.settings.max_tiles
+        results: list[PageText] = []
+        seen_images: list[ImagePart] = []
+        budget = self.settings.max_output_chars
+        truncated, note = False, None
+
+        async def read_image(image, label: str, index: int, total: int) -> str:
+            async def inner(p: float, t: float | None, message: str | None) -> None:
+                if progress is not None:
+                    fraction = min(p / t, 1.0) if t else 0.0
+                    await progress(index + fraction, total, f"{label}: {message}" if message else label)
+
+            part = ImagePart(image, tiles)
+            seen_images.append(part)
+            result = await self._chat([Turn("user", [part, prompt])], inner, tokens)
+            return result.text
+
+        if media.kind in {"pdf", "unknown"}:  # open_document says what an unknown file is, if not a PDF
+            doc = await anyio.to_thread.run_sync(open_document, media)
+            try:
+                page_count = doc.page_count
+                selected = parse_pages(pages, page_count)
+                if len(selected) > self.settings.max_pages:
+                    raise InputError(
+                        f"{len(selected)} pages were asked for; the limit is {self.settings.max_pages} a call "
+                        f"(MCP_VISION_MAX_PAGES): ask for a range such as pages=\"{selected[0]}-"
+                        f"{selected[self.settings.max_pages - 1]}\"."
+                    )
+                for index, number in enumerate(selected):
+                    label = f"page {number} ({index + 1}/{len(selected)})"
+                    if progress is not None:
+                        await progress(index, len(selected), label)
+                    use_layer = mode == "text_layer" or (
+                        mode == "auto" and await anyio.to_thread.run_sync(doc.has_text_layer, number)
+                    )
+                    if use_layer:
+                        text = await anyio.to_thread.run_sync(doc.text_layer, number)
+                        method = "text_layer"
+                    else:
+                        image = await anyio.to_thread.run_sync(
+                            doc.render, number, dpi, self.settings.max_image_pixels
+                        )
+                        text = await read_image(image, label, index, len(selected))
+                        method = "vision"
+                    if len(text) > budget:
+                        text = text[:budget]
+                        truncated = True
+                    budget -= len(text)
+                    results.append(PageText(page=number, method=method, text=text))
+                    if truncated or (budget <= 0 and index + 1 < len(selected)):
+                        rest = selected[index + (1 if not truncated else 0):]
+                        truncated = True
+                        note = (
+                            f"Output reached the {self.settings.max_output_chars:,} character cap "
+                            f"(MCP_VISION_MAX_OUTPUT_CHARS) at page {number}: call again with "
+                            f"pages=\"{rest[0]}-{rest[-1]}\" for the rest."
+                        )
+                        break
+            finally:
+                doc.close()
+        else:
+            if mode == "text_layer":
+                raise InputError(f"{media.label} is an image, which has no text layer: use mode='auto' or 'vision'.")
+            if pages not in (None, "", "1"):
+                raise InputError(f"{media.label} is a single image (1 page): omit pages or pass pages=\"1\".")
+            decoded = await anyio.to_thread.run_sync(decode_image, media, self.settings.max_image_pixels)
+            page_count = 1
+            if progress is not None:
+                await progress(0, 1, "page 1 (1/1)")
+            text = await read_image(decoded.image, "page 1 (1/1)", 0, 1)
+            if len(text) > budget:
+                text, truncated = text[:budget], True
+                note = f"Output was cut at the {self.settings.max_output_chars:,} character cap (MCP_VISION_MAX_OUTPUT_CHARS)."
+            results.append(PageText(page=1, method="vision", text=text))
+        if progress is not None:
+            await progress(len(results), len(results), "done")
+        session = self.sessions.get_or_create(session_id)
+        numbers = ", ".join(str(r.page) for r in results)
+        session.turns += [
+            Turn("user", [*seen_images, f"Read the document pages {numbers} ({media.label}) as Markdown."]),
+            Turn.assistant("\n\n".join(f"## Page {r.page}\n\n{r.text}" for r in results)),
+        ]
+        return OcrDocumentResult(
+            pages=results,
+            page_count=page_count,
+            session_id=session.id,
+            model=self.backend.model_name,
+            truncated=truncated,
+            note=note,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    async def compare_images(
+        self,
+        images: list[str],
+        question: str | None = None,
+        max_new_tokens: int | None = None,
+        session_id: str | None = None,
+        progress: Progress | None = None,
+    ) -> CompareImagesResult:
+        from .diff import compare_pixels, describe_regions
+
+        started = time.monotonic()
+        if not 2 <= len(images) <= 4:
+            raise InputError(f"{len(images)} images were given: compare_images takes 2 to 4.")
+        tokens = self._max_new_tokens(max_new_tokens)
+        asked = self._question(question, self.prompts.task("compare").text.strip())
+        if session_id:
+            self.sessions.get(session_id)
+        decoded = [await self.load_image(source) for source in images]
+        if progress is not None:
+            await progress(0, None, "measuring pixel differences")
+        diffs = [
+            await anyio.to_thread.run_sync(compare_pixels, decoded[0].image, d.image) for d in decoded[1:]
+        ]
+        # Share one tile budget between the images so the whole prompt fits the context.
+        tiles = max(1, min(self.settings.max_tiles, COMPARE_TILE_BUDGET // len(decoded)))
+        parts: list = []
+        for index, d in enumerate(decoded, start=1):
+            parts += [f"Image-{index}: ", ImagePart(d.image, tiles)]
+        measured = " ".join(describe_regions(diff, index) for index, diff in enumerate(diffs, start=2))
+        parts.append(f"Measured pixel differences (coordinates in each image's own pixels): {measured}\n{asked}")
+        session = self.sessions.get_or_create(session_id)
+        user = Turn("user", parts)
+        result = await self._chat([*session.turns, user], progress, tokens)
+        session.turns += [user, Turn.assistant(result.text)]
+        return CompareImagesResult(
+            answer=result.text,
+            diffs=[
+                ImageDiff(
+                    image=index,
+                    similarity=diff.similarity,
+                    regions=[Region(x=b.x, y=b.y, width=b.width, height=b.height) for b in diff.regions],
+                )
+                for index, diff in enumerate(diffs, start=2)
+            ],
+            images=[ImageInfo(width=d.width, height=d.height, format=d.format) for d in decoded],
+            session_id=session.id,
+            model=self.backend.model_name,
+            tiles=result.tiles,
+            usage=_usage(result),
+            finish_reason="length" if result.finish_reason == "length" else "stop",
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    async def video_qa(
+        self,
+        video: str,
+        question: str | None = None,
+        num_frames: int = 8,
+        start: float | None = None,
+        end: float | None = None,
+        max_new_tokens: int | None = None,
+        session_id: str | None = None,
+        progress: Progress | None = None,
+    ) -> VideoQaResult:
+        from .media import load_media
+        from .video import sample_frames
+
+        started = time.monotonic()
+        tokens = self._max_new_tokens(max_new_tokens)
+        asked = self._question(question, self.prompts.task("video").text.strip())
+        if not 1 <= num_frames <= self.settings.max_frames:
+            raise InputError(f"num_frames={num_frames} is out of range: use 1 to {self.settings.max_frames} (MCP_VISION_MAX_FRAMES).")
+        if session_id:
+            self.sessions.get(session_id)
+        media = await anyio.to_thread.run_sync(load_media, video, self.settings)
+        if media.kind == "pdf":
+            raise InputError(f"{media.label} is a PDF document, not a video: use ocr_document to read it.")
+        if progress is not None:
+            await progress(0, None, f"decoding {num_frames} frames")
+        sample = await anyio.to_thread.run_sync(
+            lambda: sample_frames(media, num_frames, start, end, max_frames=self.settings.max_frames)
+        )
+        parts: list = []
+        for index, frame in enumerate(sample.frames, start=1):
+            parts += [f"Frame{index}: ", ImagePart(frame, 1)]
+        times = ", ".join(f"Frame{i}: {t:.2f} s" for i, t in enumerate(sample.timestamps, start=1))
+        parts.append(f"The frames were taken at {times} of a {sample.duration:.2f} s video.\n{asked}")
+        session = self.sessions.get_or_create(session_id)
+        user = Turn("user", parts)
+        result = await self._chat([*session.turns, user], progress, tokens)
+        session.turns += [user, Turn.assistant(result.text)]
+        return VideoQaResult(
+            answer=result.text,
+            frames=[FrameInfo(index=i, timestamp=round(t, 3)) for i, t in enumerate(sample.timestamps, start=1)],
+            duration=round(sample.duration, 3),
+            width=sample.width,
+            height=sample.height,
+            session_id=session.id,
+            model=self.backend.model_name,
+            usage=_usage(result),
+            finish_reason="length" if result.finish_reason == "length" else "stop",
+            seconds=round(time.monotonic() - started, 3),
         )
 
 
