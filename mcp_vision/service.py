@@ -351,7 +351,10 @@ class VisionService:
         if progress is not None:
             await progress(0, None, f"decoding {num_frames} frames")
         sample = await anyio.to_thread.run_sync(
-            lambda: sample_frames(media, num_frames, start, end, max_frames=self.settings.max_frames)
+            lambda: sample_frames(
+                media, num_frames, start, end,
+                max_frames=self.settings.max_frames, max_pixels=self.settings.max_image_pixels,
+            )
         )
         parts: list = []
         for index, frame in enumerate(sample.frames, start=1):
