@@ -19,6 +19,17 @@ class ModelUnavailableError(VisionError):
     """The model cannot be loaded; the message says which setting to change."""
 
 
+class ContextOverflowError(InputError):
+    """The conversation does not fit the model's context."""
+
+    def __init__(self, prompt_tokens: int, max_new_tokens: int, limit: int) -> None:
+        self.prompt_tokens, self.max_new_tokens, self.limit = prompt_tokens, max_new_tokens, limit
+        super().__init__(
+            f"The prompt is {prompt_tokens:,} tokens and with {max_new_tokens} new tokens exceeds the model's "
+            f"context of {limit:,}: use fewer tiles (max_tiles), fewer images or frames, or a new session."
+        )
+
+
 class SessionError(InputError):
     """The session handle is unknown or expired."""
 
@@ -36,6 +47,7 @@ __all__ = [
     "InputError",
     "AccessError",
     "ModelUnavailableError",
+    "ContextOverflowError",
     "SessionError",
     "BusyError",
     "NotImplementedYetError",

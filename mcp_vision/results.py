@@ -17,6 +17,9 @@ class Usage(BaseModel):
     prompt_tokens: int = Field(description="Tokens in the whole prompt, history and image tokens included.")
     image_tokens: int = Field(description="Tokens that carry image content.")
     output_tokens: int = Field(description="Tokens generated for the answer.")
+    cached_tokens: int = Field(
+        default=0, description="Prompt tokens reused from the session's cache instead of being computed again."
+    )
 
 
 class DescribeImageResult(BaseModel):
@@ -30,6 +33,11 @@ class DescribeImageResult(BaseModel):
         description="'length' when the answer was cut at max_new_tokens: ask again with a larger value."
     )
     seconds: float = Field(description="Wall-clock seconds for this call, model loading included.")
+    dropped_turns: int = Field(
+        default=0,
+        description="Oldest exchanges dropped from the session (with their media) to fit the model's context "
+        "or the session's bounds during this call.",
+    )
     load_seconds: float = Field(description="Seconds spent loading the model during this call (0 once loaded).")
 
 
@@ -41,6 +49,11 @@ class FollowUpResult(BaseModel):
     usage: Usage
     finish_reason: Literal["stop", "length"]
     seconds: float
+    dropped_turns: int = Field(
+        default=0,
+        description="Oldest exchanges dropped from the session (with their media) to fit the model's context "
+        "or the session's bounds during this call.",
+    )
 
 
 class PageText(BaseModel):
@@ -84,6 +97,11 @@ class CompareImagesResult(BaseModel):
     usage: Usage
     finish_reason: Literal["stop", "length"]
     seconds: float
+    dropped_turns: int = Field(
+        default=0,
+        description="Oldest exchanges dropped from the session (with their media) to fit the model's context "
+        "or the session's bounds during this call.",
+    )
 
 
 class FrameInfo(BaseModel):
@@ -102,6 +120,11 @@ class VideoQaResult(BaseModel):
     usage: Usage
     finish_reason: Literal["stop", "length"]
     seconds: float
+    dropped_turns: int = Field(
+        default=0,
+        description="Oldest exchanges dropped from the session (with their media) to fit the model's context "
+        "or the session's bounds during this call.",
+    )
 
 
 __all__ = [

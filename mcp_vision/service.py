@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from .backend.base import Backend, ChatResult, ImagePart, Turn
-from .errors import InputError
+from .errors import ContextOverflowError, InputError
 from .prompts import PromptLibrary
 from .results import (
     CompareImagesResult,
@@ -23,7 +23,7 @@ from .results import (
     Usage,
     VideoQaResult,
 )
-from .sessions import SessionStore
+from .sessions import Session, SessionStore
 from .settings import Settings
 from .worker import InferenceWorker
 
@@ -38,7 +38,9 @@ class VisionService:
     def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
         self.settings = settings
         self.prompts = PromptLibrary(settings.prompts_dir)
-        self.sessions = SessionStore()
+        self.sessions = SessionStore(
+            max_sessions=settings.max_sessions, ttl_seconds=settings.session_ttl, on_evict=self._forget
+        )
         self.worker = InferenceWorker()
         self._backend = backend
 
@@ -74,14 +76,42 @@ class VisionService:
             raise InputError(f"The question is {len(value):,} characters; the limit is {MAX_QUESTION_CHARS:,}.")
         return value.strip()
 
-    async def _chat(self, turns: list[Turn], progress: Progress | None, max_new_tokens: int) -> ChatResult:
+    def _forget(self, session_id: str) -> None:
+        if self._backend is not None:
+            self._backend.forget(session_id)
+
+    async def _chat(
+        self, turns: list[Turn], progress: Progress | None, max_new_tokens: int, conversation: str | None = None
+    ) -> ChatResult:
         backend = self.backend
         label = "loading model" if not backend.loaded else "generating"
         return await self.worker.run(
-            lambda job: backend.chat(turns, job, max_new_tokens=max_new_tokens),
+            lambda job: backend.chat(turns, job, max_new_tokens=max_new_tokens, conversation=conversation),
             progress=progress,
             label=label,
         )
+
+    async def _ask(
+        self, session: Session, user: Turn, progress: Progress | None, max_new_tokens: int
+    ) -> tuple[ChatResult, int]:
+        """Ask `user` after the session's history; drop the oldest exchanges (and their media) when the
+        history exceeds the session's bounds or the model's context. Returns (result, exchanges dropped)."""
+        async with session.lock:
+            history = list(session.turns)
+            dropped = 0
+            while history and not self.sessions.fits([*history, user]):
+                history, dropped = history[2:], dropped + 1
+            while True:
+                try:
+                    result = await self._chat([*history, user], progress, max_new_tokens, conversation=session.id)
+                    break
+                except ContextOverflowError:
+                    if not history:
+                        raise
+                    history, dropped = history[2:], dropped + 1
+            session.turns = [*history, user, Turn.assistant(result.history_text)]
+            session.dropped_turns += dropped
+            return result, dropped
 
     async def load_image(self, source: str):
         from .images import decode_image
@@ -116,9 +146,9 @@ class VisionService:
         decoded = await self.load_image(image)
         session = self.sessions.get_or_create(session_id)
         user = Turn.user(asked, [decoded.image], max_tiles=tiles)
-        result = await self._chat([*session.turns, user], progress, tokens)
-        session.turns += [user, Turn.assistant(result.text)]
+        result, dropped = await self._ask(session, user, progress, tokens)
         return DescribeImageResult(
+            dropped_turns=dropped,
             answer=result.text,
             session_id=session.id,
             model=self.backend.model_name,
@@ -144,9 +174,9 @@ class VisionService:
         asked = self._question(question, "")
         session = self.sessions.get(session_id)
         user = Turn.user(asked)
-        result = await self._chat([*session.turns, user], progress, tokens)
-        session.turns += [user, Turn.assistant(result.text)]
+        result, dropped = await self._ask(session, user, progress, tokens)
         return FollowUpResult(
+            dropped_turns=dropped,
             answer=result.text,
             session_id=session.id,
             model=self.backend.model_name,
@@ -257,10 +287,11 @@ class VisionService:
             await progress(len(results), len(results), "done")
         session = self.sessions.get_or_create(session_id)
         numbers = ", ".join(str(r.page) for r in results)
-        session.turns += [
-            Turn("user", [*seen_images, f"Read the document pages {numbers} ({media.label}) as Markdown."]),
-            Turn.assistant("\n\n".join(f"## Page {r.page}\n\n{r.text}" for r in results)),
-        ]
+        async with session.lock:
+            self.sessions.append(session, [
+                Turn("user", [*seen_images, f"Read the document pages {numbers} ({media.label}) as Markdown."]),
+                Turn.assistant("\n\n".join(f"## Page {r.page}\n\n{r.text}" for r in results)),
+            ])
         return OcrDocumentResult(
             pages=results,
             page_count=page_count,
@@ -303,9 +334,9 @@ class VisionService:
         parts.append(f"Measured pixel differences (coordinates in each image's own pixels): {measured}\n{asked}")
         session = self.sessions.get_or_create(session_id)
         user = Turn("user", parts)
-        result = await self._chat([*session.turns, user], progress, tokens)
-        session.turns += [user, Turn.assistant(result.text)]
+        result, dropped = await self._ask(session, user, progress, tokens)
         return CompareImagesResult(
+            dropped_turns=dropped,
             answer=result.text,
             diffs=[
                 ImageDiff(
@@ -363,9 +394,9 @@ class VisionService:
         parts.append(f"The frames were taken at {times} of a {sample.duration:.2f} s video.\n{asked}")
         session = self.sessions.get_or_create(session_id)
         user = Turn("user", parts)
-        result = await self._chat([*session.turns, user], progress, tokens)
-        session.turns += [user, Turn.assistant(result.text)]
+        result, dropped = await self._ask(session, user, progress, tokens)
         return VideoQaResult(
+            dropped_turns=dropped,
             answer=result.text,
             frames=[FrameInfo(index=i, timestamp=round(t, 3)) for i, t in enumerate(sample.timestamps, start=1)],
             duration=round(sample.duration, 3),
@@ -380,7 +411,12 @@ class VisionService:
 
 
 def _usage(result: ChatResult) -> Usage:
-    return Usage(prompt_tokens=result.prompt_tokens, image_tokens=result.image_tokens, output_tokens=result.output_tokens)
+    return Usage(
+        prompt_tokens=result.prompt_tokens,
+        image_tokens=result.image_tokens,
+        output_tokens=result.output_tokens,
+        cached_tokens=result.cached_tokens,
+    )
 
 
 __all__ = ["VisionService"]

@@ -1,74 +1,124 @@
 """Sessions: server-minted handles that carry a conversation (turns with their media) between calls.
 
 Held in memory only: a restart ends every session. Bounded by a session count (least recently
-used evicted) and a time-to-live.
+used evicted), a time-to-live, and per session a number of exchanges and of images; the oldest
+exchanges (with their media) go first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .backend.base import Turn
 from .errors import SessionError
 
+MAX_EXCHANGES = 64  # question/answer pairs kept per session
+MAX_IMAGES = 48  # images, pages and frames kept per session
 
-@dataclass
+
+@dataclass(eq=False)
 class Session:
     id: str
     turns: list[Turn] = field(default_factory=list)
     created: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
+    dropped_turns: int = 0  # exchanges dropped so far to stay within bounds
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one call at a time per session
 
     @property
     def turn_count(self) -> int:
-        """Number of question/answer exchanges so far."""
-        return sum(1 for t in self.turns if t.role == "assistant")
+        """Number of question/answer exchanges so far (dropped ones included)."""
+        return sum(1 for t in self.turns if t.role == "assistant") + self.dropped_turns
 
 
 class SessionStore:
-    def __init__(self, max_sessions: int = 64, ttl_seconds: float = 3600.0) -> None:
+    def __init__(
+        self,
+        max_sessions: int = 64,
+        ttl_seconds: float = 3600.0,
+        on_evict: Callable[[str], None] | None = None,
+        max_exchanges: int = MAX_EXCHANGES,
+        max_images: int = MAX_IMAGES,
+    ) -> None:
         self.max_sessions = max_sessions
         self.ttl_seconds = ttl_seconds
+        self.max_exchanges = max_exchanges
+        self.max_images = max_images
+        self._on_evict = on_evict or (lambda _sid: None)
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _expire(self, now: float) -> None:
-        for sid in [sid for sid, s in self._sessions.items() if now - s.last_used > self.ttl_seconds]:
+    def _expire(self, now: float) -> list[str]:
+        gone = [sid for sid, s in self._sessions.items() if now - s.last_used > self.ttl_seconds]
+        for sid in gone:
             del self._sessions[sid]
+        return gone
+
+    def _evicted(self, ids: list[str]) -> None:
+        for sid in ids:
+            self._on_evict(sid)
 
     def create(self) -> Session:
         now = time.monotonic()
         session = Session(id="vs_" + secrets.token_urlsafe(24), created=now, last_used=now)  # 192 random bits
         with self._lock:
-            self._expire(now)
+            gone = self._expire(now)
             self._sessions[session.id] = session
             while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
+                gone.append(self._sessions.popitem(last=False)[0])
+        self._evicted(gone)
         return session
 
     def get(self, session_id: str) -> Session:
         with self._lock:
             now = time.monotonic()
-            self._expire(now)
+            gone = self._expire(now)
             session = self._sessions.get(session_id)
-            if session is None:
-                raise SessionError(
-                    f"Unknown or expired session_id {session_id[:64]!r}: start a new session by calling "
-                    "describe_image (or another media tool) without session_id."
-                )
-            session.last_used = now
-            self._sessions.move_to_end(session_id)
-            return session
+            if session is not None:
+                session.last_used = now
+                self._sessions.move_to_end(session_id)
+        self._evicted(gone)
+        if session is None:
+            raise SessionError(
+                f"Unknown or expired session_id {session_id[:64]!r}: start a new session by calling "
+                "describe_image (or another media tool) without session_id."
+            )
+        return session
 
     def get_or_create(self, session_id: str | None) -> Session:
         return self.create() if not session_id else self.get(session_id)
+
+    def close(self, session_id: str) -> bool:
+        with self._lock:
+            found = self._sessions.pop(session_id, None) is not None
+        if found:
+            self._evicted([session_id])
+        return found
+
+    def fits(self, turns: list[Turn]) -> bool:
+        """Whether a conversation is within the per-session bounds."""
+        exchanges = sum(1 for t in turns if t.role == "user")
+        images = sum(len(t.images) for t in turns)
+        return exchanges <= self.max_exchanges and images <= self.max_images
+
+    def append(self, session: Session, turns: list[Turn]) -> int:
+        """Add an exchange, dropping the oldest ones beyond the bounds; returns how many were dropped."""
+        history = [*session.turns, *turns]
+        dropped = 0
+        while len(history) > len(turns) and not self.fits(history):
+            history, dropped = history[2:], dropped + 1
+        session.turns = history
+        session.dropped_turns += dropped
+        return dropped
 
     def __len__(self) -> int:
         return len(self._sessions)
 
 
-__all__ = ["Session", "SessionStore"]
+__all__ = ["Session", "SessionStore", "MAX_EXCHANGES", "MAX_IMAGES"]

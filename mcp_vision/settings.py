@@ -75,6 +75,9 @@ class Settings:
     max_pages: int = 50
     max_frames: int = 32
     max_output_chars: int = 200_000
+    cache_bytes: int = 2 * 1024**3
+    max_sessions: int = 64
+    session_ttl: float = 3600.0
     url_timeout: float = 20.0
     prompts_dir: Path | None = None
     preload: bool = False
@@ -118,6 +121,9 @@ ENVIRONMENT: dict[str, str] = {
     "max_pages": "MCP_VISION_MAX_PAGES",
     "max_frames": "MCP_VISION_MAX_FRAMES",
     "max_output_chars": "MCP_VISION_MAX_OUTPUT_CHARS",
+    "cache_bytes": "MCP_VISION_CACHE_BYTES",
+    "max_sessions": "MCP_VISION_MAX_SESSIONS",
+    "session_ttl": "MCP_VISION_SESSION_TTL",
     "url_timeout": "MCP_VISION_URL_TIMEOUT",
     "prompts_dir": "MCP_VISION_PROMPTS_DIR",
     "preload": "MCP_VISION_PRELOAD",
@@ -140,6 +146,9 @@ _PARSERS = {
     "max_pages": _parse_int,
     "max_frames": lambda n, v: min(_parse_int(n, v), 64),
     "max_output_chars": lambda n, v: _parse_int(n, v, 1000),
+    "cache_bytes": lambda n, v: _parse_int(n, v, 0),
+    "max_sessions": _parse_int,
+    "session_ttl": _parse_float,
     "url_timeout": _parse_float,
     "prompts_dir": lambda n, v: Path(v).expanduser(),
     "preload": _parse_bool,

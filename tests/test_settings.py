@@ -42,6 +42,9 @@ def test_every_variable_is_parsed(tmp_path):
         "MCP_VISION_MAX_PAGES": "7",
         "MCP_VISION_MAX_FRAMES": "100",
         "MCP_VISION_MAX_OUTPUT_CHARS": "5000",
+        "MCP_VISION_CACHE_BYTES": "0",
+        "MCP_VISION_MAX_SESSIONS": "3",
+        "MCP_VISION_SESSION_TTL": "60",
         "MCP_VISION_URL_TIMEOUT": "2.5",
         "MCP_VISION_PROMPTS_DIR": str(tmp_path / "p"),
         "MCP_VISION_PRELOAD": "true",
@@ -64,6 +67,7 @@ def test_every_variable_is_parsed(tmp_path):
     assert s.max_pages == 7
     assert s.max_frames == 64  # capped
     assert s.max_output_chars == 5000
+    assert (s.cache_bytes, s.max_sessions, s.session_ttl) == (0, 3, 60.0)
     assert s.url_timeout == 2.5
     assert s.prompts_dir == tmp_path / "p"
     assert s.preload is True

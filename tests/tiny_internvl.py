@@ -105,6 +105,7 @@ def build_tiny_internvl(
             "use_absolute_position_embeddings": True,
             "use_mean_pooling": False,
             "norm_type": "layer_norm",
+            "initializer_range": 0.5,
         },
         text_config={
             "model_type": "qwen2",
@@ -118,6 +119,9 @@ def build_tiny_internvl(
             "tie_word_embeddings": False,
             "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
             "pad_token_id": tokenizer.pad_token_id,
+            # Larger random weights than the default 0.02, so greedy output depends on the input
+            # (the default init repeats one token whatever the prompt).
+            "initializer_range": 0.5,
         },
         image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"),
         downsample_ratio=0.5,

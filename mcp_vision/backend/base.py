@@ -58,6 +58,16 @@ class ChatResult:
     finish_reason: Literal["stop", "length", "cancelled"]
     seconds: float
     load_seconds: float = 0.0
+    cached_tokens: int = 0  # prompt tokens whose KV came from the conversation's cache
+    images_encoded: int = 0  # images run through the vision encoder (the rest came from the cache)
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage, for benchmarks
+    output_ids: list[int] = field(default_factory=list)  # generated token ids (greedy comparisons)
+    raw_text: str | None = None  # the answer exactly as decoded (unstripped), for the history
+
+    @property
+    def history_text(self) -> str:
+        """What goes into the conversation history: re-tokenizes to the generated tokens."""
+        return self.text if self.raw_text is None else self.raw_text
 
 
 class Backend(Protocol):
@@ -71,8 +81,15 @@ class Backend(Protocol):
         """Load the model if it is not loaded yet; return the seconds spent (0 when already loaded)."""
         ...
 
-    def chat(self, turns: list[Turn], job: Job, *, max_new_tokens: int) -> ChatResult:
-        """Answer the last user turn given the whole conversation."""
+    def chat(
+        self, turns: list[Turn], job: Job, *, max_new_tokens: int, conversation: str | None = None
+    ) -> ChatResult:
+        """Answer the last user turn given the whole conversation. `conversation` names it, so an engine
+        may keep state (a KV cache) between calls; raise ContextOverflowError when it does not fit."""
+        ...
+
+    def forget(self, conversation: str) -> None:
+        """Drop any state kept for a conversation."""
         ...
 
 

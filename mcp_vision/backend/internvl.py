@@ -6,14 +6,16 @@ that need them, so importing the package stays cheap.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError, ModelUnavailableError
+from ..errors import ContextOverflowError, InputError, ModelUnavailableError
 from .base import ChatResult, ImagePart, Turn
+from .cache import ByteBudgetLRU, tensor_bytes
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -36,6 +38,9 @@ class InternVLBackend:
         self.device: str | None = None
         self.dtype: str | None = None
         self.quantization: str | None = None
+        self._caching = settings.cache_bytes > 0
+        self._cache: ByteBudgetLRU[Any] = ByteBudgetLRU(settings.cache_bytes)
+        self._image_keys: dict[int, tuple[ImagePart, str]] = {}
 
     @property
     def model_name(self) -> str:
@@ -148,11 +153,9 @@ class InternVLBackend:
 
     # ---------------------------------------------------------------- chat
 
-    def build_inputs(self, turns: list[Turn]) -> Any:
-        """Tensors for the conversation, built with the processor's own chat template, tiling and
-        image-token expansion; each image keeps its own tile budget."""
-        import torch
-
+    def build_inputs(self, turns: list[Turn]) -> dict[str, Any]:
+        """Token ids and per-image pixel values for the conversation, built with the processor's own chat
+        template, tiling and image-token expansion; each image keeps its own tile budget."""
         processor = self._processor
         messages = []
         images: list[ImagePart] = []
@@ -183,17 +186,96 @@ class InternVLBackend:
         expanded = pieces[0]
         for index, piece in enumerate(pieces[1:]):
             expanded += processor.replace_image_token({"num_patches": num_patches}, index) + piece
-        inputs = processor.tokenizer([expanded], return_tensors="pt")
-        data = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
-        if pixel_values:
-            data["pixel_values"] = torch.cat(pixel_values).to(self._vision_dtype())
-        device = self._model.device
-        data = {k: v.to(device) for k, v in data.items()}
-        data["num_patches"] = num_patches
-        return data
+        tokens = processor.tokenizer([expanded], return_tensors="pt")
+        return {
+            "input_ids": tokens["input_ids"],
+            "attention_mask": tokens["attention_mask"],
+            "pixel_values": pixel_values,  # one tensor of tiles per image, in order
+            "num_patches": num_patches,
+            "images": images,
+        }
 
     def _vision_dtype(self) -> Any:
         return next(self._model.model.vision_tower.parameters()).dtype
+
+    def _image_key(self, part: ImagePart) -> str:
+        """Content hash of an image and its tile budget (what its vision features depend on)."""
+        memo = self._image_keys.get(id(part))
+        if memo is not None and memo[0] is part:
+            return memo[1]
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(f"{part.image.mode}|{part.image.size}|{part.max_tiles}|".encode())
+        digest.update(part.image.tobytes())
+        key = digest.hexdigest()
+        self._image_keys[id(part)] = (part, key)
+        while len(self._image_keys) > 4096:
+            self._image_keys.pop(next(iter(self._image_keys)))
+        return key
+
+    def _image_features(self, inputs: dict[str, Any], keys: list[str], needed: range) -> tuple[Any, int]:
+        """Projected vision features of images `needed` (indices), from the cache or one vision pass.
+        Returns (features [tokens, hidden] in placeholder order, number of images encoded now)."""
+        import torch
+
+        model = self._model
+        found: dict[int, Any] = {}
+        missing = []
+        for i in needed:
+            cached = self._cache.get("f:" + keys[i]) if self._caching else None
+            if cached is None:
+                missing.append(i)
+            else:
+                found[i] = cached
+        if missing:
+            pixels = torch.cat([inputs["pixel_values"][i] for i in missing]).to(model.device, self._vision_dtype())
+            features = model.model.get_image_features(
+                pixel_values=pixels,
+                vision_feature_layer=model.config.vision_feature_layer,
+                vision_feature_select_strategy=model.config.vision_feature_select_strategy,
+                return_dict=True,
+            ).pooler_output
+            offset = 0
+            for i in missing:
+                n = inputs["num_patches"][i]
+                image_features = features[offset : offset + n].reshape(-1, features.shape[-1])
+                offset += n
+                found[i] = image_features
+                if self._caching:
+                    self._cache.put("f:" + keys[i], image_features, tensor_bytes(image_features))
+        if not found:
+            return None, 0
+        return torch.cat([found[i] for i in needed]), len(missing)
+
+    def forget(self, conversation: str) -> None:
+        """Drop a conversation's KV cache (its session ended)."""
+        self._cache.pop("p:" + conversation)
+
+    def _reusable_prefix(self, conversation: str | None, ids: Any, spans: list[tuple[int, int]], keys: list[str]):
+        """The conversation's cached KV prefix, cropped to what the new prompt shares with it."""
+        if not (self._caching and conversation):
+            return None, 0
+        entry = self._cache.pop("p:" + conversation)  # taken out: generation mutates it
+        if entry is None:
+            return None, 0
+        old_ids, old_keys, cache = entry
+        n = min(len(old_ids), len(ids) - 1)  # at least one new token must be computed
+        common = n
+        if n:
+            diff = (old_ids[:n] != ids[:n]).nonzero()
+            common = int(diff[0]) if len(diff) else n
+        # Images inside the shared prefix must be the same images; a prefix never ends inside an image.
+        for index, (start, end) in enumerate(spans):
+            if start >= common:
+                break
+            if end > common or index >= len(old_keys) or old_keys[index] != keys[index]:
+                common = start
+                break
+        if common <= 0:
+            return None, 0
+        extra = cache.get_seq_length() - common
+        if extra > 0:
+            cache.crop(-extra)  # transformers 5: a negative count removes that many tokens from the end
+        return cache, common
 
     def chat(
         self,
@@ -202,10 +284,15 @@ class InternVLBackend:
         *,
         max_new_tokens: int,
         min_new_tokens: int | None = None,
+        conversation: str | None = None,
     ) -> ChatResult:
+        """Answer the last user turn. With `conversation`, the KV cache of the conversation so far is kept
+        and reused next time, so a follow-up only computes its new tokens; vision features are cached by
+        image content either way."""
         load_seconds = self.load(job)
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         if not turns or turns[-1].role != "user":
             raise InputError("The conversation must end with a question.")
@@ -214,27 +301,33 @@ class InternVLBackend:
             inputs = self.build_inputs(turns)
         except ValueError as exc:
             raise InputError(f"The model input could not be built ({_first_line(exc)}).") from None
-        num_patches = inputs.pop("num_patches")
-        prompt_len = int(inputs["input_ids"].shape[1])
+        input_ids = inputs["input_ids"]
+        ids = input_ids[0]
+        prompt_len = int(ids.shape[0])
         image_token_id = self._model.config.image_token_id
-        image_tokens = int((inputs["input_ids"] == image_token_id).sum())
-        max_len = getattr(self._processor.tokenizer, "model_max_length", None) or 0
-        limit = getattr(self._model.config.text_config, "max_position_embeddings", None) or max_len
+        image_tokens = int((ids == image_token_id).sum())
+        limit = self.context_length
         if limit and prompt_len + max_new_tokens > limit:
-            raise InputError(
-                f"The prompt is {prompt_len:,} tokens and with {max_new_tokens} new tokens exceeds the model's "
-                f"context of {limit:,}: use fewer tiles (max_tiles), fewer images or a shorter session."
-            )
+            raise ContextOverflowError(prompt_len, max_new_tokens, limit)
         job.report(0, max_new_tokens, f"prompt of {prompt_len} tokens ({image_tokens} image tokens)")
 
+        images: list[ImagePart] = inputs["images"]
+        keys = [self._image_key(p) for p in images]
+        spans = _image_spans(ids, image_token_id, inputs["num_patches"], self._processor.image_seq_length)
+        cache, cached_tokens = self._reusable_prefix(conversation, ids, spans, keys)
+        first_new_image = next((i for i, (start, _) in enumerate(spans) if start >= cached_tokens), len(spans))
+        features, encoded = self._image_features(inputs, keys, range(first_new_image, len(images)))
+        vision_done = time.monotonic()
+
         class _Watch(StoppingCriteria):
-            def __init__(self) -> None:
-                self.generated = 0
+            first_token_at: float | None = None
 
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                self.generated = int(input_ids.shape[1]) - prompt_len
-                if self.generated % 16 == 0 and self.generated:
-                    job.report(self.generated, max_new_tokens, f"generated {self.generated} tokens")
+                generated = int(input_ids.shape[1]) - prompt_len
+                if self.first_token_at is None:
+                    self.first_token_at = time.monotonic()
+                if generated % 16 == 0 and generated:
+                    job.report(generated, max_new_tokens, f"generated {generated} tokens")
                 return torch.full((input_ids.shape[0],), job.cancelled(), dtype=torch.bool, device=input_ids.device)
 
         watch = _Watch()
@@ -243,17 +336,31 @@ class InternVLBackend:
             "max_new_tokens": max_new_tokens,
             "do_sample": False,
             "stopping_criteria": StoppingCriteriaList([watch]),
+            "past_key_values": cache if cache is not None else DynamicCache(config=self._model.config.text_config),
+            "return_dict_in_generate": True,
         }
+        if features is not None:
+            gen_kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=features.unsqueeze(0))}
         if min_new_tokens:
             gen_kwargs["min_new_tokens"] = min_new_tokens
         if self._model.generation_config.pad_token_id is None:
             gen_kwargs["pad_token_id"] = self._processor.tokenizer.pad_token_id or (
                 eos[0] if isinstance(eos, list) else eos
             )
+        device = self._model.device
         with torch.inference_mode():
-            output = self._model.generate(**inputs, **gen_kwargs)
-        new_tokens = output[0, prompt_len:]
-        text = self._processor.decode(new_tokens, skip_special_tokens=True).strip()
+            output = self._model.generate(
+                input_ids=input_ids.to(device), attention_mask=inputs["attention_mask"].to(device), **gen_kwargs
+            )
+        finished = time.monotonic()
+        sequence = output.sequences[0].cpu()
+        new_tokens = sequence[prompt_len:]
+        if self._caching and conversation and not job.cancelled():
+            kv = output.past_key_values
+            kept = kv.get_seq_length()
+            self._cache.put("p:" + conversation, (sequence[:kept].clone(), keys, kv), tensor_bytes(kv))
+        raw_text = self._processor.decode(new_tokens, skip_special_tokens=True)
+        text = raw_text.strip()
         eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
         if job.cancelled():
             finish = "cancelled"
@@ -262,6 +369,9 @@ class InternVLBackend:
         else:
             finish = "length" if len(new_tokens) >= max_new_tokens else "stop"
         last_count = len(turns[-1].images)
+        num_patches = inputs["num_patches"]
+        first_token_at = watch.first_token_at or finished
+        decode_seconds = finished - first_token_at
         return ChatResult(
             text=text,
             prompt_tokens=prompt_len,
@@ -269,9 +379,38 @@ class InternVLBackend:
             image_tokens=image_tokens,
             tiles=num_patches[len(num_patches) - last_count :] if last_count else [],
             finish_reason=finish,
-            seconds=time.monotonic() - started,
+            seconds=finished - started,
             load_seconds=load_seconds,
+            cached_tokens=cached_tokens,
+            images_encoded=encoded,
+            output_ids=new_tokens.tolist(),
+            raw_text=raw_text,
+            stages={
+                "preprocess_and_vision": round(vision_done - started, 4),
+                "prefill": round(first_token_at - vision_done, 4),
+                "decode": round(decode_seconds, 4),
+            },
         )
+
+    @property
+    def context_length(self) -> int:
+        max_len = getattr(self._processor.tokenizer, "model_max_length", None) or 0
+        limit = getattr(self._model.config.text_config, "max_position_embeddings", None) or max_len
+        return int(min(limit, max_len) if max_len and max_len < 10**8 else limit)
+
+
+def _image_spans(ids: Any, image_token_id: int, num_patches: list[int], per_tile: int) -> list[tuple[int, int]]:
+    """(start, end) token positions of each image's placeholder run, in order."""
+    positions = (ids == image_token_id).nonzero().flatten().tolist()
+    spans = []
+    offset = 0
+    for n in num_patches:
+        count = n * per_tile
+        if offset + count > len(positions):
+            break
+        spans.append((positions[offset], positions[offset + count - 1] + 1))
+        offset += count
+    return spans
 
 
 def _bnb_config(quantization: str, compute_dtype: Any) -> Any:
