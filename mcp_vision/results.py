@@ -22,12 +22,12 @@ class Usage(BaseModel):
     )
 
 
-class DescribeImageResult(BaseModel):
+class ModelAnswer(BaseModel):
+    """Fields every answer from the model carries."""
+
     answer: str = Field(description="The model's answer.")
     session_id: str = Field(description="Pass this to follow_up (or any tool) to continue the conversation.")
     model: str = Field(description="The model that answered.")
-    image: ImageInfo
-    tiles: int = Field(description="448x448 tiles the image was split into (a thumbnail tile included).")
     usage: Usage
     finish_reason: Literal["stop", "length"] = Field(
         description="'length' when the answer was cut at max_new_tokens: ask again with a larger value."
@@ -38,22 +38,16 @@ class DescribeImageResult(BaseModel):
         description="Oldest exchanges dropped from the session (with their media) to fit the model's context "
         "or the session's bounds during this call.",
     )
+
+
+class DescribeImageResult(ModelAnswer):
+    image: ImageInfo
+    tiles: int = Field(description="448x448 tiles the image was split into (a thumbnail tile included).")
     load_seconds: float = Field(description="Seconds spent loading the model during this call (0 once loaded).")
 
 
-class FollowUpResult(BaseModel):
-    answer: str = Field(description="The model's answer.")
-    session_id: str = Field(description="The same session handle, for further follow-ups.")
-    model: str
+class FollowUpResult(ModelAnswer):
     turns: int = Field(description="Question/answer exchanges in the session, this one included.")
-    usage: Usage
-    finish_reason: Literal["stop", "length"]
-    seconds: float
-    dropped_turns: int = Field(
-        default=0,
-        description="Oldest exchanges dropped from the session (with their media) to fit the model's context "
-        "or the session's bounds during this call.",
-    )
 
 
 class PageText(BaseModel):
@@ -87,21 +81,10 @@ class ImageDiff(BaseModel):
     regions: list[Region] = Field(description="Changed regions in this image's original pixel coordinates.")
 
 
-class CompareImagesResult(BaseModel):
-    answer: str = Field(description="The model's comparison.")
+class CompareImagesResult(ModelAnswer):
     diffs: list[ImageDiff] = Field(description="Measured pixel differences of each image against image 1.")
     images: list[ImageInfo]
-    session_id: str = Field(description="Pass this to follow_up to continue the conversation.")
-    model: str
     tiles: list[int] = Field(description="Tiles each image was split into.")
-    usage: Usage
-    finish_reason: Literal["stop", "length"]
-    seconds: float
-    dropped_turns: int = Field(
-        default=0,
-        description="Oldest exchanges dropped from the session (with their media) to fit the model's context "
-        "or the session's bounds during this call.",
-    )
 
 
 class FrameInfo(BaseModel):
@@ -109,27 +92,17 @@ class FrameInfo(BaseModel):
     timestamp: float = Field(description="Seconds from the start of the video.")
 
 
-class VideoQaResult(BaseModel):
-    answer: str = Field(description="The model's answer.")
+class VideoQaResult(ModelAnswer):
     frames: list[FrameInfo]
     duration: float = Field(description="Duration of the video in seconds.")
     width: int
     height: int
-    session_id: str = Field(description="Pass this to follow_up to continue the conversation.")
-    model: str
-    usage: Usage
-    finish_reason: Literal["stop", "length"]
-    seconds: float
-    dropped_turns: int = Field(
-        default=0,
-        description="Oldest exchanges dropped from the session (with their media) to fit the model's context "
-        "or the session's bounds during this call.",
-    )
 
 
 __all__ = [
     "ImageInfo",
     "Usage",
+    "ModelAnswer",
     "DescribeImageResult",
     "FollowUpResult",
     "PageText",

@@ -76,6 +76,18 @@ class VisionService:
             raise InputError(f"The question is {len(value):,} characters; the limit is {MAX_QUESTION_CHARS:,}.")
         return value.strip()
 
+    def _answer(self, result: ChatResult, session: Session, started: float, dropped: int) -> dict:
+        """The fields every model answer carries (see results.ModelAnswer)."""
+        return {
+            "answer": result.text,
+            "session_id": session.id,
+            "model": self.backend.model_name,
+            "usage": _usage(result),
+            "finish_reason": "length" if result.finish_reason == "length" else "stop",
+            "seconds": round(time.monotonic() - started, 3),
+            "dropped_turns": dropped,
+        }
+
     def _forget(self, session_id: str) -> None:
         if self._backend is not None:
             self._backend.forget(session_id)
@@ -148,15 +160,9 @@ class VisionService:
         user = Turn.user(asked, [decoded.image], max_tiles=tiles)
         result, dropped = await self._ask(session, user, progress, tokens)
         return DescribeImageResult(
-            dropped_turns=dropped,
-            answer=result.text,
-            session_id=session.id,
-            model=self.backend.model_name,
+            **self._answer(result, session, started, dropped),
             image=ImageInfo(width=decoded.width, height=decoded.height, format=decoded.format),
             tiles=result.tiles[0] if result.tiles else 0,
-            usage=_usage(result),
-            finish_reason="length" if result.finish_reason == "length" else "stop",
-            seconds=round(time.monotonic() - started, 3),
             load_seconds=round(result.load_seconds, 3),
         )
 
@@ -176,14 +182,8 @@ class VisionService:
         user = Turn.user(asked)
         result, dropped = await self._ask(session, user, progress, tokens)
         return FollowUpResult(
-            dropped_turns=dropped,
-            answer=result.text,
-            session_id=session.id,
-            model=self.backend.model_name,
+            **self._answer(result, session, started, dropped),
             turns=session.turn_count,
-            usage=_usage(result),
-            finish_reason="length" if result.finish_reason == "length" else "stop",
-            seconds=round(time.monotonic() - started, 3),
         )
 
     async def ocr_document(
@@ -336,8 +336,7 @@ class VisionService:
         user = Turn("user", parts)
         result, dropped = await self._ask(session, user, progress, tokens)
         return CompareImagesResult(
-            dropped_turns=dropped,
-            answer=result.text,
+            **self._answer(result, session, started, dropped),
             diffs=[
                 ImageDiff(
                     image=index,
@@ -347,12 +346,7 @@ class VisionService:
                 for index, diff in enumerate(diffs, start=2)
             ],
             images=[ImageInfo(width=d.width, height=d.height, format=d.format) for d in decoded],
-            session_id=session.id,
-            model=self.backend.model_name,
             tiles=result.tiles,
-            usage=_usage(result),
-            finish_reason="length" if result.finish_reason == "length" else "stop",
-            seconds=round(time.monotonic() - started, 3),
         )
 
     async def video_qa(
@@ -396,17 +390,11 @@ class VisionService:
         user = Turn("user", parts)
         result, dropped = await self._ask(session, user, progress, tokens)
         return VideoQaResult(
-            dropped_turns=dropped,
-            answer=result.text,
+            **self._answer(result, session, started, dropped),
             frames=[FrameInfo(index=i, timestamp=round(t, 3)) for i, t in enumerate(sample.timestamps, start=1)],
             duration=round(sample.duration, 3),
             width=sample.width,
             height=sample.height,
-            session_id=session.id,
-            model=self.backend.model_name,
-            usage=_usage(result),
-            finish_reason="length" if result.finish_reason == "length" else "stop",
-            seconds=round(time.monotonic() - started, 3),
         )
 
 
