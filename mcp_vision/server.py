@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from pydantic import Field
 from . import __version__
 from .backend.base import Backend
 from .errors import VisionError
+from .mcp_prompts import register_prompts
 from .results import (
     CompareImagesResult,
     DescribeImageResult,
@@ -117,8 +119,17 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         log_level=settings.log_level,  # type: ignore[arg-type]
     )
     mcp.service = service  # type: ignore[attr-defined]  # for tests and embedding
+    register_prompts(mcp, service.prompts)
 
-    @mcp.tool(title="Describe an image", annotations=_READ_ONLY_OPEN)
+    def tool(title: str, annotations: ToolAnnotations):
+        """Register a tool whose docstring, dedented, is the description agents read."""
+
+        def decorate(fn):
+            return mcp.tool(title=title, annotations=annotations, description=inspect.cleandoc(fn.__doc__ or ""))(fn)
+
+        return decorate
+
+    @tool(title="Describe an image", annotations=_READ_ONLY_OPEN)
     async def describe_image(
         image: MediaSource,
         ctx: Context,
@@ -147,7 +158,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
                 image, question, max_new_tokens, max_tiles, session_id, progress=_progress(ctx)
             )
 
-    @mcp.tool(title="Ask a follow-up question", annotations=_READ_ONLY_CLOSED)
+    @tool(title="Ask a follow-up question", annotations=_READ_ONLY_CLOSED)
     async def follow_up(
         session_id: Annotated[str, Field(description="The session_id returned by an earlier tool call.", min_length=1)],
         question: Annotated[str, Field(description="The next question about the media and answers already in the session.", min_length=1)],
@@ -160,7 +171,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         async with _guard():
             return await service.follow_up(session_id, question, max_new_tokens, progress=_progress(ctx))
 
-    @mcp.tool(title="Read a document (OCR)", annotations=_READ_ONLY_OPEN)
+    @tool(title="Read a document (OCR)", annotations=_READ_ONLY_OPEN)
     async def ocr_document(
         document: Annotated[
             str,
@@ -191,7 +202,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         async with _guard():
             return await service.ocr_document(document, pages, dpi, mode, session_id, progress=_progress(ctx))
 
-    @mcp.tool(title="Compare images", annotations=_READ_ONLY_OPEN)
+    @tool(title="Compare images", annotations=_READ_ONLY_OPEN)
     async def compare_images(
         images: Annotated[
             list[str],
@@ -213,7 +224,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         async with _guard():
             return await service.compare_images(images, question, max_new_tokens, session_id, progress=_progress(ctx))
 
-    @mcp.tool(title="Ask about a video", annotations=_READ_ONLY_OPEN)
+    @tool(title="Ask about a video", annotations=_READ_ONLY_OPEN)
     async def video_qa(
         video: Annotated[
             str,

@@ -168,3 +168,10 @@ async def test_directory_that_is_not_a_model(media_dir, tmp_path):
     async with Client(build_server(settings)) as client:
         r = await client.call_tool("describe_image", {"image": str(image)})
     assert r.is_error and "MCP_VISION_MODEL" in r.content[0].text
+
+
+async def test_tool_descriptions_are_dedented(settings):
+    async with Client(build_server(settings)) as client:
+        tools = (await client.list_tools()).tools
+    for tool in tools:
+        assert "\n " not in tool.description, tool.name
