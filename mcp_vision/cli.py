@@ -105,15 +105,80 @@ def run(argv: list[str] | None = None) -> int:
     from .server import build_server
 
     server = build_server(settings)
+    engine = f"model {settings.model}"
+    if settings.backend == "openai":
+        from urllib.parse import urlsplit
+
+        url = urlsplit(settings.base_url or "")
+        host = url.netloc.rpartition("@")[2]  # never credentials in the log
+        engine = f"remote engine {url.scheme}://{host}{url.path} (model {settings.remote_model or 'from its list'})"
     logging.getLogger("mcp_vision").info(
-        "mcp-vision %s serving over %s; model %s; allowed dirs %s",
-        __version__, args.transport, settings.model, os.pathsep.join(map(str, settings.allowed_dirs)),
+        "mcp-vision %s serving over %s; %s; allowed dirs %s",
+        __version__, args.transport, engine, os.pathsep.join(map(str, settings.allowed_dirs)),
     )
     if args.transport == "stdio":
-        server.run("stdio")
-    else:
-        server.run("streamable-http", host=args.host, port=args.port)
+        return _serve_stdio(server)
+    # uvicorn stops gracefully on SIGTERM/SIGINT. Bound to a loopback host, the SDK turns on its
+    # DNS-rebinding protection (Host and Origin must name 127.0.0.1, localhost or [::1]).
+    if args.host not in {"127.0.0.1", "localhost", "::1"}:
+        logging.getLogger("mcp_vision").warning(
+            "serving on %s: DNS-rebinding protection is off and anyone who reaches this address can call the "
+            "tools (and read the allowed directories); use the default --host 127.0.0.1 unless that is intended",
+            args.host,
+        )
+    server.run("streamable-http", host=args.host, port=args.port)
     return 0
+
+
+SHUTDOWN_GRACE_SECONDS = 1.0  # for requests in flight to unwind before the process leaves
+
+
+def _serve_stdio(server) -> int:
+    """Serve over stdio until stdin ends, or until SIGTERM/SIGINT, after which the server stops cleanly:
+    requests in flight are cancelled (generation stops at its next token) and the process exits 0."""
+    import signal
+
+    import anyio
+
+    if sys.platform == "win32":  # no signal receivers on Windows' event loop
+        server.run("stdio")
+        return 0
+    log = logging.getLogger("mcp_vision")
+
+    async def serve() -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        log.info("%s received: shutting down", signal.Signals(signum).name)
+                        # The SDK reads stdin in a thread that nothing can interrupt: if it is still
+                        # blocked once everything else has stopped, leave without it.
+                        _exit_after(SHUTDOWN_GRACE_SECONDS)
+                        tg.cancel_scope.cancel()
+
+            tg.start_soon(stop_on_signal)
+            await server.run_stdio_async()
+            tg.cancel_scope.cancel()
+
+    try:
+        anyio.run(serve)
+    except KeyboardInterrupt:  # a second ^C while shutting down
+        pass
+    return 0
+
+
+def _exit_after(seconds: float) -> None:
+    import threading
+
+    def leave() -> None:
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, leave)
+    timer.daemon = True
+    timer.start()
 
 
 __all__ = ["run", "build_parser", "settings_from"]

@@ -14,6 +14,7 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -111,6 +112,12 @@ def parse_pages(spec: str | None, page_count: int) -> list[int]:
     return sorted(chosen)
 
 
+def is_real_text(text: str, min_chars: int = MIN_TEXT_CHARS) -> bool:
+    """True when `text` has at least `min_chars` characters that are neither space nor unmapped glyphs."""
+    real = sum(1 for ch in text if not ch.isspace() and ch != "\ufffd")
+    return real >= min_chars
+
+
 def _not_pdf(media: Media) -> InputError:
     if media.kind == "image":
         what = "an image"
@@ -201,9 +208,7 @@ class PdfDocument:
 
     def has_text_layer(self, page_number: int, min_chars: int = MIN_TEXT_CHARS) -> bool:
         """True when the text layer holds real text, False for an image-only (scanned) page."""
-        text = self.text_layer(page_number)
-        real = sum(1 for ch in text if not ch.isspace() and ch != "\ufffd")
-        return real >= min_chars
+        return is_real_text(self.text_layer(page_number), min_chars)
 
     def check_render(self, page_number: int, dpi: float, max_pixels: int) -> tuple[int, int]:
         """The (width, height) a render at `dpi` gives; refused, before rendering, when over `max_pixels`."""
@@ -292,4 +297,60 @@ def open_document(media: Media, max_pages_open: int = DEFAULT_PAGES_OPEN) -> Pdf
             raise
 
 
-__all__ = ["PdfDocument", "open_document", "parse_pages", "MIN_TEXT_CHARS", "DEFAULT_PAGES_OPEN"]
+@dataclass(frozen=True)
+class PdfSummary:
+    """What opening a PDF tells: its page count, whether MuPDF had to repair it, and MuPDF's complaints."""
+
+    page_count: int
+    repaired: bool
+    warnings: tuple[str, ...]
+
+
+# One call each, opening the document from its bytes and closing it again: these run in a decoder
+# process (mcp_vision.sandbox), where no MuPDF state outlives the call.
+
+
+def summarize_pdf(media: Media) -> PdfSummary:
+    """Open `media` as a PDF and say what it holds, or raise the InputError `open_document` raises."""
+    with open_document(media, max_pages_open=1) as doc:
+        return PdfSummary(doc.page_count, doc.repaired, tuple(doc.warnings))
+
+
+def read_page_text(media: Media, page_number: int) -> str:
+    """The text layer of one page of `media`, exactly as `PdfDocument.text_layer` gives it."""
+    with open_document(media, max_pages_open=1) as doc:
+        return doc.text_layer(page_number)
+
+
+def read_page_texts(media: Media, page_numbers: list[int]) -> dict[int, str]:
+    """The text layers of several pages from one opening; a page that cannot be read is left out (reading
+    it alone with `read_page_text` gives its error)."""
+    texts: dict[int, str] = {}
+    with open_document(media, max_pages_open=1) as doc:
+        for number in page_numbers:
+            try:
+                texts[number] = doc.text_layer(number)
+            except InputError:
+                continue
+    return texts
+
+
+def render_page(media: Media, page_number: int, dpi: float, max_pixels: int) -> PILImage.Image:
+    """One page of `media` rendered at `dpi`, refused before rendering when over `max_pixels`."""
+    with open_document(media, max_pages_open=1) as doc:
+        return doc.render(page_number, dpi, max_pixels)
+
+
+__all__ = [
+    "PdfDocument",
+    "PdfSummary",
+    "open_document",
+    "parse_pages",
+    "is_real_text",
+    "summarize_pdf",
+    "read_page_text",
+    "read_page_texts",
+    "render_page",
+    "MIN_TEXT_CHARS",
+    "DEFAULT_PAGES_OPEN",
+]

@@ -15,23 +15,31 @@ from .media import describe_source
 from .settings import Settings
 
 MAX_REDIRECTS = 5
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _USER_AGENT = "mcp-vision (+https://github.com/mcp-vision/mcp-vision)"
 
 
 def is_public_address(address: str) -> bool:
-    """True for globally routable unicast addresses; IPv4-mapped/6to4 forms are judged by their IPv4."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    """True for globally routable unicast addresses; IPv4-mapped/6to4 forms are judged by their IPv4.
+    Anything that is not an IP address is not a public address."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in _NAT64:  # 64:ff9b::7f00:1 reaches 127.0.0.1 through a NAT64 gateway
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             return is_public_address(str(embedded))
-    return ip.is_global and not ip.is_multicast
+    # Reserved ranges hold IPv4-compatible (::a.b.c.d) and other never-assigned addresses.
+    return ip.is_global and not ip.is_multicast and not ip.is_reserved
 
 
 def _resolve(host: str, port: int, allow_private: bool, shown: str) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
+    except (socket.gaierror, UnicodeError, ValueError):  # ValueError/UnicodeError: not a name at all
         raise InputError(f"{shown}: the host {host!r} could not be resolved.") from None
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     if not allow_private:
@@ -83,10 +91,13 @@ def fetch_url(url: str, settings: Settings) -> bytes:
     shown = describe_source(url)
     deadline = time.monotonic() + settings.url_timeout
     for _hop in range(MAX_REDIRECTS + 1):
-        parsed = urlparse(url)
+        try:
+            parsed = urlparse(url)
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        except ValueError:  # an out-of-range or non-numeric port, an unbalanced [
+            raise InputError(f"{describe_source(url)} is not a valid URL: check the host and port.") from None
         if parsed.scheme not in {"http", "https"} or not parsed.hostname:
             raise InputError(f"{shown} redirected to a URL that is not http(s); only http and https are fetched.")
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
         addresses = _resolve(parsed.hostname, port, settings.allow_private_urls, shown)
         remaining = deadline - time.monotonic()
         if remaining <= 0:

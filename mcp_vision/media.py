@@ -23,6 +23,10 @@ from .settings import Settings
 
 MediaKind = Literal["image", "pdf", "video", "unknown"]
 
+# Kernel interfaces whose "regular files" hold process state (environment, memory maps): never read,
+# even when an allowed directory contains them.
+_PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"))
+
 
 @dataclass(frozen=True)
 class Media:
@@ -36,7 +40,7 @@ class Media:
 def sniff(data: bytes) -> MediaKind:
     """Decide the media kind from magic bytes, never from a file name."""
     head = data[:64]
-    if b"%PDF-" in data[:1024]:
+    if head.startswith(b"%PDF-"):
         return "pdf"
     if head[4:8] == b"ftyp":
         brand = head[8:12]
@@ -49,18 +53,14 @@ def sniff(data: bytes) -> MediaKind:
         return "video"
     if head.startswith(b"\x00\x00\x01\xba") or head.startswith(b"\x00\x00\x01\xb3"):  # MPEG-PS
         return "video"
-    image_magic = (
-        b"\x89PNG\r\n\x1a\n",
-        b"\xff\xd8\xff",
-        b"GIF87a",
-        b"GIF89a",
-        b"BM",
-        b"II*\x00",
-        b"MM\x00*",
-        b"\x00\x00\x01\x00",  # ICO
-        b"P1", b"P2", b"P3", b"P4", b"P5", b"P6",
-    )
+    image_magic = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
     if head.startswith(image_magic) or (head.startswith(b"RIFF") and head[8:12] == b"WEBP"):
+        return "image"
+    # A PDF may have bytes before its header; a file that starts with a format's own signature is that format.
+    if b"%PDF-" in data[:1024]:
+        return "pdf"
+    weak_magic = (b"BM", b"\x00\x00\x01\x00", b"P1", b"P2", b"P3", b"P4", b"P5", b"P6")  # BMP, ICO, PNM
+    if head.startswith(weak_magic):
         return "image"
     return "unknown"
 
@@ -78,7 +78,12 @@ def load_media(source: str, settings: Settings) -> Media:
     if not isinstance(source, str) or not source.strip():
         raise InputError("No media given: pass a file path, a file:// URI, an http(s) URL or a data: URI.")
     source = source.strip()
-    scheme = urlparse(source).scheme.lower() if ":" in source[:12] else ""
+    if "\x00" in source:
+        raise InputError("The media source contains a NUL character, which no path or URL holds: pass it without one.")
+    try:
+        scheme = urlparse(source).scheme.lower() if ":" in source[:12] else ""
+    except ValueError:  # such as an unbalanced [ in what looks like a URL
+        raise InputError(f"{describe_source(source)} is not a valid path or URL.") from None
     if scheme == "data":
         data = _decode_data_uri(source, settings.max_file_bytes)
         label = "the data: URI"
@@ -105,12 +110,20 @@ def load_media(source: str, settings: Settings) -> Media:
             "pass a file path, a file:// URI, an http(s) URL or a data: URI."
         )
     else:
-        path = Path(source).expanduser()
+        path = _expand_home(source)
         data = read_allowed_file(path, settings)
         label = describe_source(source)
     if not data:
         raise InputError(f"{label} is empty (0 bytes).")
     return Media(data=data, label=label, kind=sniff(data))
+
+
+def _expand_home(source: str) -> Path:
+    """`~` and `~/...` are the user's home; `~name/...` stays a plain relative path, so nothing is
+    learned about other accounts."""
+    if source == "~" or source.startswith(("~/", "~" + os.sep)):
+        return Path(source).expanduser()
+    return Path(source)
 
 
 def _decode_data_uri(uri: str, max_bytes: int) -> bytes:
@@ -126,7 +139,10 @@ def _decode_data_uri(uri: str, max_bytes: int) -> bytes:
         except (binascii.Error, ValueError):
             raise InputError("The data: URI is not valid base64.") from None
     else:
-        data = unquote_to_bytes(payload)
+        try:
+            data = unquote_to_bytes(payload)
+        except UnicodeEncodeError:  # lone surrogates cannot be bytes
+            raise InputError("The data: URI holds characters that are not valid text.") from None
     if len(data) > max_bytes:
         raise too_big
     return data
@@ -146,6 +162,13 @@ def read_allowed_file(path: Path, settings: Settings) -> bytes:
         f"{shown} is outside the allowed directories ({where}): "
         "move the file there or add its directory to MCP_VISION_ALLOWED_DIRS."
     )
+    text = str(path)
+    if "\x00" in text:
+        raise InputError("The path contains a NUL character, which no file name holds: pass it without one.")
+    try:
+        os.fsencode(text)
+    except UnicodeError:  # lone surrogates, as a JSON string can carry
+        raise InputError(f"{shown} is not a valid file path (it holds characters no file name can).") from None
     absolute = Path(os.path.abspath(path))
     # Refuse before touching the file system, so nothing is learned about paths outside.
     if not is_within(absolute, tuple(Path(os.path.abspath(d)) for d in settings.allowed_dirs) + roots):
@@ -170,8 +193,8 @@ def read_allowed_file(path: Path, settings: Settings) -> bytes:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
             raise InputError(f"{shown} is a directory: pass a file inside it.")
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"{shown} is not a regular file (devices, pipes and sockets are not read).")
+        if not stat.S_ISREG(info.st_mode) or is_within(real, _PSEUDO_FILESYSTEMS):
+            raise InputError(f"{shown} is not a regular file (devices, pipes, sockets, /proc and /sys are not read).")
         if sys.platform.startswith("linux"):
             # What was opened, after any rename race: it must still be inside.
             opened = Path(os.readlink(f"/proc/self/fd/{fd}"))

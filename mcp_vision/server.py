@@ -30,11 +30,13 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 INSTRUCTIONS = """\
-Local vision for agents: a local InternVL model looks at images, documents and video.
+Vision for agents: an InternVL model (local, or a configured vLLM/LMDeploy engine) looks at images,
+documents and video.
 Media arguments take a local path (absolute, ~, or relative to the server's working directory; only
 inside the allowed directories), a file:// URI, an http(s) URL or a data: URI (base64).
 Every tool returns a session_id; pass it to follow_up to ask more about the same media without
-sending it again. The first call loads the model, which can take a while; progress is reported.
+sending it again. The first call loads the model (or checks the engine), which can take a while;
+progress is reported.
 """
 
 MediaSource = Annotated[
@@ -192,6 +194,10 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
                 "(scanned pages); 'text_layer' or 'vision' force one method."
             ),
         ] = "auto",
+        max_new_tokens: Annotated[
+            int | None,
+            Field(description="Most tokens the model writes per page it reads (default: at least 1024).", ge=1, le=8192),
+        ] = None,
         session_id: SessionArg = None,
     ) -> OcrDocumentResult:
         """Read the text of a PDF or a page image, page by page. Born-digital PDF pages return their exact text
@@ -200,7 +206,9 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         MCP_VISION_MAX_PAGES pages a call (ask for ranges with `pages`). The pages join the session, so
         follow_up can ask about them."""
         async with _guard():
-            return await service.ocr_document(document, pages, dpi, mode, session_id, progress=_progress(ctx))
+            return await service.ocr_document(
+                document, pages, dpi, mode, session_id, progress=_progress(ctx), max_new_tokens=max_new_tokens
+            )
 
     @tool(title="Compare images", annotations=_READ_ONLY_OPEN)
     async def compare_images(

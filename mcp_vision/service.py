@@ -31,6 +31,7 @@ Progress = Callable[[float, float | None, str | None], Awaitable[None]]
 
 MAX_NEW_TOKENS_CAP = 8192
 MAX_QUESTION_CHARS = 20_000
+OCR_MIN_TOKENS = 1024  # default answer room for a page read by the model
 COMPARE_TILE_BUDGET = 24  # tiles shared by the images of one comparison (256 tokens each)
 
 
@@ -41,7 +42,8 @@ class VisionService:
         self.sessions = SessionStore(
             max_sessions=settings.max_sessions, ttl_seconds=settings.session_ttl, on_evict=self._forget
         )
-        self.worker = InferenceWorker()
+        remote = getattr(settings, "backend", "local") == "openai"
+        self.worker = InferenceWorker(parallel=settings.remote_concurrency if remote else 1)
         self._backend = backend
 
     @property
@@ -128,11 +130,13 @@ class VisionService:
     async def load_image(self, source: str):
         from .images import decode_image
         from .media import load_media
+        from .sandbox import run_isolated
 
-        def read():
-            return decode_image(load_media(source, self.settings), self.settings.max_image_pixels)
-
-        return await anyio.to_thread.run_sync(read)
+        media = await anyio.to_thread.run_sync(load_media, source, self.settings)
+        return await run_isolated(
+            decode_image, media, self.settings.max_image_pixels,
+            what=media.label, isolate=self.settings.isolate_decoding,
+        )
 
     async def preload(self) -> float:
         backend = self.backend
@@ -194,10 +198,12 @@ class VisionService:
         mode: str = "auto",
         session_id: str | None = None,
         progress: Progress | None = None,
+        max_new_tokens: int | None = None,
     ) -> OcrDocumentResult:
-        from .documents import open_document, parse_pages
+        from .documents import parse_pages
         from .images import decode_image
         from .media import load_media
+        from .sandbox import open_pdf, run_isolated
 
         started = time.monotonic()
         if mode not in {"auto", "text_layer", "vision"}:
@@ -208,7 +214,8 @@ class VisionService:
             self.sessions.get(session_id)
         media = await anyio.to_thread.run_sync(load_media, document, self.settings)
         prompt = self.prompts.task("ocr").text.strip()
-        tokens = max(self.settings.max_new_tokens, 1024)
+        # A full page of text needs more room than a typical answer.
+        tokens = self._max_new_tokens(max_new_tokens) if max_new_tokens else max(self.settings.max_new_tokens, OCR_MIN_TOKENS)
         tiles = self.settings.max_tiles
         results: list[PageText] = []
         seen_images: list[ImagePart] = []
@@ -227,7 +234,7 @@ class VisionService:
             return result.text
 
         if media.kind in {"pdf", "unknown"}:  # open_document says what an unknown file is, if not a PDF
-            doc = await anyio.to_thread.run_sync(open_document, media)
+            doc = await open_pdf(media, isolate=self.settings.isolate_decoding)
             try:
                 page_count = doc.page_count
                 selected = parse_pages(pages, page_count)
@@ -242,15 +249,13 @@ class VisionService:
                     if progress is not None:
                         await progress(index, len(selected), label)
                     use_layer = mode == "text_layer" or (
-                        mode == "auto" and await anyio.to_thread.run_sync(doc.has_text_layer, number)
+                        mode == "auto" and await doc.has_text_layer(number)
                     )
                     if use_layer:
-                        text = await anyio.to_thread.run_sync(doc.text_layer, number)
+                        text = await doc.text_layer(number)
                         method = "text_layer"
                     else:
-                        image = await anyio.to_thread.run_sync(
-                            doc.render, number, dpi, self.settings.max_image_pixels
-                        )
+                        image = await doc.render(number, dpi, self.settings.max_image_pixels)
                         text = await read_image(image, label, index, len(selected))
                         method = "vision"
                     if len(text) > budget:
@@ -274,7 +279,10 @@ class VisionService:
                 raise InputError(f"{media.label} is an image, which has no text layer: use mode='auto' or 'vision'.")
             if pages not in (None, "", "1"):
                 raise InputError(f"{media.label} is a single image (1 page): omit pages or pass pages=\"1\".")
-            decoded = await anyio.to_thread.run_sync(decode_image, media, self.settings.max_image_pixels)
+            decoded = await run_isolated(
+                decode_image, media, self.settings.max_image_pixels,
+                what=media.label, isolate=self.settings.isolate_decoding,
+            )
             page_count = 1
             if progress is not None:
                 await progress(0, 1, "page 1 (1/1)")
@@ -311,6 +319,7 @@ class VisionService:
         progress: Progress | None = None,
     ) -> CompareImagesResult:
         from .diff import compare_pixels, describe_regions
+        from .sandbox import run_isolated
 
         started = time.monotonic()
         if not 2 <= len(images) <= 4:
@@ -323,7 +332,10 @@ class VisionService:
         if progress is not None:
             await progress(0, None, "measuring pixel differences")
         diffs = [
-            await anyio.to_thread.run_sync(compare_pixels, decoded[0].image, d.image) for d in decoded[1:]
+            await run_isolated(
+                compare_pixels, decoded[0].image, d.image, what="the images", isolate=self.settings.isolate_decoding
+            )
+            for d in decoded[1:]
         ]
         # Share one tile budget between the images so the whole prompt fits the context.
         tiles = max(1, min(self.settings.max_tiles, COMPARE_TILE_BUDGET // len(decoded)))
@@ -361,6 +373,7 @@ class VisionService:
         progress: Progress | None = None,
     ) -> VideoQaResult:
         from .media import load_media
+        from .sandbox import DECODE_TIMEOUT, run_isolated
         from .video import sample_frames
 
         started = time.monotonic()
@@ -375,11 +388,11 @@ class VisionService:
             raise InputError(f"{media.label} is a PDF document, not a video: use ocr_document to read it.")
         if progress is not None:
             await progress(0, None, f"decoding {num_frames} frames")
-        sample = await anyio.to_thread.run_sync(
-            lambda: sample_frames(
-                media, num_frames, start, end,
-                max_frames=self.settings.max_frames, max_pixels=self.settings.max_image_pixels,
-            )
+        sample = await run_isolated(
+            sample_frames, media, num_frames, start, end,
+            max_frames=self.settings.max_frames, max_pixels=self.settings.max_image_pixels,
+            time_budget=DECODE_TIMEOUT, timeout=DECODE_TIMEOUT + 15,  # sample_frames keeps its own budget first
+            what=media.label, isolate=self.settings.isolate_decoding,
         )
         parts: list = []
         for index, frame in enumerate(sample.frames, start=1):

@@ -8,12 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 DEFAULT_MODEL = "OpenGVLab/InternVL3-2B-hf"
 
 Device = Literal["auto", "cuda", "cpu"]
 Quantization = Literal["auto", "nf4", "int8", "none"]
 DType = Literal["auto", "bfloat16", "float16", "float32"]
+Engine = Literal["local", "openai"]
 
 
 def _parse_bool(name: str, value: str) -> bool:
@@ -52,6 +54,17 @@ def _parse_float(name: str, value: str) -> float:
     return number
 
 
+def _parse_url(name: str, value: str) -> str:
+    url = value.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(
+            f"{name}={value!r} is not an http(s) URL: use the engine's OpenAI-compatible address, "
+            "such as http://127.0.0.1:23333/v1"
+        )
+    return url
+
+
 def _parse_dirs(value: str) -> tuple[Path, ...]:
     return tuple(Path(part).expanduser() for part in value.split(os.pathsep) if part.strip())
 
@@ -79,9 +92,24 @@ class Settings:
     max_sessions: int = 64
     session_ttl: float = 3600.0
     url_timeout: float = 20.0
+    isolate_decoding: bool = True
     prompts_dir: Path | None = None
     preload: bool = False
     log_level: str = "INFO"
+    backend: Engine = "local"
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # a secret: never in repr, logs or errors
+    remote_model: str | None = None
+    remote_concurrency: int = 4
+    remote_timeout: float = 300.0
+    remote_retries: int = 3
+
+    def __post_init__(self) -> None:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError(
+                "MCP_VISION_BACKEND=openai needs MCP_VISION_BASE_URL: set it to the engine's OpenAI-compatible "
+                "address, such as http://127.0.0.1:23333/v1"
+            )
 
     def resolved_allowed_dirs(self) -> tuple[Path, ...]:
         """The allowed directories with symlinks resolved (the form paths are compared in)."""
@@ -125,9 +153,17 @@ ENVIRONMENT: dict[str, str] = {
     "max_sessions": "MCP_VISION_MAX_SESSIONS",
     "session_ttl": "MCP_VISION_SESSION_TTL",
     "url_timeout": "MCP_VISION_URL_TIMEOUT",
+    "isolate_decoding": "MCP_VISION_ISOLATE_DECODING",
     "prompts_dir": "MCP_VISION_PROMPTS_DIR",
     "preload": "MCP_VISION_PRELOAD",
     "log_level": "MCP_VISION_LOG_LEVEL",
+    "backend": "MCP_VISION_BACKEND",
+    "base_url": "MCP_VISION_BASE_URL",
+    "api_key": "MCP_VISION_API_KEY",
+    "remote_model": "MCP_VISION_REMOTE_MODEL",
+    "remote_concurrency": "MCP_VISION_REMOTE_CONCURRENCY",
+    "remote_timeout": "MCP_VISION_REMOTE_TIMEOUT",
+    "remote_retries": "MCP_VISION_REMOTE_RETRIES",
 }
 
 _PARSERS = {
@@ -150,9 +186,17 @@ _PARSERS = {
     "max_sessions": _parse_int,
     "session_ttl": _parse_float,
     "url_timeout": _parse_float,
+    "isolate_decoding": _parse_bool,
     "prompts_dir": lambda n, v: Path(v).expanduser(),
     "preload": _parse_bool,
     "log_level": lambda n, v: _parse_choice(n, v.upper().lower(), ("debug", "info", "warning", "error")).upper(),
+    "backend": lambda n, v: _parse_choice(n, v, ("local", "openai")),
+    "base_url": _parse_url,
+    "api_key": lambda n, v: v.strip(),  # never echoed in an error
+    "remote_model": lambda n, v: v.strip(),
+    "remote_concurrency": lambda n, v: min(_parse_int(n, v), 256),
+    "remote_timeout": _parse_float,
+    "remote_retries": lambda n, v: min(_parse_int(n, v, 0), 10),
 }
 
 __all__ = ["Settings", "ENVIRONMENT", "DEFAULT_MODEL"]

@@ -37,8 +37,10 @@ class Job:
 
 
 class InferenceWorker:
-    def __init__(self, max_queue: int = 8, heartbeat_seconds: float = 5.0) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcp-vision-inference")
+    def __init__(self, max_queue: int = 8, heartbeat_seconds: float = 5.0, parallel: int = 1) -> None:
+        # A local model runs one job at a time; a remote engine batches, so it may take several.
+        self._executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="mcp-vision-inference")
+        self.parallel = parallel
         self.max_queue = max_queue
         self.heartbeat_seconds = heartbeat_seconds
         self._pending = 0
@@ -48,7 +50,7 @@ class InferenceWorker:
         return self._pending
 
     async def run(self, fn: Callable[[Job], T], progress: ProgressSink | None = None, label: str = "working") -> T:
-        if self._pending >= self.max_queue:
+        if self._pending >= self.max_queue + self.parallel - 1:
             raise BusyError(
                 f"The server is busy with {self._pending} queued model calls: retry in a little while."
             )

@@ -68,12 +68,24 @@ def test_stdio_initialize_and_list_without_torch(tmp_path):
         "from mcp_vision import main\n"
         "main([])\n"
     )
-    proc = subprocess.run(
+    # Keep stdin open until tools/list is answered: at end of input the server may exit before replying.
+    proc = subprocess.Popen(
         [sys.executable, "-c", code],
-        input="".join(json.dumps(r) + "\n" for r in requests),
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
     )
-    replies = {m["id"]: m for m in map(json.loads, proc.stdout.splitlines()) if "id" in m}
+    for request in requests:
+        proc.stdin.write(json.dumps(request) + "\n")
+    proc.stdin.flush()
+    lines = []
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if json.loads(line).get("id") == 2:
+            break
+    rest, stderr = proc.communicate(timeout=60)
+    replies = {m["id"]: m for m in map(json.loads, lines + rest.splitlines()) if "id" in m}
     assert replies[1]["result"]["serverInfo"]["name"] == "mcp-vision"
     assert len(replies[2]["result"]["tools"]) == 5
-    assert "TORCH_LOADED=False" in proc.stderr
+    assert "TORCH_LOADED=False" in stderr

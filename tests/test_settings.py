@@ -46,9 +46,17 @@ def test_every_variable_is_parsed(tmp_path):
         "MCP_VISION_MAX_SESSIONS": "3",
         "MCP_VISION_SESSION_TTL": "60",
         "MCP_VISION_URL_TIMEOUT": "2.5",
+        "MCP_VISION_ISOLATE_DECODING": "off",
         "MCP_VISION_PROMPTS_DIR": str(tmp_path / "p"),
         "MCP_VISION_PRELOAD": "true",
         "MCP_VISION_LOG_LEVEL": "debug",
+        "MCP_VISION_BACKEND": "OpenAI",
+        "MCP_VISION_BASE_URL": " http://engine.internal:23333/v1/ ",
+        "MCP_VISION_API_KEY": " sk-secret ",
+        "MCP_VISION_REMOTE_MODEL": " OpenGVLab/InternVL3-2B ",
+        "MCP_VISION_REMOTE_CONCURRENCY": "8",
+        "MCP_VISION_REMOTE_TIMEOUT": "90",
+        "MCP_VISION_REMOTE_RETRIES": "0",
     }
     assert set(env) == set(ENVIRONMENT.values())  # the test covers every variable
     s = Settings.from_env(env)
@@ -69,9 +77,24 @@ def test_every_variable_is_parsed(tmp_path):
     assert s.max_output_chars == 5000
     assert (s.cache_bytes, s.max_sessions, s.session_ttl) == (0, 3, 60.0)
     assert s.url_timeout == 2.5
+    assert s.isolate_decoding is False
     assert s.prompts_dir == tmp_path / "p"
     assert s.preload is True
     assert s.log_level == "DEBUG"
+    assert (s.backend, s.base_url, s.api_key) == ("openai", "http://engine.internal:23333/v1", "sk-secret")
+    assert s.remote_model == "OpenGVLab/InternVL3-2B"
+    assert (s.remote_concurrency, s.remote_timeout, s.remote_retries) == (8, 90.0, 0)
+
+
+def test_the_remote_engine_needs_a_base_url_and_keeps_the_key_out_of_repr():
+    assert Settings.from_env({}).backend == "local"
+    with pytest.raises(ValueError, match="MCP_VISION_BACKEND=openai needs MCP_VISION_BASE_URL"):
+        Settings.from_env({"MCP_VISION_BACKEND": "openai"})
+    with pytest.raises(ValueError, match="MCP_VISION_BASE_URL"):
+        Settings(backend="openai")
+    s = Settings.from_env({"MCP_VISION_BACKEND": "openai", "MCP_VISION_BASE_URL": "https://e.example/v1",
+                           "MCP_VISION_API_KEY": "sk-do-not-print"})
+    assert "sk-do-not-print" not in repr(s) and "sk-do-not-print" not in str(s)
 
 
 @pytest.mark.parametrize("raw,expected", [("1", True), ("TRUE", True), ("On", True), ("0", False), ("no", False)])
@@ -102,6 +125,12 @@ def test_max_tiles_is_capped_at_40():
         ("MCP_VISION_URL_TIMEOUT", "0"),
         ("MCP_VISION_URL_TIMEOUT", "-1"),
         ("MCP_VISION_LOG_LEVEL", "verbose"),
+        ("MCP_VISION_BACKEND", "vllm"),
+        ("MCP_VISION_BASE_URL", "localhost:23333/v1"),
+        ("MCP_VISION_BASE_URL", "ftp://engine/v1"),
+        ("MCP_VISION_REMOTE_CONCURRENCY", "0"),
+        ("MCP_VISION_REMOTE_TIMEOUT", "0"),
+        ("MCP_VISION_REMOTE_RETRIES", "-1"),
     ],
 )
 def test_bad_value_raises_value_error_naming_the_variable(var, value):

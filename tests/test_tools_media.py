@@ -73,7 +73,7 @@ async def test_ocr_born_digital_pages_return_the_exact_text_layer(settings, tiny
 async def test_ocr_scanned_page_is_read_by_the_model(settings, tiny_backend, media_dir):
     pdf = _pdf(media_dir / "mixed.pdf", scanned_page=True)
     async with Client(build_server(settings, tiny_backend)) as client:
-        r = await client.call_tool("ocr_document", {"document": str(pdf), "pages": "3-4", "dpi": 72})
+        r = await client.call_tool("ocr_document", {"document": str(pdf), "pages": "3-4", "dpi": 72, "max_new_tokens": 16})
         sid = r.structured_content["session_id"]
         follow = await client.call_tool("follow_up", {"session_id": sid, "question": "What is on page 4?"})
     assert not r.is_error, r.content
@@ -87,7 +87,7 @@ async def test_ocr_scanned_page_is_read_by_the_model(settings, tiny_backend, med
 async def test_ocr_modes_can_be_forced(settings, tiny_backend, media_dir):
     pdf = _pdf(media_dir / "r.pdf")
     async with Client(build_server(settings, tiny_backend)) as client:
-        vision = await client.call_tool("ocr_document", {"document": str(pdf), "pages": "2", "mode": "vision", "dpi": 72})
+        vision = await client.call_tool("ocr_document", {"document": str(pdf), "pages": "2", "mode": "vision", "dpi": 72, "max_new_tokens": 16})
         layer = await client.call_tool("ocr_document", {"document": str(pdf), "pages": "2", "mode": "text_layer"})
     assert vision.structured_content["pages"][0]["method"] == "vision"
     assert layer.structured_content["pages"][0]["method"] == "text_layer"
@@ -97,7 +97,7 @@ async def test_ocr_accepts_an_image_as_the_document(settings, tiny_backend, medi
     page = media_dir / "page.png"
     Image.new("RGB", (600, 800), "white").save(page)
     async with Client(build_server(settings, tiny_backend)) as client:
-        r = await client.call_tool("ocr_document", {"document": str(page)})
+        r = await client.call_tool("ocr_document", {"document": str(page), "max_new_tokens": 16})
     assert not r.is_error, r.content
     assert r.structured_content["page_count"] == 1
     assert r.structured_content["pages"][0]["method"] == "vision"

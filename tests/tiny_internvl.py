@@ -77,8 +77,25 @@ def build_tiny_internvl(
     text_kv_heads: int = 1,
     text_intermediate: int = 128,
     seed: int = 0,
+    vision_intermediate: int | None = None,
+    vision_attention_bias: bool = False,
+    vocab_size: int | None = None,
+    tie_word_embeddings: bool = True,
+    initializer_range: float = 0.5,
+    rope_theta: float | None = None,
+    dtype: str | None = None,
+    zero_unused_vocab: bool = False,
+    video_frames_like_images: bool = False,
 ) -> Path:
-    """Write a random-weight InternVL (448 px tiles, 256 tokens per tile) to `path`; return it."""
+    """Write a random-weight InternVL (448 px tiles, 256 tokens per tile) to `path`; return it.
+
+    The defaults are the tests' tiny model. Real widths (the benchmark's InternVL3-1B) set the sizes, a
+    `vocab_size` padded beyond the small tokenizer so the embeddings and `lm_head` cost what they really
+    cost (`zero_unused_vocab` zeroes the rows past the tokenizer, so greedy answers are real tokens that
+    decode to text), `dtype` ("bfloat16") for the saved weights, and `video_frames_like_images` for a video
+    processor that resizes frames to 448 px and normalises them like images, so the stock video path runs
+    (the class default, 384 px, does not give 256 tokens a frame).
+    """
     import torch
     from transformers import (
         GenerationConfig,
@@ -92,20 +109,26 @@ def build_tiny_internvl(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
-    vocab = ((len(tokenizer) + 63) // 64) * 64
+    vocab = vocab_size if vocab_size is not None else ((len(tokenizer) + 63) // 64) * 64
+    if vocab < len(tokenizer):
+        raise ValueError(f"vocab_size={vocab} is smaller than the tokenizer's {len(tokenizer)} tokens")
+    text_extra: dict = {}
+    if rope_theta is not None:
+        text_extra["rope_parameters"] = {"rope_type": "default", "rope_theta": rope_theta}
     config = InternVLConfig(
         vision_config={
             "model_type": "internvl_vision",
             "hidden_size": vision_hidden,
             "num_hidden_layers": vision_layers,
             "num_attention_heads": vision_heads,
-            "intermediate_size": vision_hidden * 4,
+            "intermediate_size": vision_intermediate or vision_hidden * 4,
+            "attention_bias": vision_attention_bias,
             "image_size": [448, 448],
             "patch_size": [14, 14],
             "use_absolute_position_embeddings": True,
             "use_mean_pooling": False,
             "norm_type": "layer_norm",
-            "initializer_range": 0.5,
+            "initializer_range": initializer_range,
         },
         text_config={
             "model_type": "qwen2",
@@ -121,17 +144,26 @@ def build_tiny_internvl(
             "pad_token_id": tokenizer.pad_token_id,
             # Larger random weights than the default 0.02, so greedy output depends on the input
             # (the default init repeats one token whatever the prompt).
-            "initializer_range": 0.5,
+            "initializer_range": initializer_range,
+            **text_extra,
         },
         image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"),
         downsample_ratio=0.5,
         projector_hidden_act="gelu",
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
+        tie_word_embeddings=tie_word_embeddings,  # the top-level flag is the one InternVL obeys
     )
     config.architectures = ["InternVLForConditionalGeneration"]
     torch.manual_seed(seed)
     model = InternVLForConditionalGeneration(config).eval()
+    if zero_unused_vocab:
+        with torch.no_grad():
+            model.get_input_embeddings().weight[len(tokenizer) :] = 0
+            model.get_output_embeddings().weight[len(tokenizer) :] = 0
+    if dtype is not None:
+        model = model.to(getattr(torch, dtype))
+        config.dtype = dtype
     model.save_pretrained(path)
     GenerationConfig(
         eos_token_id=config.text_config.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False
@@ -149,10 +181,15 @@ def build_tiny_internvl(
         image_std=[0.229, 0.224, 0.225],
         do_convert_rgb=True,
     )
+    video_kwargs = (
+        {"size": {"height": 448, "width": 448}, "image_mean": image_processor.image_mean, "image_std": image_processor.image_std}
+        if video_frames_like_images
+        else {}
+    )
     processor = InternVLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        video_processor=InternVLVideoProcessor(),
+        video_processor=InternVLVideoProcessor(**video_kwargs),
         image_seq_length=256,
         chat_template=CHAT_TEMPLATE,
     )

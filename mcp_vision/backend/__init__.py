@@ -11,7 +11,11 @@ if TYPE_CHECKING:
 
 
 def create_backend(settings: Settings) -> Backend:
-    """The configured engine, not yet loaded (loading happens on first use)."""
+    """The configured engine, not yet loaded (loading or checking happens on first use)."""
+    if settings.backend == "openai":
+        from .remote import OpenAIBackend  # standard library only: never torch
+
+        return OpenAIBackend(settings)
     from .internvl import InternVLBackend
 
     return InternVLBackend(settings)

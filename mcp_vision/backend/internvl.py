@@ -228,12 +228,15 @@ class InternVLBackend:
                 found[i] = cached
         if missing:
             pixels = torch.cat([inputs["pixel_values"][i] for i in missing]).to(model.device, self._vision_dtype())
-            features = model.model.get_image_features(
-                pixel_values=pixels,
-                vision_feature_layer=model.config.vision_feature_layer,
-                vision_feature_select_strategy=model.config.vision_feature_select_strategy,
-                return_dict=True,
-            ).pooler_output
+            # Without inference mode autograd records the whole vision pass, and a cached feature tensor keeps
+            # every saved activation alive (GBs at 13 tiles) besides running slower.
+            with torch.inference_mode():
+                features = model.model.get_image_features(
+                    pixel_values=pixels,
+                    vision_feature_layer=model.config.vision_feature_layer,
+                    vision_feature_select_strategy=model.config.vision_feature_select_strategy,
+                    return_dict=True,
+                ).pooler_output
             offset = 0
             for i in missing:
                 n = inputs["num_patches"][i]
