@@ -57,10 +57,8 @@ def time_to_tools_list(argv: list[str]) -> float:
     return elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
-    args = parser.parse_args()
+def measure(runs: int) -> dict[str, list[float]]:
+    """Seconds to `tools/list` for mcp-vision and a bare SDK server, `runs` times each, interleaved."""
     with tempfile.TemporaryDirectory() as tmp:
         bare = Path(tmp) / "bare_server.py"
         bare.write_text(BARE_SERVER)
@@ -68,9 +66,17 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in commands}
         time_to_tools_list(commands["mcp-vision"])  # warm the file cache for both
         time_to_tools_list(commands["bare SDK server"])
-        for _ in range(args.runs):  # interleaved, so machine noise hits both alike
+        for _ in range(runs):  # interleaved, so machine noise hits both alike
             for name, argv in commands.items():
                 times[name].append(time_to_tools_list(argv))
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    times = measure(args.runs)
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, value in medians.items():
         print(f"{name:16s} median {value:.3f} s  (min {min(times[name]):.3f}, max {max(times[name]):.3f}, n={args.runs})")

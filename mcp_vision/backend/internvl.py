@@ -41,6 +41,7 @@ class InternVLBackend:
         self._caching = settings.cache_bytes > 0
         self._cache: ByteBudgetLRU[Any] = ByteBudgetLRU(settings.cache_bytes)
         self._image_keys: dict[int, tuple[ImagePart, str]] = {}
+        self.native_decode = False  # decode steps without oneDNN (see _native_gemv_is_faster)
 
     @property
     def model_name(self) -> str:
@@ -142,10 +143,13 @@ class InternVLBackend:
             model.eval()
             self._processor, self._model = processor, model
             self.device, self.quantization, self.dtype = device, quantization, str(dtype).removeprefix("torch.")
+            if device == "cpu" and quantization == "none" and dtype == torch.bfloat16:
+                self.native_decode = _native_gemv_is_faster(model)
             seconds = time.monotonic() - started
             log.info(
-                "loaded %s on %s (%s, quantization %s) in %.1f s",
-                self._settings.model, device, self.dtype, quantization, seconds,
+                "loaded %s on %s (%s, quantization %s%s) in %.1f s",
+                self._settings.model, device, self.dtype, quantization,
+                ", decode without oneDNN" if self.native_decode else "", seconds,
             )
             job.report(0, None, f"model loaded in {seconds:.1f} s")
             del torch
@@ -322,6 +326,8 @@ class InternVLBackend:
         features, encoded = self._image_features(inputs, keys, range(first_new_image, len(images)))
         vision_done = time.monotonic()
 
+        native_decode = self.native_decode
+
         class _Watch(StoppingCriteria):
             first_token_at: float | None = None
 
@@ -329,6 +335,8 @@ class InternVLBackend:
                 generated = int(input_ids.shape[1]) - prompt_len
                 if self.first_token_at is None:
                     self.first_token_at = time.monotonic()
+                    if native_decode:  # every step from here on is a one-token decode
+                        torch.backends.mkldnn.enabled = False
                 if generated % 16 == 0 and generated:
                     job.report(generated, max_new_tokens, f"generated {generated} tokens")
                 return torch.full((input_ids.shape[0],), job.cancelled(), dtype=torch.bool, device=input_ids.device)
@@ -351,10 +359,14 @@ class InternVLBackend:
                 eos[0] if isinstance(eos, list) else eos
             )
         device = self._model.device
-        with torch.inference_mode():
-            output = self._model.generate(
-                input_ids=input_ids.to(device), attention_mask=inputs["attention_mask"].to(device), **gen_kwargs
-            )
+        onednn = torch.backends.mkldnn.enabled
+        try:
+            with torch.inference_mode():
+                output = self._model.generate(
+                    input_ids=input_ids.to(device), attention_mask=inputs["attention_mask"].to(device), **gen_kwargs
+                )
+        finally:
+            torch.backends.mkldnn.enabled = onednn
         finished = time.monotonic()
         sequence = output.sequences[0].cpu()
         new_tokens = sequence[prompt_len:]
@@ -414,6 +426,49 @@ def _image_spans(ids: Any, image_token_id: int, num_patches: list[int], per_tile
         spans.append((positions[offset], positions[offset + count - 1] + 1))
         offset += count
     return spans
+
+
+def _native_gemv_is_faster(model: Any) -> bool:
+    """Whether bf16 decode steps run faster on PyTorch's own CPU kernels than on oneDNN's.
+
+    A decode step multiplies one token's vector by every weight matrix. On CPUs without AMX, oneDNN's bf16
+    matrix-vector kernel is far slower than PyTorch's (decode 11 -> 20 tokens/s on InternVL3-1B widths,
+    AVX-512 EPYC, measured by bench/), while the vision encoder and prefill need oneDNN's matrix-matrix
+    kernels (7x faster than PyTorch's there). The results are the same up to rounding in the last bit of a
+    few logits. Timed here on the model's own weights, more than the caches hold, best of three each way.
+    """
+    import torch
+
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return False
+    weights, total = [], 0
+    for module in model.model.language_model.modules():
+        if isinstance(module, torch.nn.Linear) and module.weight.dtype == torch.bfloat16:
+            weights.append(module.weight)
+            total += module.weight.nbytes
+            if total > 256 * 2**20:
+                break
+    if total < 64 * 2**20:  # a tiny model: nothing to gain, and too small to time
+        return False
+
+    def seconds(onednn: bool) -> float:
+        best = float("inf")
+        torch.backends.mkldnn.enabled = onednn
+        try:
+            with torch.inference_mode():
+                x = torch.zeros(1, weights[0].shape[1], dtype=torch.bfloat16)
+                for _ in range(3):
+                    started = time.perf_counter()
+                    for w in weights:
+                        if w.shape[1] == x.shape[1]:
+                            torch.nn.functional.linear(x, w)
+                    best = min(best, time.perf_counter() - started)
+        finally:
+            torch.backends.mkldnn.enabled = True
+        return best
+
+    seconds(True)  # first use builds oneDNN's kernels
+    return seconds(False) < 0.8 * seconds(True)
 
 
 def _bnb_config(quantization: str, compute_dtype: Any) -> Any:
