@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -138,7 +139,16 @@ class VisionService:
             what=media.label, isolate=self.settings.isolate_decoding,
         )
 
+    def warm_decoders(self) -> None:
+        """Start a decoder worker in the background, so the first decode does not wait for it."""
+        if self.settings.isolate_decoding:
+            from .sandbox import decoder_pool
+
+            threading.Thread(target=decoder_pool().warm, name="mcp-vision-warm-decoders", daemon=True).start()
+
     async def preload(self) -> float:
+        """Load the model now (and start a decoder worker meanwhile) instead of on the first call."""
+        self.warm_decoders()
         backend = self.backend
         return await self.worker.run(backend.load, label="loading model")
 

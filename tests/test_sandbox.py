@@ -255,3 +255,16 @@ async def test_isolated_text_layers_are_read_in_batches(monkeypatch):
     texts = [await doc.text_layer(n) for n in range(1, 21)]
     assert all(f"Page {n} says hello" in text for n, text in enumerate(texts, start=1))
     assert calls == ["read_page_texts", "read_page_texts"]  # pages 1-16, then 17-20
+
+
+def test_warm_starts_one_idle_worker_that_the_next_call_uses():
+    from mcp_vision.sandbox import DecoderPool
+
+    pool = DecoderPool(size=2)
+    pool.warm()
+    pool.warm()  # already warm: nothing more starts
+    assert pool.started == 1 and len(pool._idle) == 1
+    worker = pool._idle[0]
+    assert worker.process.is_alive()
+    for w in list(pool._idle):
+        w.stop()
