@@ -17,7 +17,8 @@ pytestmark = pytest.mark.anyio
 
 
 def _env(model_dir: Path, media: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_VISION_")}
+    # The server must keep MuPDF off stdout by itself: the test's own PYMUPDF_MESSAGE is not passed on.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_VISION_", "PYMUPDF_"))}
     env.update(
         MCP_VISION_MODEL=str(model_dir),
         MCP_VISION_ALLOWED_DIRS=str(media),
@@ -53,9 +54,18 @@ async def test_describe_image_over_stdio(tiny_model_dir, media_dir, mode):
     assert not follow.is_error and follow.structured_content["session_id"] == sid
 
 
-def test_stdout_carries_only_json_rpc(tiny_model_dir, media_dir):
-    """Loading torch, transformers and bitsandbytes (which log on CPU) must not leak onto stdout."""
+@pytest.mark.parametrize("isolate", ["1", "0"])
+def test_stdout_carries_only_json_rpc(tiny_model_dir, media_dir, isolate):
+    """Loading torch, transformers and bitsandbytes (which log on CPU), and MuPDF complaining about a
+    broken PDF (in a decoder worker, or in the server itself), must not leak onto stdout."""
+    import pymupdf
+
     Image.new("RGB", (64, 64), "white").save(media_dir / "w.png")
+    doc = pymupdf.open()
+    doc.new_page().insert_text((72, 72), "A page that will be damaged.")
+    good = doc.tobytes()
+    # Break the cross-reference table and cut the tail: MuPDF repairs it and says so.
+    (media_dir / "broken.pdf").write_bytes(good.replace(b"xref", b"xrfe")[: len(good) - 40])
     requests = [
         {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-11-25", "capabilities": {},
@@ -67,11 +77,16 @@ def test_stdout_carries_only_json_rpc(tiny_model_dir, media_dir):
             "_meta": {"progressToken": "p1"}}},
         {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
             "name": "describe_image", "arguments": {"image": str(media_dir / "missing.png")}}},
+        {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+            "name": "ocr_document", "arguments": {"document": str(media_dir / "broken.pdf"), "mode": "text_layer"}}},
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "mcp_vision"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=_env(tiny_model_dir, media_dir, MCP_VISION_QUANTIZATION="nf4", MCP_VISION_LOG_LEVEL="DEBUG"),
+        env=_env(
+            tiny_model_dir, media_dir, MCP_VISION_QUANTIZATION="nf4", MCP_VISION_LOG_LEVEL="DEBUG",
+            MCP_VISION_ISOLATE_DECODING=isolate,
+        ),
     )
     for request in requests:
         proc.stdin.write(json.dumps(request) + "\n")
@@ -79,7 +94,7 @@ def test_stdout_carries_only_json_rpc(tiny_model_dir, media_dir):
     stdout_lines: list[str] = []
     answered: set[int] = set()
     deadline = time.monotonic() + 300
-    while answered != {1, 2, 3, 4} and time.monotonic() < deadline:
+    while answered != {1, 2, 3, 4, 5} and time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
@@ -94,8 +109,9 @@ def test_stdout_carries_only_json_rpc(tiny_model_dir, media_dir):
     messages = [json.loads(line) for line in lines]  # any stray output fails here
     assert all(m.get("jsonrpc") == "2.0" for m in messages)
     by_id = {m["id"]: m for m in messages if "id" in m}
-    assert set(by_id) == {1, 2, 3, 4}, stderr[-2000:]
+    assert set(by_id) == {1, 2, 3, 4, 5}, stderr[-2000:]
     assert by_id[3]["result"].get("isError") is not True, by_id[3]
     assert by_id[4]["result"]["isError"] is True
+    assert "result" in by_id[5]  # repaired and read, or one clear error: either way an answer, on stdout only
     assert any(m.get("method") == "notifications/progress" for m in messages)
     assert "loaded" in stderr  # the log went to stderr
