@@ -57,6 +57,7 @@ class Reference:
         new_tokens: int,
         label: str,
         media_seconds: float = 0.0,
+        compare_ids: list[int] | None = None,
     ) -> tuple[str, Call]:
         """One seed-style request; returns (answer as decoded, timings)."""
         import torch
@@ -92,11 +93,12 @@ class Reference:
                 min_new_tokens=new_tokens,
                 do_sample=False,
                 stopping_criteria=StoppingCriteriaList([first]),
+                return_dict_in_generate=True,
             )
         finished = time.perf_counter()
         prompt_len = int(inputs["input_ids"].shape[1])
-        ids = output[0, prompt_len:].tolist()
-        answer = processor.decode(output[0, prompt_len:], skip_special_tokens=True)
+        ids = output.sequences[0, prompt_len:].tolist()
+        answer = processor.decode(output.sequences[0, prompt_len:], skip_special_tokens=True)
         first_at = first.at or finished
         vision = self._vision_seconds
         image_token_id = model.config.image_token_id
@@ -117,7 +119,36 @@ class Reference:
             output_tokens=len(ids),
             ids=ids,
         )
+        if compare_ids:
+            call.extra["argmax_agreement"] = self._agreement(output.past_key_values, prompt_len, ids, compare_ids)
         return answer, call
+
+    def _agreement(self, cache: Any, prompt_len: int, own: list[int], other: list[int]) -> dict[str, Any]:
+        """Teacher-forced: at each step of `other` (the server's tokens), would this model pick the same token
+        given the same prefix? Up to the first difference both chose alike; from there this model's cache is
+        cropped to the shared prefix and fed `other` in one forward pass. Not timed."""
+        import torch
+
+        n = min(len(own), len(other))
+        k = next((i for i in range(n) if own[i] != other[i]), n)
+        if k == n:
+            return {"steps": n, "agree": n}
+        agree = k  # step k itself differs: that is where the two first parted
+        rest = other[k:n - 1]
+        if rest:
+            try:
+                with torch.inference_mode():  # the cache holds inference tensors
+                    extra = cache.get_seq_length() - (prompt_len + k)
+                    if extra > 0:
+                        cache.crop(-extra)  # transformers 5: a negative count drops that many tokens from the end
+                    logits = self.model(input_ids=torch.tensor([rest]), past_key_values=cache, use_cache=True).logits[0]
+                    eos = self.model.generation_config.eos_token_id
+                    for e in eos if isinstance(eos, list) else ([eos] if eos is not None else []):
+                        logits[:, e] = float("-inf")  # min_new_tokens kept EOS out of every step
+                    agree += int((logits.argmax(-1) == torch.tensor(other[k + 1:n])).sum())
+            except Exception as exc:  # noqa: BLE001 - a diagnostic must not fail the benchmark
+                return {"steps": n, "agree": None, "error": str(exc)[:200]}
+        return {"steps": n, "agree": agree, "first_difference": k}
 
 
 def user_message(layout: list[dict[str, Any]]) -> dict[str, Any]:

@@ -71,29 +71,39 @@ def _divergence(a: list[int], b: list[int]) -> int | None:
 
 
 def _greedy(key: str, server: list[dict[str, Any]], reference: list[dict[str, Any]]) -> str:
+    """Exact id equality per model request, and the teacher-forced per-step argmax agreement where they part."""
     if not server or not reference:
         return "-"
     s_chats: list[tuple[str, list[int]]] = []
     for c in server[0]["calls"]:
         per = c.get("extra", {}).get("ids_per_chat") or []
         s_chats += [(c["label"] if len(per) == 1 else f"{c['label']} {i + 1}", ids) for i, ids in enumerate(per)]
-    r_chats = [(c["label"], c["ids"]) for c in reference[0]["calls"]]
+    r_chats = [(c["label"], c["ids"], c.get("extra", {}).get("argmax_agreement")) for c in reference[0]["calls"]]
     if not s_chats:
         return "n/a (the server read the text layer; no model call)"
     n = min(len(s_chats), len(r_chats))
-    same, notes, chain_broken = 0, [], False
-    for (label, s_ids), (_, r_ids) in zip(s_chats[:n], r_chats[:n]):
+    same, agree, steps, parted, chain_broken = 0, 0, 0, [], False
+    notes = []
+    for (label, s_ids), (_, r_ids, agreement) in zip(s_chats[:n], r_chats[:n]):
         if chain_broken:
             notes.append(f"{label}: n/a (earlier answers differ, so the prompts differ)")
             continue
         k = _divergence(s_ids, r_ids)
         if k is None:
             same += 1
-        else:
-            notes.append(f"{label}: first {k} of {len(r_ids)} tokens equal")
-            chain_broken = key == "session"
-    head = f"identical ids {same}/{n}"
-    return head + ("; " + "; ".join(notes) if notes else "")
+            agree, steps = agree + len(s_ids), steps + len(s_ids)
+            continue
+        parted.append(str(k))
+        if agreement and agreement.get("agree") is not None:
+            agree, steps = agree + agreement["agree"], steps + agreement["steps"]
+        elif key == "session":
+            chain_broken = True
+    text = f"identical ids {same}/{n}"
+    if parted:
+        text += f" (the others part at token {', '.join(parted)} of {len(s_chats[0][1])})"
+    if steps and parted:
+        text += f"; per-step argmax agreement {agree}/{steps} ({100 * agree / steps:.0f}%)"
+    return text + ("; " + "; ".join(notes) if notes else "")
 
 
 def _ratio(server: float | None, reference: float | None) -> str:

@@ -177,18 +177,25 @@ def main(argv: list[str] | None = None) -> int:
         n = args.slow_runs if row.slow else runs
         per_side: dict[str, list[dict[str, Any]]] = {"server": [], "reference": []}
         layout = None
+        server_ids: list[list[int]] | None = None
+        base_ids: list[list[int]] | None = None
         for run in range(1, n + 1):
             order = ["server", "reference"] if (run % 2 == 1 or row.needs_layout) else ["reference", "server"]
             for side in order:
                 if row.key == "ocr_digital" and side == "reference" and run > args.slow_runs:
                     continue  # the reference reads pages through the model: slow, measured --slow-runs times
+                if side == "reference":
+                    base_ids = server_ids if run == 1 else None
                 spec = {**base, "side": side, "row": row.key, "run": run,
+                        "server_ids": base_ids if side == "reference" else None,
                         "tiles": args.describe_tiles if row.key == "describe" else args.tiles, "warm": row.key == "describe_1" and run == 1,
                         "pages": ocr_pages if row.key == "ocr_digital" else SCANNED_PAGES, "layout": layout}
                 log(f"{row.key}: {side}, run {run}/{n}")
                 result = run_process(spec, args.timeout)
                 if side == "server" and row.needs_layout and layout is None and result.calls:
                     layout = result.calls[0].extra.get("layout")
+                if side == "server" and run == 1:  # the reference compares its greedy choices with these
+                    server_ids = [ids for call in result.calls for ids in call.extra.get("ids_per_chat", [])]
                 log(f"{row.key}: {side} run {run}: {result.seconds:.1f} s (+{result.load_seconds:.1f} s load), "
                     f"peak RSS {result.peak_rss_mb:.0f} MB")
                 per_side[side].append(result.to_json())

@@ -223,6 +223,11 @@ def _reference(spec: dict[str, Any], result: ProcessResult) -> None:
     from .reference import Reference, load_image, load_video, render_page, user_message
 
     media, tokens, row, tiles = spec["media"], spec["tokens"], spec["row"], spec["tiles"]
+    server_ids: list[list[int]] = list(spec.get("server_ids") or [])
+
+    def other(index: int) -> list[int] | None:
+        return server_ids[index] if index < len(server_ids) else None
+
     ref = Reference(spec["model"])
     result.load_seconds = ref.load()
     result.rss_after_load_mb = current_rss_mb()
@@ -234,12 +239,12 @@ def _reference(spec: dict[str, Any], result: ProcessResult) -> None:
         patches = 1 if row == "describe_1" else tiles
         image, seconds = load_image(media["photo"])
         _, call = ref.generate([user_message(describe)], images=[image], max_patches=patches, new_tokens=tokens,
-                               label="describe", media_seconds=seconds)
+                               label="describe", media_seconds=seconds, compare_ids=other(0))
         result.calls.append(call)
         if spec.get("warm"):
             image, seconds = load_image(media["photo_b"])
             _, call = ref.generate([user_message(describe)], images=[image], max_patches=patches, new_tokens=tokens,
-                                   label="second call (another image)", media_seconds=seconds)
+                                   label="second call (another image)", media_seconds=seconds, compare_ids=other(1))
             call.extra["aside"] = True
             result.calls.append(call)
     elif row == "session":
@@ -249,8 +254,12 @@ def _reference(spec: dict[str, Any], result: ProcessResult) -> None:
             label = "turn 1: describe" if turn == 0 else f"turn {turn + 1}: follow-up"
             # The whole history again: the processor re-tiles the image, generate re-encodes and re-prefills.
             answer, call = ref.generate(messages, images=[image], max_patches=tiles, new_tokens=tokens, label=label,
-                                        media_seconds=seconds if turn == 0 else 0.0)
+                                        media_seconds=seconds if turn == 0 else 0.0, compare_ids=other(turn))
             result.calls.append(call)
+            if other(turn) is not None:
+                # The server's answer goes into the history, so both sides see the same prompts every turn
+                # (same work: a re-run of the whole history either way).
+                answer = ref.processor.decode(other(turn), skip_special_tokens=True)
             messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
             if turn < 2:
                 messages.append(user_message([{"text": QUESTIONS[f"follow_up_{turn + 1}"]}]))
@@ -261,7 +270,7 @@ def _reference(spec: dict[str, Any], result: ProcessResult) -> None:
         for number in range(1, pages + 1):
             image, seconds = render_page(document, number, spec.get("dpi", 150))
             _, call = ref.generate([user_message(prompt)], images=[image], max_patches=tiles, new_tokens=tokens,
-                                   label=f"page {number}", media_seconds=seconds)
+                                   label=f"page {number}", media_seconds=seconds, compare_ids=other(number - 1))
             result.calls.append(call)
         result.info["pages_measured"] = pages
     elif row == "compare":
@@ -273,14 +282,14 @@ def _reference(spec: dict[str, Any], result: ProcessResult) -> None:
             media_seconds += seconds
         patches = next((p.get("max_tiles", tiles) for p in layout if "image" in p), tiles)
         _, call = ref.generate([user_message(layout)], images=images, max_patches=patches, new_tokens=tokens,
-                               label="compare", media_seconds=media_seconds)
+                               label="compare", media_seconds=media_seconds, compare_ids=other(0))
         result.calls.append(call)
     elif row == "video":
         layout = spec.get("layout") or [{"text": QUESTIONS["video"]}]
         question = next((p["text"] for p in reversed(layout) if "text" in p), QUESTIONS["video"])
         frames, seconds = load_video(media["video"], 8)
         _, call = ref.generate([user_message([{"video": 1}, {"text": question}])], videos=[frames], new_tokens=tokens,
-                               label="video", media_seconds=seconds)
+                               label="video", media_seconds=seconds, compare_ids=other(0))
         result.calls.append(call)
     else:
         raise ValueError(f"unknown row {row!r}")
