@@ -332,11 +332,13 @@ def render(results: dict[str, Any], previous: str | None = None) -> str:
                      "single timings can be off by tens of percent. Sides are interleaved run by run so noise hits both.")
     lines.append("- Random weights: the answers are meaningless tokens; everything else (prompt layout, image tokens, "
                  "tiling, caching, generation length) is real, so the time per tile and per token is the real one.")
-    lines.append("- Greedy outputs are compared token by token between the two sides' first runs. Both run bf16; "
-                 "where the server reuses a session's KV cache, its follow-up prefills only the new tokens, which "
-                 "rounds differently in bf16 than re-running the whole prompt, so greedy ids may part after a few "
-                 "tokens (the test suite proves exact equality in float32). Once an answer differs, later turns see "
-                 "different histories and are not comparable.")
+    lines.append("- Greedy outputs are compared token by token between the two sides' first runs, on the same prompts. "
+                 "Both run bf16, but not the same arithmetic: the server decodes on PyTorch's matrix-vector kernels "
+                 "(the reference on oneDNN's, which round a few `lm_head` logits differently in the last bit) and a "
+                 "session's follow-up prefills only its new tokens over the cached KV. With random weights, bf16 logits "
+                 "are often near-ties, so greedy paths can part at one step; the per-step agreement (the reference given the "
+                 "server's prefix at each step, teacher-forced) shows how often the reference would pick the server's token. "
+                 "The test suite proves exact equality of the caches in float32.")
     lines.append("")
     if previous and ANALYSIS_START in previous and ANALYSIS_END in previous:
         kept = previous[previous.index(ANALYSIS_START): previous.index(ANALYSIS_END) + len(ANALYSIS_END)]
