@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"])
     parser.add_argument("--allowed-dir", action="append", dest="allowed_dirs", metavar="DIR",
                         help="directory the tools may read files from (repeatable; default: the working directory)")
+    parser.add_argument("--no-client-roots", action="store_false", dest="client_roots", default=None,
+                        help="ignore the roots the client offers (by default they narrow the allowed directories)")
     parser.add_argument("--max-tiles", type=int, help="most 448x448 tiles per image (default 12)")
     parser.add_argument("--max-new-tokens", type=int, help="default answer length limit in tokens (default 512)")
     parser.add_argument("--allow-download", action="store_true", default=None,
@@ -56,6 +58,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         quantization=args.quantization,
         dtype=args.dtype,
         allowed_dirs=tuple(Path(d).expanduser() for d in args.allowed_dirs) if args.allowed_dirs else None,
+        client_roots=args.client_roots,
         max_tiles=args.max_tiles,
         max_new_tokens=args.max_new_tokens,
         allow_download=args.allow_download,

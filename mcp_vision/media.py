@@ -12,6 +12,7 @@ import errno
 import os
 import stat
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -73,8 +74,9 @@ def describe_source(source: str) -> str:
     return repr(text if len(text) <= 200 else text[:197] + "...")
 
 
-def load_media(source: str, settings: Settings) -> Media:
-    """Read one media source into memory, enforcing the file boundary and size limit."""
+def load_media(source: str, settings: Settings, roots: tuple[Path, ...] | None = None) -> Media:
+    """Read one media source into memory, enforcing the file boundary (the allowed directories,
+    narrowed to the client's `roots` when given) and the size limit."""
     if not isinstance(source, str) or not source.strip():
         raise InputError("No media given: pass a file path, a file:// URI, an http(s) URL or a data: URI.")
     source = source.strip()
@@ -102,7 +104,7 @@ def load_media(source: str, settings: Settings) -> Media:
         if parsed.netloc not in {"", "localhost"}:
             raise InputError(f"{describe_source(source)} names a remote host; file:// URIs must be local.")
         path = Path(url2pathname(unquote(parsed.path)))
-        data = read_allowed_file(path, settings)
+        data = read_allowed_file(path, settings, roots)
         label = describe_source(str(path))
     elif scheme and len(scheme) > 1:
         raise InputError(
@@ -111,7 +113,7 @@ def load_media(source: str, settings: Settings) -> Media:
         )
     else:
         path = _expand_home(source)
-        data = read_allowed_file(path, settings)
+        data = read_allowed_file(path, settings, roots)
         label = describe_source(source)
     if not data:
         raise InputError(f"{label} is empty (0 bytes).")
@@ -153,15 +155,84 @@ def is_within(path: Path, roots: tuple[Path, ...]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
-def read_allowed_file(path: Path, settings: Settings) -> bytes:
-    """Read a regular file inside the allowed directories, opening exactly what was checked."""
-    roots = settings.resolved_allowed_dirs()
+def roots_from_uris(uris: Iterable[object]) -> tuple[Path, ...] | None:
+    """The local directories among a client's roots (absolute `file://` URIs); None when it offers none."""
+    paths: list[Path] = []
+    for uri in uris:
+        try:
+            parsed = urlparse(str(uri))
+        except ValueError:
+            continue
+        if parsed.scheme.lower() != "file" or parsed.netloc not in {"", "localhost"}:
+            continue
+        path = Path(url2pathname(unquote(parsed.path)))
+        if path.is_absolute() and "\x00" not in str(path):
+            paths.append(Path(os.path.abspath(path)))
+    return tuple(paths) or None
+
+
+def narrow(allowed: tuple[Path, ...], roots: tuple[Path, ...]) -> tuple[Path, ...]:
+    """The directories inside both sets: a root inside an allowed directory, or an allowed directory
+    inside a root. Never anything outside `allowed`."""
+    shared: list[Path] = []
+    for root in roots:
+        for directory in allowed:
+            if is_within(root, (directory,)):
+                shared.append(root)
+            elif is_within(directory, (root,)):
+                shared.append(directory)
+    return tuple(dict.fromkeys(shared))
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """Where files may be read: directories as named (checked before touching the file system) and
+    resolved (what the opened file must lie in), and how to say so in an error."""
+
+    named: tuple[Path, ...]
+    real: tuple[Path, ...]
+    roots: tuple[Path, ...] | None
+
+    @classmethod
+    def of(cls, settings: Settings, roots: tuple[Path, ...] | None = None) -> Boundary:
+        allowed = settings.resolved_allowed_dirs()
+        named = tuple(Path(os.path.abspath(d)) for d in settings.allowed_dirs) + allowed
+        if roots is None:
+            return cls(named=named, real=allowed, roots=None)
+        real_roots = tuple(Path(os.path.realpath(r)) for r in roots)
+        return cls(named=named, real=narrow(allowed, real_roots), roots=tuple(roots) + real_roots)
+
+    def admits_name(self, absolute: Path) -> bool:
+        """The check made before the file system is touched (on the path as given)."""
+        return is_within(absolute, self.named) and (self.roots is None or is_within(absolute, self.roots))
+
+    def refusal(self, shown: str, settings: Settings) -> AccessError:
+        configured = os.pathsep.join(str(r) for r in settings.resolved_allowed_dirs())
+        if self.roots is None:
+            return AccessError(
+                f"{shown} is outside the allowed directories ({configured}): "
+                "move the file there or add its directory to MCP_VISION_ALLOWED_DIRS."
+            )
+        if not self.real:
+            return AccessError(
+                f"{shown} cannot be read: none of the client's roots lies within the allowed directories "
+                f"({configured}), so no file can be. Open a folder inside them as a root in the client, "
+                "or add the root's directory to MCP_VISION_ALLOWED_DIRS."
+            )
+        where = os.pathsep.join(str(r) for r in self.real)
+        return AccessError(
+            f"{shown} is outside the directories this client may read ({where}: the allowed directories "
+            "narrowed to the client's roots): move the file there, or open its folder as a root in the "
+            "client (inside MCP_VISION_ALLOWED_DIRS)."
+        )
+
+
+def read_allowed_file(path: Path, settings: Settings, roots: tuple[Path, ...] | None = None) -> bytes:
+    """Read a regular file inside the allowed directories (narrowed to the client's `roots` when it
+    offers any), opening exactly what was checked."""
+    boundary = Boundary.of(settings, roots)
     shown = describe_source(str(path))
-    where = os.pathsep.join(str(r) for r in roots)
-    outside = AccessError(
-        f"{shown} is outside the allowed directories ({where}): "
-        "move the file there or add its directory to MCP_VISION_ALLOWED_DIRS."
-    )
+    outside = boundary.refusal(shown, settings)
     text = str(path)
     if "\x00" in text:
         raise InputError("The path contains a NUL character, which no file name holds: pass it without one.")
@@ -171,10 +242,10 @@ def read_allowed_file(path: Path, settings: Settings) -> bytes:
         raise InputError(f"{shown} is not a valid file path (it holds characters no file name can).") from None
     absolute = Path(os.path.abspath(path))
     # Refuse before touching the file system, so nothing is learned about paths outside.
-    if not is_within(absolute, tuple(Path(os.path.abspath(d)) for d in settings.allowed_dirs) + roots):
+    if not boundary.admits_name(absolute):
         raise outside
     real = Path(os.path.realpath(absolute))
-    if not is_within(real, roots):
+    if not is_within(real, boundary.real):
         raise outside  # a symlink that leads out
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
@@ -198,7 +269,7 @@ def read_allowed_file(path: Path, settings: Settings) -> bytes:
         if sys.platform.startswith("linux"):
             # What was opened, after any rename race: it must still be inside.
             opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
-            if not is_within(opened, roots):
+            if not is_within(opened, boundary.real):
                 raise outside
         if info.st_size > settings.max_file_bytes:
             raise InputError(
@@ -222,4 +293,7 @@ def read_allowed_file(path: Path, settings: Settings) -> bytes:
         os.close(fd)
 
 
-__all__ = ["Media", "MediaKind", "load_media", "sniff", "read_allowed_file", "is_within", "describe_source"]
+__all__ = [
+    "Boundary", "Media", "MediaKind", "load_media", "sniff", "read_allowed_file", "is_within", "narrow",
+    "roots_from_uris", "describe_source",
+]

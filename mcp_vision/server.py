@@ -8,14 +8,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
+from mcp_types import ListRootsResult, ToolAnnotations
 from pydantic import Field
 
 from . import __version__
 from .backend.base import Backend
 from .errors import VisionError
+from .media import roots_from_uris
 from .mcp_prompts import register_prompts
 from .results import (
     CompareImagesResult,
@@ -80,6 +81,24 @@ def _progress(ctx: Context):
     return send
 
 
+def _ask_for_roots(ctx: Context) -> ListRoots | None:
+    """A resolver: ask the client for its roots (`roots/list`) when it declared them and they are used."""
+    capabilities = ctx.client_capabilities
+    if not ctx.mcp_server.service.settings.client_roots or capabilities is None or capabilities.roots is None:
+        return None
+    return ListRoots()
+
+
+# Filled by the framework, never by the caller (not in the tool's schema): the client's roots, which
+# narrow the allowed directories.
+ClientRoots = Annotated[ListRootsResult | None, Resolve(_ask_for_roots)]
+
+
+def _root_dirs(listed: ListRootsResult | None):
+    """The client's local root directories, or None (no narrowing) when it offers none."""
+    return roots_from_uris(root.uri for root in listed.roots) if listed is not None else None
+
+
 @asynccontextmanager
 async def _guard() -> AsyncIterator[None]:
     """Our own errors become tool errors the agent reads (isError) with their one sentence."""
@@ -120,7 +139,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         lifespan=lifespan,
         log_level=settings.log_level,  # type: ignore[arg-type]
     )
-    mcp.service = service  # type: ignore[attr-defined]  # for tests and embedding
+    mcp.service = service  # type: ignore[attr-defined]  # for resolvers, tests and embedding
     register_prompts(mcp, service.prompts)
 
     def tool(title: str, annotations: ToolAnnotations):
@@ -150,6 +169,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
             ),
         ] = None,
         session_id: SessionArg = None,
+        roots: ClientRoots = None,
     ) -> DescribeImageResult:
         """Look at one image (photo, screenshot, diagram, chart, scanned page) and answer a question about it,
         or describe it in detail. PNG, JPEG, GIF (first frame), WebP, BMP, TIFF, ICO and PPM are read; PDFs go
@@ -157,7 +177,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         size, tiles and token counts."""
         async with _guard():
             return await service.describe_image(
-                image, question, max_new_tokens, max_tiles, session_id, progress=_progress(ctx)
+                image, question, max_new_tokens, max_tiles, session_id, progress=_progress(ctx), roots=_root_dirs(roots)
             )
 
     @tool(title="Ask a follow-up question", annotations=_READ_ONLY_CLOSED)
@@ -199,6 +219,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
             Field(description="Most tokens the model writes per page it reads (default: at least 1024).", ge=1, le=8192),
         ] = None,
         session_id: SessionArg = None,
+        roots: ClientRoots = None,
     ) -> OcrDocumentResult:
         """Read the text of a PDF or a page image, page by page. Born-digital PDF pages return their exact text
         layer; scanned or image-only pages are rendered and read by the model as Markdown (headings, lists,
@@ -207,7 +228,8 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         follow_up can ask about them."""
         async with _guard():
             return await service.ocr_document(
-                document, pages, dpi, mode, session_id, progress=_progress(ctx), max_new_tokens=max_new_tokens
+                document, pages, dpi, mode, session_id,
+                progress=_progress(ctx), max_new_tokens=max_new_tokens, roots=_root_dirs(roots),
             )
 
     @tool(title="Compare images", annotations=_READ_ONLY_OPEN)
@@ -224,13 +246,16 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         question: Annotated[str | None, Field(description="What to compare; omit to list the differences.")] = None,
         max_new_tokens: MaxNewTokens = None,
         session_id: SessionArg = None,
+        roots: ClientRoots = None,
     ) -> CompareImagesResult:
         """Compare 2 to 4 images (before/after screenshots, UI states, two photos or charts). Returns a measured,
         deterministic pixel comparison of each image against the first (similarity and changed regions as
         boxes in that image's own pixels) and the model's explanation of what changed where; the measured
         regions are given to the model too."""
         async with _guard():
-            return await service.compare_images(images, question, max_new_tokens, session_id, progress=_progress(ctx))
+            return await service.compare_images(
+                images, question, max_new_tokens, session_id, progress=_progress(ctx), roots=_root_dirs(roots)
+            )
 
     @tool(title="Ask about a video", annotations=_READ_ONLY_OPEN)
     async def video_qa(
@@ -253,13 +278,15 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         end: Annotated[float | None, Field(description="End of the span to sample, in seconds.", ge=0)] = None,
         max_new_tokens: MaxNewTokens = None,
         session_id: SessionArg = None,
+        roots: ClientRoots = None,
     ) -> VideoQaResult:
         """Answer a question about a video (a screen recording, a clip) from frames sampled uniformly over a
         time span. Each frame is shown to the model labelled Frame1, Frame2, ... with its timestamp, and the
         result lists every frame's timestamp. Only the needed frames are decoded."""
         async with _guard():
             return await service.video_qa(
-                video, question, num_frames, start, end, max_new_tokens, session_id, progress=_progress(ctx)
+                video, question, num_frames, start, end, max_new_tokens, session_id,
+                progress=_progress(ctx), roots=_root_dirs(roots),
             )
 
     return mcp

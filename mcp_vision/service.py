@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import anyio
 
@@ -29,6 +30,7 @@ from .settings import Settings
 from .worker import InferenceWorker
 
 Progress = Callable[[float, float | None, str | None], Awaitable[None]]
+Roots = tuple[Path, ...] | None  # the client's root directories: they narrow the allowed directories
 
 MAX_NEW_TOKENS_CAP = 8192
 MAX_QUESTION_CHARS = 20_000
@@ -128,12 +130,17 @@ class VisionService:
             session.dropped_turns += dropped
             return result, dropped
 
-    async def load_image(self, source: str):
-        from .images import decode_image
+    async def load_media(self, source: str, roots: Roots = None):
+        """Read a source (in a thread: files and URLs block) inside the file boundary."""
         from .media import load_media
+
+        return await anyio.to_thread.run_sync(load_media, source, self.settings, roots)
+
+    async def load_image(self, source: str, roots: Roots = None):
+        from .images import decode_image
         from .sandbox import run_isolated
 
-        media = await anyio.to_thread.run_sync(load_media, source, self.settings)
+        media = await self.load_media(source, roots)
         return await run_isolated(
             decode_image, media, self.settings.max_image_pixels,
             what=media.label, isolate=self.settings.isolate_decoding,
@@ -162,6 +169,7 @@ class VisionService:
         max_tiles: int | None = None,
         session_id: str | None = None,
         progress: Progress | None = None,
+        roots: Roots = None,
     ) -> DescribeImageResult:
         started = time.monotonic()
         tokens = self._max_new_tokens(max_new_tokens)
@@ -169,7 +177,7 @@ class VisionService:
         asked = self._question(question, self.prompts.task("describe").text.strip())
         if session_id:
             self.sessions.get(session_id)  # fail before any work on an unknown session
-        decoded = await self.load_image(image)
+        decoded = await self.load_image(image, roots)
         session = self.sessions.get_or_create(session_id)
         user = Turn.user(asked, [decoded.image], max_tiles=tiles)
         result, dropped = await self._ask(session, user, progress, tokens)
@@ -209,10 +217,10 @@ class VisionService:
         session_id: str | None = None,
         progress: Progress | None = None,
         max_new_tokens: int | None = None,
+        roots: Roots = None,
     ) -> OcrDocumentResult:
         from .documents import parse_pages
         from .images import decode_image
-        from .media import load_media
         from .sandbox import open_pdf, run_isolated
 
         started = time.monotonic()
@@ -222,7 +230,7 @@ class VisionService:
             raise InputError(f"dpi={dpi} is out of range: use 36 to 600 (150 reads most pages well).")
         if session_id:
             self.sessions.get(session_id)
-        media = await anyio.to_thread.run_sync(load_media, document, self.settings)
+        media = await self.load_media(document, roots)
         prompt = self.prompts.task("ocr").text.strip()
         # A full page of text needs more room than a typical answer.
         tokens = self._max_new_tokens(max_new_tokens) if max_new_tokens else max(self.settings.max_new_tokens, OCR_MIN_TOKENS)
@@ -327,6 +335,7 @@ class VisionService:
         max_new_tokens: int | None = None,
         session_id: str | None = None,
         progress: Progress | None = None,
+        roots: Roots = None,
     ) -> CompareImagesResult:
         from .diff import compare_pixels, describe_regions
         from .sandbox import run_isolated
@@ -338,7 +347,7 @@ class VisionService:
         asked = self._question(question, self.prompts.task("compare").text.strip())
         if session_id:
             self.sessions.get(session_id)
-        decoded = [await self.load_image(source) for source in images]
+        decoded = [await self.load_image(source, roots) for source in images]
         if progress is not None:
             await progress(0, None, "measuring pixel differences")
         diffs = [
@@ -381,8 +390,8 @@ class VisionService:
         max_new_tokens: int | None = None,
         session_id: str | None = None,
         progress: Progress | None = None,
+        roots: Roots = None,
     ) -> VideoQaResult:
-        from .media import load_media
         from .sandbox import DECODE_TIMEOUT, run_isolated
         from .video import sample_frames
 
@@ -393,7 +402,7 @@ class VisionService:
             raise InputError(f"num_frames={num_frames} is out of range: use 1 to {self.settings.max_frames} (MCP_VISION_MAX_FRAMES).")
         if session_id:
             self.sessions.get(session_id)
-        media = await anyio.to_thread.run_sync(load_media, video, self.settings)
+        media = await self.load_media(video, roots)
         if media.kind == "pdf":
             raise InputError(f"{media.label} is a PDF document, not a video: use ocr_document to read it.")
         if progress is not None:

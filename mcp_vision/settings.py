@@ -78,6 +78,7 @@ class Settings:
     quantization: Quantization = "auto"
     dtype: DType = "auto"
     allowed_dirs: tuple[Path, ...] = field(default_factory=lambda: (Path.cwd(),))
+    client_roots: bool = True
     allow_download: bool = False
     allow_urls: bool = True
     allow_private_urls: bool = False
@@ -139,6 +140,7 @@ ENVIRONMENT: dict[str, str] = {
     "quantization": "MCP_VISION_QUANTIZATION",
     "dtype": "MCP_VISION_DTYPE",
     "allowed_dirs": "MCP_VISION_ALLOWED_DIRS",
+    "client_roots": "MCP_VISION_CLIENT_ROOTS",
     "allow_download": "MCP_VISION_ALLOW_DOWNLOAD",
     "allow_urls": "MCP_VISION_ALLOW_URLS",
     "allow_private_urls": "MCP_VISION_ALLOW_PRIVATE_URLS",
@@ -172,6 +174,7 @@ _PARSERS = {
     "quantization": lambda n, v: _parse_choice(n, v, ("auto", "nf4", "int8", "none")),
     "dtype": lambda n, v: _parse_choice(n, v, ("auto", "bfloat16", "float16", "float32")),
     "allowed_dirs": lambda n, v: _parse_dirs(v),
+    "client_roots": _parse_bool,
     "allow_download": _parse_bool,
     "allow_urls": _parse_bool,
     "allow_private_urls": _parse_bool,

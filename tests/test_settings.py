@@ -32,6 +32,7 @@ def test_every_variable_is_parsed(tmp_path):
         "MCP_VISION_QUANTIZATION": "nf4",
         "MCP_VISION_DTYPE": "bfloat16",
         "MCP_VISION_ALLOWED_DIRS": str(tmp_path),
+        "MCP_VISION_CLIENT_ROOTS": "no",
         "MCP_VISION_ALLOW_DOWNLOAD": "yes",
         "MCP_VISION_ALLOW_URLS": "off",
         "MCP_VISION_ALLOW_PRIVATE_URLS": "1",
@@ -63,6 +64,7 @@ def test_every_variable_is_parsed(tmp_path):
     assert s.model == "some/model"
     assert s.device == "cpu"
     assert s.quantization == "nf4"
+    assert s.client_roots is False
     assert s.dtype == "bfloat16"
     assert s.allowed_dirs == (tmp_path,)
     assert s.allow_download is True
@@ -183,3 +185,17 @@ def test_resolved_allowed_dirs_follow_symlinks(tmp_path):
     link = tmp_path / "link"
     link.symlink_to(real, target_is_directory=True)
     assert Settings(allowed_dirs=(link,)).resolved_allowed_dirs() == (real.resolve(),)
+
+
+def test_command_line_flags_override_the_environment(tmp_path, monkeypatch):
+    from mcp_vision.cli import build_parser, settings_from
+
+    monkeypatch.setenv("MCP_VISION_CLIENT_ROOTS", "1")
+    monkeypatch.setenv("MCP_VISION_ALLOW_URLS", "1")
+    monkeypatch.setenv("MCP_VISION_MAX_TILES", "12")
+    args = build_parser().parse_args(
+        ["--no-client-roots", "--no-urls", "--max-tiles", "3", "--allowed-dir", str(tmp_path)]
+    )
+    s = settings_from(args)
+    assert (s.client_roots, s.allow_urls, s.max_tiles, s.allowed_dirs) == (False, False, 3, (tmp_path,))
+    assert settings_from(build_parser().parse_args([])).client_roots is True  # absent flags leave the env
