@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 
@@ -27,8 +28,9 @@ from .results import (
 )
 from .sessions import Session, SessionStore
 from .settings import Settings
-from .worker import InferenceWorker
+from .worker import InferenceWorker, Job
 
+T = TypeVar("T")
 Progress = Callable[[float, float | None, str | None], Awaitable[None]]
 Roots = tuple[Path, ...] | None  # the client's root directories: they narrow the allowed directories
 
@@ -97,15 +99,17 @@ class VisionService:
         if self._backend is not None:
             self._backend.forget(session_id)
 
+    async def _run_model(self, fn: Callable[[Job], T], progress: Progress | None) -> T:
+        """Run model work on the inference worker (loading the model first if needed)."""
+        label = "loading model" if not self.backend.loaded else "generating"
+        return await self.worker.run(fn, progress=progress, label=label)
+
     async def _chat(
         self, turns: list[Turn], progress: Progress | None, max_new_tokens: int, conversation: str | None = None
     ) -> ChatResult:
         backend = self.backend
-        label = "loading model" if not backend.loaded else "generating"
-        return await self.worker.run(
-            lambda job: backend.chat(turns, job, max_new_tokens=max_new_tokens, conversation=conversation),
-            progress=progress,
-            label=label,
+        return await self._run_model(
+            lambda job: backend.chat(turns, job, max_new_tokens=max_new_tokens, conversation=conversation), progress
         )
 
     async def _ask(
@@ -236,20 +240,26 @@ class VisionService:
         tokens = self._max_new_tokens(max_new_tokens) if max_new_tokens else max(self.settings.max_new_tokens, OCR_MIN_TOKENS)
         tiles = self.settings.max_tiles
         results: list[PageText] = []
-        seen_images: list[ImagePart] = []
+        page_images: dict[int, ImagePart] = {}  # the pages read by the model, as they were shown to it
         budget = self.settings.max_output_chars
         truncated, note = False, None
 
-        async def read_image(image, label: str, index: int, total: int) -> str:
+        async def read_images(images: list, numbers: list[int], label: str, index: float, total: int) -> list[str]:
+            """Read page images with the model, together in one batch; progress runs from index to index+len."""
+
             async def inner(p: float, t: float | None, message: str | None) -> None:
                 if progress is not None:
                     fraction = min(p / t, 1.0) if t else 0.0
-                    await progress(index + fraction, total, f"{label}: {message}" if message else label)
+                    await progress(index + fraction * len(images), total, f"{label}: {message}" if message else label)
 
-            part = ImagePart(image, tiles)
-            seen_images.append(part)
-            result = await self._chat([Turn("user", [part, prompt])], inner, tokens)
-            return result.text
+            parts = [ImagePart(image, tiles) for image in images]
+            page_images.update(zip(numbers, parts))
+            conversations = [[Turn("user", [part, prompt])] for part in parts]
+            backend = self.backend
+            answers = await self._run_model(
+                lambda job: backend.chat_batch(conversations, job, max_new_tokens=tokens), inner
+            )
+            return [answer.text for answer in answers]
 
         if media.kind in {"pdf", "unknown"}:  # open_document says what an unknown file is, if not a PDF
             doc = await open_pdf(media, isolate=self.settings.isolate_decoding)
@@ -262,34 +272,51 @@ class VisionService:
                         f"(MCP_VISION_MAX_PAGES): ask for a range such as pages=\"{selected[0]}-"
                         f"{selected[self.settings.max_pages - 1]}\"."
                     )
-                for index, number in enumerate(selected):
-                    label = f"page {number} ({index + 1}/{len(selected)})"
-                    if progress is not None:
-                        await progress(index, len(selected), label)
-                    use_layer = mode == "text_layer" or (
-                        mode == "auto" and await doc.has_text_layer(number)
-                    )
-                    if use_layer:
-                        text = await doc.text_layer(number)
-                        method = "text_layer"
-                    else:
-                        image = await doc.render(number, dpi, self.settings.max_image_pixels)
-                        text = await read_image(image, label, index, len(selected))
-                        method = "vision"
-                    if len(text) > budget:
-                        text = text[:budget]
-                        truncated = True
-                    budget -= len(text)
-                    results.append(PageText(page=number, method=method, text=text))
-                    if truncated or (budget <= 0 and index + 1 < len(selected)):
-                        rest = selected[index + (1 if not truncated else 0):]
-                        truncated = True
-                        note = (
-                            f"Output reached the {self.settings.max_output_chars:,} character cap "
-                            f"(MCP_VISION_MAX_OUTPUT_CHARS) at page {number}: call again with "
-                            f"pages=\"{rest[0]}-{rest[-1]}\" for the rest."
-                        )
-                        break
+                total = len(selected)
+                position = done = 0  # pages looked at; pages whose text is known (the progress shown)
+                while position < total and not truncated:
+                    # A chunk: the next pages, up to MCP_VISION_OCR_BATCH of them read by the model together.
+                    chunk: list[list] = []  # [index in selected, page number, method, text]
+                    images: list = []
+                    known = 0  # characters of the chunk's text-layer pages
+                    while position < total and len(images) < self.settings.ocr_batch and known < budget:
+                        number = selected[position]
+                        if progress is not None:
+                            await progress(done, total, f"page {number} ({position + 1}/{total})")
+                        if mode == "text_layer" or (mode == "auto" and await doc.has_text_layer(number)):
+                            text = await doc.text_layer(number)
+                            known += len(text)
+                            done += 1
+                            chunk.append([position, number, "text_layer", text])
+                        else:
+                            images.append(await doc.render(number, dpi, self.settings.max_image_pixels))
+                            chunk.append([position, number, "vision", None])
+                        position += 1
+                    if images:
+                        read = [entry for entry in chunk if entry[2] == "vision"]
+                        numbers = ", ".join(str(entry[1]) for entry in read)
+                        label = f"page {numbers}" if len(read) == 1 else f"pages {numbers} ({len(read)} together)"
+                        texts = iter(await read_images(
+                            images, [entry[1] for entry in read], f"{label} of {total}", done, total
+                        ))
+                        done += len(read)
+                        for entry in read:
+                            entry[3] = next(texts)
+                    for index, number, method, text in chunk:
+                        if len(text) > budget:
+                            text = text[:budget]
+                            truncated = True
+                        budget -= len(text)
+                        results.append(PageText(page=number, method=method, text=text))
+                        if truncated or (budget <= 0 and index + 1 < total):
+                            rest = selected[index + (1 if not truncated else 0):]
+                            truncated = True
+                            note = (
+                                f"Output reached the {self.settings.max_output_chars:,} character cap "
+                                f"(MCP_VISION_MAX_OUTPUT_CHARS) at page {number}: call again with "
+                                f"pages=\"{rest[0]}-{rest[-1]}\" for the rest."
+                            )
+                            break
             finally:
                 doc.close()
         else:
@@ -304,7 +331,7 @@ class VisionService:
             page_count = 1
             if progress is not None:
                 await progress(0, 1, "page 1 (1/1)")
-            text = await read_image(decoded.image, "page 1 (1/1)", 0, 1)
+            [text] = await read_images([decoded.image], [1], "page 1 (1/1)", 0, 1)
             if len(text) > budget:
                 text, truncated = text[:budget], True
                 note = f"Output was cut at the {self.settings.max_output_chars:,} character cap (MCP_VISION_MAX_OUTPUT_CHARS)."
@@ -314,8 +341,9 @@ class VisionService:
         session = self.sessions.get_or_create(session_id)
         numbers = ", ".join(str(r.page) for r in results)
         async with session.lock:
+            shown = [page_images[r.page] for r in results if r.page in page_images]
             self.sessions.append(session, [
-                Turn("user", [*seen_images, f"Read the document pages {numbers} ({media.label}) as Markdown."]),
+                Turn("user", [*shown, f"Read the document pages {numbers} ({media.label}) as Markdown."]),
                 Turn.assistant("\n\n".join(f"## Page {r.page}\n\n{r.text}" for r in results)),
             ])
         return OcrDocumentResult(

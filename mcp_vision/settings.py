@@ -87,6 +87,7 @@ class Settings:
     max_tiles: int = 12
     max_new_tokens: int = 512
     max_pages: int = 50
+    ocr_batch: int = 4
     max_frames: int = 32
     max_output_chars: int = 200_000
     cache_bytes: int = 2 * 1024**3
@@ -149,6 +150,7 @@ ENVIRONMENT: dict[str, str] = {
     "max_tiles": "MCP_VISION_MAX_TILES",
     "max_new_tokens": "MCP_VISION_MAX_NEW_TOKENS",
     "max_pages": "MCP_VISION_MAX_PAGES",
+    "ocr_batch": "MCP_VISION_OCR_BATCH",
     "max_frames": "MCP_VISION_MAX_FRAMES",
     "max_output_chars": "MCP_VISION_MAX_OUTPUT_CHARS",
     "cache_bytes": "MCP_VISION_CACHE_BYTES",
@@ -183,6 +185,7 @@ _PARSERS = {
     "max_tiles": lambda n, v: min(_parse_int(n, v), 40),
     "max_new_tokens": _parse_int,
     "max_pages": _parse_int,
+    "ocr_batch": lambda n, v: min(_parse_int(n, v), 16),
     "max_frames": lambda n, v: min(_parse_int(n, v), 64),
     "max_output_chars": lambda n, v: _parse_int(n, v, 1000),
     "cache_bytes": lambda n, v: _parse_int(n, v, 0),

@@ -59,6 +59,7 @@ class Reply:
     error: Any = None  # JSON body of a non-200 answer
     headers: dict[str, str] = field(default_factory=dict)
     done: bool = True  # end with data: [DONE]
+    echo: bool = False  # answer with the text of the last message instead of `pieces`
 
 
 class FakeEngine:
@@ -154,10 +155,16 @@ class _Handler(BaseHTTPRequestHandler):
             base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": body["model"]}
             first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
             self._event(json.dumps({**base, "choices": [first]}).encode())
-            for index, piece in enumerate(reply.pieces):
+            pieces = reply.pieces
+            if reply.echo:
+                content = body["messages"][-1]["content"]
+                pieces = (content if isinstance(content, str) else "".join(
+                    c.get("text", "") for c in content if c.get("type") == "text"
+                ),)
+            for index, piece in enumerate(pieces):
                 if reply.delay:
                     time.sleep(reply.delay)
-                last = index == len(reply.pieces) - 1
+                last = index == len(pieces) - 1
                 choice = {"index": 0, "delta": {"content": piece}, "finish_reason": reply.finish if last else None}
                 self._event(json.dumps({**base, "choices": [choice]}).encode())
                 engine.sent_pieces += 1
@@ -167,7 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._event(b"[DONE]")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-            engine.finished_streams += 1
+            with engine._lock:
+                engine.finished_streams += 1
         except (BrokenPipeError, ConnectionResetError):
             engine.closed_early.set()
             self.close_connection = True
@@ -662,8 +670,21 @@ def test_concurrent_calls_are_limited(engine, remote_settings, limit):
         t.start()
     for t in threads:
         t.join(10)
+    deadline = time.monotonic() + 5  # the engine counts a stream after its last byte, which the client may beat
+    while engine.finished_streams < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert engine.finished_streams == 3
     assert engine.max_active == limit
+
+
+def test_a_batch_is_sent_at_once_and_answered_in_order(engine, remote_settings):
+    backend = OpenAIBackend(remote_settings.with_overrides(remote_concurrency=3))
+    for _ in range(3):
+        engine.replies.append(Reply(echo=True, delay=0.3))
+    questions = [f"question {i}" for i in range(3)]
+    results = backend.chat_batch([[Turn.user(q)] for q in questions], Job(), max_new_tokens=8)
+    assert [r.text for r in results] == questions
+    assert engine.max_active == 3
 
 
 def test_images_are_encoded_once_while_they_live(remote_settings):

@@ -41,6 +41,7 @@ def test_every_variable_is_parsed(tmp_path):
         "MCP_VISION_MAX_TILES": "6",
         "MCP_VISION_MAX_NEW_TOKENS": "99",
         "MCP_VISION_MAX_PAGES": "7",
+        "MCP_VISION_OCR_BATCH": "99",
         "MCP_VISION_MAX_FRAMES": "100",
         "MCP_VISION_MAX_OUTPUT_CHARS": "5000",
         "MCP_VISION_CACHE_BYTES": "0",
@@ -65,6 +66,7 @@ def test_every_variable_is_parsed(tmp_path):
     assert s.device == "cpu"
     assert s.quantization == "nf4"
     assert s.client_roots is False
+    assert s.ocr_batch == 16  # capped
     assert s.dtype == "bfloat16"
     assert s.allowed_dirs == (tmp_path,)
     assert s.allow_download is True

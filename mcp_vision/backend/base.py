@@ -63,6 +63,7 @@ class ChatResult:
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage, for benchmarks
     output_ids: list[int] = field(default_factory=list)  # generated token ids (greedy comparisons)
     raw_text: str | None = None  # the answer exactly as decoded (unstripped), for the history
+    batch_size: int = 1  # answers generated together in one batch (seconds and stages are the batch's)
 
     @property
     def history_text(self) -> str:
@@ -86,6 +87,11 @@ class Backend(Protocol):
     ) -> ChatResult:
         """Answer the last user turn given the whole conversation. `conversation` names it, so an engine
         may keep state (a KV cache) between calls; raise ContextOverflowError when it does not fit."""
+        ...
+
+    def chat_batch(self, conversations: list[list[Turn]], job: Job, *, max_new_tokens: int) -> list[ChatResult]:
+        """Answer several independent conversations (no history kept), in order; an engine may run them
+        as one batch."""
         ...
 
     def forget(self, conversation: str) -> None:

@@ -284,49 +284,42 @@ class InternVLBackend:
             cache.crop(-extra)  # transformers 5: a negative count removes that many tokens from the end
         return cache, common
 
-    def chat(
-        self,
-        turns: list[Turn],
-        job: Job,
-        *,
-        max_new_tokens: int,
-        min_new_tokens: int | None = None,
-        conversation: str | None = None,
-    ) -> ChatResult:
-        """Answer the last user turn. With `conversation`, the KV cache of the conversation so far is kept
-        and reused next time, so a follow-up only computes its new tokens; vision features are cached by
-        image content either way."""
-        load_seconds = self.load(job)
-        import torch
-        from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
+    def _prepare(self, turns: list[Turn], max_new_tokens: int) -> dict[str, Any]:
+        """Model inputs for one conversation, checked against the context length."""
         if not turns or turns[-1].role != "user":
             raise InputError("The conversation must end with a question.")
-        started = time.monotonic()
         try:
             inputs = self.build_inputs(turns)
         except ValueError as exc:
             raise InputError(f"The model input could not be built ({_first_line(exc)}).") from None
-        input_ids = inputs["input_ids"]
-        ids = input_ids[0]
-        prompt_len = int(ids.shape[0])
-        image_token_id = self._model.config.image_token_id
-        image_tokens = int((ids == image_token_id).sum())
+        ids = inputs["input_ids"][0]
+        inputs["prompt_len"] = int(ids.shape[0])
+        inputs["image_tokens"] = int((ids == self._model.config.image_token_id).sum())
+        inputs["keys"] = [self._image_key(p) for p in inputs["images"]]
         limit = self.context_length
-        if limit and prompt_len + max_new_tokens > limit:
-            raise ContextOverflowError(prompt_len, max_new_tokens, limit)
-        job.report(0, max_new_tokens, f"prompt of {prompt_len} tokens ({image_tokens} image tokens)")
+        if limit and inputs["prompt_len"] + max_new_tokens > limit:
+            raise ContextOverflowError(inputs["prompt_len"], max_new_tokens, limit)
+        return inputs
 
-        images: list[ImagePart] = inputs["images"]
-        keys = [self._image_key(p) for p in images]
-        spans = _image_spans(ids, image_token_id, inputs["num_patches"], self._processor.image_seq_length)
-        cache, cached_tokens = self._reusable_prefix(conversation, ids, spans, keys)
-        first_new_image = next((i for i, (start, _) in enumerate(spans) if start >= cached_tokens), len(spans))
-        features, encoded = self._image_features(inputs, keys, range(first_new_image, len(images)))
-        vision_done = time.monotonic()
+    def _generate(
+        self,
+        input_ids: Any,
+        attention_mask: Any,
+        features: Any,
+        cache: Any,
+        job: Job,
+        *,
+        max_new_tokens: int,
+        min_new_tokens: int | None,
+        native_decode: bool,
+    ) -> tuple[Any, float | None]:
+        """Greedy generation that stops within a token of `job` being cancelled and reports progress.
+        Returns (generate's output, when the first token was ready)."""
+        import torch
+        from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        native_decode = self.native_decode
+        prompt_len = int(input_ids.shape[1])
 
         class _Watch(StoppingCriteria):
             first_token_at: float | None = None
@@ -342,7 +335,6 @@ class InternVLBackend:
                 return torch.full((input_ids.shape[0],), job.cancelled(), dtype=torch.bool, device=input_ids.device)
 
         watch = _Watch()
-        eos = self._model.generation_config.eos_token_id
         gen_kwargs: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "do_sample": False,
@@ -355,57 +347,161 @@ class InternVLBackend:
         if min_new_tokens:
             gen_kwargs["min_new_tokens"] = min_new_tokens
         if self._model.generation_config.pad_token_id is None:
-            gen_kwargs["pad_token_id"] = self._processor.tokenizer.pad_token_id or (
-                eos[0] if isinstance(eos, list) else eos
-            )
+            gen_kwargs["pad_token_id"] = self._pad_id()
         device = self._model.device
         onednn = torch.backends.mkldnn.enabled
         try:
             with torch.inference_mode():
                 output = self._model.generate(
-                    input_ids=input_ids.to(device), attention_mask=inputs["attention_mask"].to(device), **gen_kwargs
+                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **gen_kwargs
                 )
         finally:
             torch.backends.mkldnn.enabled = onednn
-        finished = time.monotonic()
-        sequence = output.sequences[0].cpu()
-        new_tokens = sequence[prompt_len:]
-        if self._caching and conversation and not job.cancelled():
-            kv = output.past_key_values
-            kept = kv.get_seq_length()
-            self._cache.put("p:" + conversation, (sequence[:kept].clone(), keys, kv), tensor_bytes(kv))
+        return output, watch.first_token_at
+
+    def _eos_ids(self) -> set[int]:
+        eos = self._model.generation_config.eos_token_id
+        return set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+
+    def _pad_id(self) -> int:
+        pad = self._model.generation_config.pad_token_id
+        if pad is None:
+            pad = self._processor.tokenizer.pad_token_id
+        if pad is None:
+            eos = self._model.generation_config.eos_token_id
+            pad = eos[0] if isinstance(eos, list) else eos
+        return int(pad)
+
+    def _result(
+        self, inputs: dict[str, Any], turns: list[Turn], new_tokens: Any, job: Job, max_new_tokens: int, **fields: Any
+    ) -> ChatResult:
         raw_text = self._processor.decode(new_tokens, skip_special_tokens=True)
-        text = raw_text.strip()
-        eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
         if job.cancelled():
             finish = "cancelled"
-        elif len(new_tokens) and int(new_tokens[-1]) in eos_ids:
+        elif len(new_tokens) and int(new_tokens[-1]) in self._eos_ids():
             finish = "stop"
         else:
             finish = "length" if len(new_tokens) >= max_new_tokens else "stop"
         last_count = len(turns[-1].images)
         num_patches = inputs["num_patches"]
-        first_token_at = watch.first_token_at or finished
-        decode_seconds = finished - first_token_at
         return ChatResult(
-            text=text,
-            prompt_tokens=prompt_len,
+            text=raw_text.strip(),
+            prompt_tokens=inputs["prompt_len"],
             output_tokens=int(len(new_tokens)),
-            image_tokens=image_tokens,
+            image_tokens=inputs["image_tokens"],
             tiles=num_patches[len(num_patches) - last_count :] if last_count else [],
             finish_reason=finish,
+            output_ids=new_tokens.tolist(),
+            raw_text=raw_text,
+            **fields,
+        )
+
+    def chat(
+        self,
+        turns: list[Turn],
+        job: Job,
+        *,
+        max_new_tokens: int,
+        min_new_tokens: int | None = None,
+        conversation: str | None = None,
+    ) -> ChatResult:
+        """Answer the last user turn. With `conversation`, the KV cache of the conversation so far is kept
+        and reused next time, so a follow-up only computes its new tokens; vision features are cached by
+        image content either way."""
+        load_seconds = self.load(job)
+        started = time.monotonic()
+        inputs = self._prepare(turns, max_new_tokens)
+        ids = inputs["input_ids"][0]
+        prompt_len, keys = inputs["prompt_len"], inputs["keys"]
+        job.report(0, max_new_tokens, f"prompt of {prompt_len} tokens ({inputs['image_tokens']} image tokens)")
+
+        image_token_id = self._model.config.image_token_id
+        spans = _image_spans(ids, image_token_id, inputs["num_patches"], self._processor.image_seq_length)
+        cache, cached_tokens = self._reusable_prefix(conversation, ids, spans, keys)
+        first_new_image = next((i for i, (start, _) in enumerate(spans) if start >= cached_tokens), len(spans))
+        features, encoded = self._image_features(inputs, keys, range(first_new_image, len(inputs["images"])))
+        vision_done = time.monotonic()
+        output, first_token_at = self._generate(
+            inputs["input_ids"], inputs["attention_mask"], features, cache, job,
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, native_decode=self.native_decode,
+        )
+        finished = time.monotonic()
+        sequence = output.sequences[0].cpu()
+        if self._caching and conversation and not job.cancelled():
+            kv = output.past_key_values
+            kept = kv.get_seq_length()
+            self._cache.put("p:" + conversation, (sequence[:kept].clone(), keys, kv), tensor_bytes(kv))
+        first_token_at = first_token_at or finished
+        return self._result(
+            inputs, turns, sequence[prompt_len:], job, max_new_tokens,
             seconds=finished - started,
             load_seconds=load_seconds,
             cached_tokens=cached_tokens,
             images_encoded=encoded,
-            output_ids=new_tokens.tolist(),
-            raw_text=raw_text,
             stages={
                 "preprocess_and_vision": round(vision_done - started, 4),
                 "prefill": round(first_token_at - vision_done, 4),
-                "decode": round(decode_seconds, 4),
+                "decode": round(finished - first_token_at, 4),
             },
         )
+
+    def chat_batch(
+        self,
+        conversations: list[list[Turn]],
+        job: Job,
+        *,
+        max_new_tokens: int,
+        min_new_tokens: int | None = None,
+    ) -> list[ChatResult]:
+        """Answer several independent conversations in one generation (left-padded into one batch), so each
+        decode step reads the weights once for all of them. Nothing is kept between calls but vision features.
+        Results are in order; each carries the batch's own timings."""
+        if len(conversations) == 1:
+            return [self.chat(conversations[0], job, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)]
+        load_seconds = self.load(job)
+        import torch
+
+        started = time.monotonic()
+        batch = [self._prepare(turns, max_new_tokens) for turns in conversations]
+        width = max(inputs["prompt_len"] for inputs in batch)
+        input_ids = torch.full((len(batch), width), self._pad_id(), dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, inputs in enumerate(batch):
+            input_ids[row, width - inputs["prompt_len"] :] = inputs["input_ids"][0]
+            attention_mask[row, width - inputs["prompt_len"] :] = 1
+        job.report(0, max_new_tokens, f"{len(batch)} prompts of up to {width} tokens")
+        encoded, parts = 0, []
+        for inputs in batch:  # in row order: the features fill the image placeholders row by row
+            features, count = self._image_features(inputs, inputs["keys"], range(len(inputs["images"])))
+            encoded += count
+            if features is not None:
+                parts.append(features)
+        vision_done = time.monotonic()
+        output, first_token_at = self._generate(
+            input_ids, attention_mask, torch.cat(parts) if parts else None, None, job,
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+            native_decode=False,  # several rows a step: oneDNN's matrix kernels are the faster ones
+        )
+        finished = time.monotonic()
+        first_token_at = first_token_at or finished
+        stages = {
+            "preprocess_and_vision": round(vision_done - started, 4),
+            "prefill": round(first_token_at - vision_done, 4),
+            "decode": round(finished - first_token_at, 4),
+        }
+        eos_ids = self._eos_ids()
+        results = []
+        for row, (turns, inputs) in enumerate(zip(conversations, batch)):
+            new_tokens = output.sequences[row, width:].cpu()
+            ends = [i for i, token in enumerate(new_tokens.tolist()) if token in eos_ids]
+            if ends:  # a finished row is padded up to the longest one
+                new_tokens = new_tokens[: ends[0] + 1]
+            results.append(self._result(
+                inputs, turns, new_tokens, job, max_new_tokens,
+                seconds=finished - started, load_seconds=load_seconds, images_encoded=encoded, stages=dict(stages),
+                batch_size=len(batch),
+            ))
+        return results
 
     @property
     def context_length(self) -> int:

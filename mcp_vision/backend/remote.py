@@ -269,6 +269,18 @@ class OpenAIBackend:
             },
         )
 
+    def chat_batch(self, conversations: list[list[Turn]], job: Job, *, max_new_tokens: int) -> list[ChatResult]:
+        """Send the conversations at once (at most MCP_VISION_REMOTE_CONCURRENCY in flight): the engine
+        batches requests that arrive together. Results in order; the first error is raised."""
+        if len(conversations) == 1:
+            return [self.chat(conversations[0], job, max_new_tokens=max_new_tokens)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = min(len(conversations), self._settings.remote_concurrency)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mcp-vision-remote-batch") as pool:
+            futures = [pool.submit(self.chat, turns, job, max_new_tokens=max_new_tokens) for turns in conversations]
+            return [future.result() for future in futures]
+
     def _acquire_slot(self, job: Job, watch: _Watch) -> None:
         """At most MCP_VISION_REMOTE_CONCURRENCY calls in flight to the engine; the engine batches them."""
         reported = False
