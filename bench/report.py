@@ -43,6 +43,7 @@ def _stages(calls: list[dict[str, Any]]) -> dict[str, float]:
     out["image_tokens"] = sum(c["image_tokens"] for c in calls)
     out["cached_tokens"] = sum(c.get("cached_tokens", 0) for c in calls)
     out["chats"] = chats
+    out["generate_calls"] = sum(c.get("extra", {}).get("generate_calls", c.get("chats", 1)) for c in calls)
     return out
 
 
@@ -134,8 +135,9 @@ def _row_tables(key: str, row: dict[str, Any], config: dict[str, Any]) -> tuple[
         ("preprocess + vision encoder s", _f(ss.get("preprocess_and_vision")),
          f"{_f((rs.get('preprocess_and_vision') or 0) * scale)} ({_f((rs.get('preprocess') or 0) * scale)} + {_f((rs.get('vision') or 0) * scale)})"),
         ("prefill s", _f(ss.get("prefill")), _f((rs.get("prefill") or 0) * scale)),
-        ("decode tokens/s", _f(ss.get("tok_s")), _f(rs.get("tok_s"))),
-        ("model requests", f"{ss['chats']}", f"{rs['chats']}" + (f" measured, {config['digital_pages']} extrapolated" if scale != 1.0 else "")),
+        ("decode tokens/s (all answers of a batch together)", _f(ss.get("tok_s")), _f(rs.get("tok_s"))),
+        ("model requests (answers)", f"{ss['chats']}" + (f" in {ss['generate_calls']} batched generate calls"
+         if ss.get("generate_calls", ss["chats"]) < ss["chats"] else ""), f"{rs['chats']}" + (f" measured, {config['digital_pages']} extrapolated" if scale != 1.0 else "")),
         ("prompt tokens (image tokens)", f"{ss['prompt_tokens']} ({ss['image_tokens']})", f"{rs['prompt_tokens']} ({rs['image_tokens']})"),
         ("prompt tokens reused from the session's KV cache", f"{ss['cached_tokens']}", "0"),
         ("model load s (import + load, median)", _f(s["load"]), _f(r["load"])),

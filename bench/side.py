@@ -53,17 +53,24 @@ def _recording_backend(settings: Any, tokens: int) -> Any:
             self.records.append((_layout(turns[-1]), result))
             return result
 
+        def chat_batch(self, conversations: Any, job: Any, **kwargs: Any) -> Any:
+            kwargs["max_new_tokens"] = kwargs["min_new_tokens"] = tokens
+            results = super().chat_batch(conversations, job, **kwargs)
+            self.records.extend((_layout(turns[-1]), r) for turns, r in zip(conversations, results))
+            return results
+
     backend = RecordingBackend(settings)
     backend.records = []
     return backend
 
 
 def _chat_call(label: str, seconds: float, chats: list[tuple[list[dict[str, Any]], Any]]) -> Call:
+    # The answers of one batch share its timings: each counts for 1/batch_size of them.
     stages: dict[str, float] = {}
     for _, r in chats:
         for key, value in r.stages.items():
-            stages[key] = stages.get(key, 0.0) + value
-    engine = sum(r.seconds for _, r in chats)
+            stages[key] = stages.get(key, 0.0) + value / r.batch_size
+    engine = sum(r.seconds / r.batch_size for _, r in chats)
     stages["outside_engine"] = seconds - engine
     return Call(
         label=label,
@@ -82,6 +89,7 @@ def _chat_call(label: str, seconds: float, chats: list[tuple[list[dict[str, Any]
             "layout": chats[0][0] if chats else None,
             "tiles": [list(r.tiles) for _, r in chats],
             "stages_per_chat": [dict(r.stages) for _, r in chats],
+            "generate_calls": round(sum(1 / r.batch_size for _, r in chats)),
         },
     )
 

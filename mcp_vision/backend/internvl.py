@@ -470,10 +470,10 @@ class InternVLBackend:
             input_ids[row, width - inputs["prompt_len"] :] = inputs["input_ids"][0]
             attention_mask[row, width - inputs["prompt_len"] :] = 1
         job.report(0, max_new_tokens, f"{len(batch)} prompts of up to {width} tokens")
-        encoded, parts = 0, []
+        encoded, parts = [], []
         for inputs in batch:  # in row order: the features fill the image placeholders row by row
             features, count = self._image_features(inputs, inputs["keys"], range(len(inputs["images"])))
-            encoded += count
+            encoded.append(count)
             if features is not None:
                 parts.append(features)
         vision_done = time.monotonic()
@@ -498,7 +498,7 @@ class InternVLBackend:
                 new_tokens = new_tokens[: ends[0] + 1]
             results.append(self._result(
                 inputs, turns, new_tokens, job, max_new_tokens,
-                seconds=finished - started, load_seconds=load_seconds, images_encoded=encoded, stages=dict(stages),
+                seconds=finished - started, load_seconds=load_seconds, images_encoded=encoded[row], stages=dict(stages),
                 batch_size=len(batch),
             ))
         return results
