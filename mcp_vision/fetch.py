@@ -78,9 +78,9 @@ def _connect(cls: type, host: str, port: int, addresses: list[str], timeout: flo
         try:
             conn.connect()
             return conn
-        except ssl.SSLError as exc:
+        except ssl.SSLError as exc:  # the handshake: a certificate problem, not a missing host
             conn.close()
-            raise InputError(f"{shown}: TLS failed ({exc.reason or 'certificate error'}).") from None
+            raise _tls_failed(shown, exc) from None
         except OSError:
             conn.close()
     raise InputError(f"{shown} could not be reached (connection failed).")
@@ -140,12 +140,16 @@ def fetch_url(url: str, settings: Settings) -> bytes:
         except (TimeoutError, socket.timeout):
             raise InputError(f"{shown} timed out; try again or download the file and pass its path.") from None
         except ssl.SSLError as exc:
-            raise InputError(f"{shown}: TLS failed ({exc.reason or 'certificate error'}).") from None
+            raise _tls_failed(shown, exc) from None
         except (OSError, http.client.HTTPException) as exc:
             raise InputError(f"{shown} could not be fetched ({type(exc).__name__}).") from None
         finally:
             conn.close()
     raise InputError(f"{shown} redirected more than {MAX_REDIRECTS} times.")
+
+
+def _tls_failed(shown: str, exc: ssl.SSLError) -> InputError:
+    return InputError(f"{shown}: TLS failed ({exc.reason or 'certificate error'}).")
 
 
 __all__ = ["fetch_url", "is_public_address", "MAX_REDIRECTS"]

@@ -223,8 +223,8 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
     ) -> OcrDocumentResult:
         """Read the text of a PDF or a page image, page by page. Born-digital PDF pages return their exact text
         layer; scanned or image-only pages are rendered and read by the model as Markdown (headings, lists,
-        tables). Each page says which method was used. Progress is reported per page; at most
-        MCP_VISION_MAX_PAGES pages a call (ask for ranges with `pages`). The pages join the session, so
+        tables), several in one batch. Each page says which method was used. Progress is reported as pages
+        finish; at most MCP_VISION_MAX_PAGES pages a call (ask for ranges with `pages`). The pages join the session, so
         follow_up can ask about them."""
         async with _guard():
             return await service.ocr_document(

@@ -203,7 +203,7 @@ class VisionService:
         tokens = self._max_new_tokens(max_new_tokens)
         if not question or not question.strip():
             raise InputError("The question is empty: say what you want to know about the session's media.")
-        asked = self._question(question, "")
+        asked = self._question(question, question)  # checks the length; the question is never empty here
         session = self.sessions.get(session_id)
         user = Turn.user(asked)
         result, dropped = await self._ask(session, user, progress, tokens)
@@ -238,29 +238,7 @@ class VisionService:
         prompt = self.prompts.task("ocr").text.strip()
         # A full page of text needs more room than a typical answer.
         tokens = self._max_new_tokens(max_new_tokens) if max_new_tokens else max(self.settings.max_new_tokens, OCR_MIN_TOKENS)
-        tiles = self.settings.max_tiles
-        results: list[PageText] = []
-        page_images: dict[int, ImagePart] = {}  # the pages read by the model, as they were shown to it
-        budget = self.settings.max_output_chars
-        truncated, note = False, None
-
-        async def read_images(images: list, numbers: list[int], label: str, index: float, total: int) -> list[str]:
-            """Read page images with the model, together in one batch; progress runs from index to index+len."""
-
-            async def inner(p: float, t: float | None, message: str | None) -> None:
-                if progress is not None:
-                    fraction = min(p / t, 1.0) if t else 0.0
-                    await progress(index + fraction * len(images), total, f"{label}: {message}" if message else label)
-
-            parts = [ImagePart(image, tiles) for image in images]
-            page_images.update(zip(numbers, parts))
-            conversations = [[Turn("user", [part, prompt])] for part in parts]
-            backend = self.backend
-            answers = await self._run_model(
-                lambda job: backend.chat_batch(conversations, job, max_new_tokens=tokens), inner
-            )
-            return [answer.text for answer in answers]
-
+        reader = _PageReader(self, prompt, tokens, progress)
         if media.kind in {"pdf", "unknown"}:  # open_document says what an unknown file is, if not a PDF
             doc = await open_pdf(media, isolate=self.settings.isolate_decoding)
             try:
@@ -272,51 +250,7 @@ class VisionService:
                         f"(MCP_VISION_MAX_PAGES): ask for a range such as pages=\"{selected[0]}-"
                         f"{selected[self.settings.max_pages - 1]}\"."
                     )
-                total = len(selected)
-                position = done = 0  # pages looked at; pages whose text is known (the progress shown)
-                while position < total and not truncated:
-                    # A chunk: the next pages, up to MCP_VISION_OCR_BATCH of them read by the model together.
-                    chunk: list[list] = []  # [index in selected, page number, method, text]
-                    images: list = []
-                    known = 0  # characters of the chunk's text-layer pages
-                    while position < total and len(images) < self.settings.ocr_batch and known < budget:
-                        number = selected[position]
-                        if progress is not None:
-                            await progress(done, total, f"page {number} ({position + 1}/{total})")
-                        if mode == "text_layer" or (mode == "auto" and await doc.has_text_layer(number)):
-                            text = await doc.text_layer(number)
-                            known += len(text)
-                            done += 1
-                            chunk.append([position, number, "text_layer", text])
-                        else:
-                            images.append(await doc.render(number, dpi, self.settings.max_image_pixels))
-                            chunk.append([position, number, "vision", None])
-                        position += 1
-                    if images:
-                        read = [entry for entry in chunk if entry[2] == "vision"]
-                        numbers = ", ".join(str(entry[1]) for entry in read)
-                        label = f"page {numbers}" if len(read) == 1 else f"pages {numbers} ({len(read)} together)"
-                        texts = iter(await read_images(
-                            images, [entry[1] for entry in read], f"{label} of {total}", done, total
-                        ))
-                        done += len(read)
-                        for entry in read:
-                            entry[3] = next(texts)
-                    for index, number, method, text in chunk:
-                        if len(text) > budget:
-                            text = text[:budget]
-                            truncated = True
-                        budget -= len(text)
-                        results.append(PageText(page=number, method=method, text=text))
-                        if truncated or (budget <= 0 and index + 1 < total):
-                            rest = selected[index + (1 if not truncated else 0):]
-                            truncated = True
-                            note = (
-                                f"Output reached the {self.settings.max_output_chars:,} character cap "
-                                f"(MCP_VISION_MAX_OUTPUT_CHARS) at page {number}: call again with "
-                                f"pages=\"{rest[0]}-{rest[-1]}\" for the rest."
-                            )
-                            break
+                results, truncated, note = await self._read_pages(doc, selected, mode, dpi, reader, progress)
             finally:
                 doc.close()
         else:
@@ -331,17 +265,19 @@ class VisionService:
             page_count = 1
             if progress is not None:
                 await progress(0, 1, "page 1 (1/1)")
-            [text] = await read_images([decoded.image], [1], "page 1 (1/1)", 0, 1)
-            if len(text) > budget:
-                text, truncated = text[:budget], True
-                note = f"Output was cut at the {self.settings.max_output_chars:,} character cap (MCP_VISION_MAX_OUTPUT_CHARS)."
-            results.append(PageText(page=1, method="vision", text=text))
+            [text] = await reader.read([decoded.image], [1], "page 1 (1/1)", 0, 1)
+            cap = self.settings.max_output_chars
+            truncated, note = len(text) > cap, None
+            if truncated:
+                text = text[:cap]
+                note = f"Output was cut at the {cap:,} character cap (MCP_VISION_MAX_OUTPUT_CHARS)."
+            results = [PageText(page=1, method="vision", text=text)]
         if progress is not None:
             await progress(len(results), len(results), "done")
         session = self.sessions.get_or_create(session_id)
         numbers = ", ".join(str(r.page) for r in results)
         async with session.lock:
-            shown = [page_images[r.page] for r in results if r.page in page_images]
+            shown = [reader.page_images[r.page] for r in results if r.page in reader.page_images]
             self.sessions.append(session, [
                 Turn("user", [*shown, f"Read the document pages {numbers} ({media.label}) as Markdown."]),
                 Turn.assistant("\n\n".join(f"## Page {r.page}\n\n{r.text}" for r in results)),
@@ -355,6 +291,54 @@ class VisionService:
             note=note,
             seconds=round(time.monotonic() - started, 3),
         )
+
+    async def _read_pages(
+        self, doc, selected: list[int], mode: str, dpi: int, reader: _PageReader, progress: Progress | None
+    ) -> tuple[list[PageText], bool, str | None]:
+        """The pages' text in order: text layers at once, the others through the model, up to
+        MCP_VISION_OCR_BATCH of them in one batch; stops at the output cap with a note saying what is left."""
+        results: list[PageText] = []
+        budget = self.settings.max_output_chars
+        total = len(selected)
+        position = done = 0  # pages looked at; pages whose text is known (the progress shown)
+        while position < total:
+            chunk: list[list] = []  # [index in selected, page number, method, text]
+            images: list = []
+            known = 0  # characters of the chunk's text-layer pages
+            while position < total and len(images) < self.settings.ocr_batch and known < budget:
+                number = selected[position]
+                if progress is not None:
+                    await progress(done, total, f"page {number} ({position + 1}/{total})")
+                if mode == "text_layer" or (mode == "auto" and await doc.has_text_layer(number)):
+                    text = await doc.text_layer(number)
+                    known += len(text)
+                    done += 1
+                    chunk.append([position, number, "text_layer", text])
+                else:
+                    images.append(await doc.render(number, dpi, self.settings.max_image_pixels))
+                    chunk.append([position, number, "vision", None])
+                position += 1
+            if images:
+                read = [entry for entry in chunk if entry[2] == "vision"]
+                numbers = [entry[1] for entry in read]
+                shown = ", ".join(map(str, numbers))
+                label = f"page {shown}" if len(read) == 1 else f"pages {shown} ({len(read)} together)"
+                for entry, text in zip(read, await reader.read(images, numbers, f"{label} of {total}", done, total)):
+                    entry[3] = text
+                done += len(read)
+            for index, number, method, text in chunk:
+                cut = len(text) > budget
+                text = text[:budget]
+                budget -= len(text)
+                results.append(PageText(page=number, method=method, text=text))
+                if cut or (budget <= 0 and index + 1 < total):
+                    rest = selected[index if cut else index + 1 :]
+                    return results, True, (
+                        f"Output reached the {self.settings.max_output_chars:,} character cap "
+                        f"(MCP_VISION_MAX_OUTPUT_CHARS) at page {number}: call again with "
+                        f"pages=\"{rest[0]}-{rest[-1]}\" for the rest."
+                    )
+        return results, False, None
 
     async def compare_images(
         self,
@@ -456,6 +440,32 @@ class VisionService:
             width=sample.width,
             height=sample.height,
         )
+
+
+class _PageReader:
+    """Reads page images with the model, several in one batch, and keeps each as it was shown to it."""
+
+    def __init__(self, service: VisionService, prompt: str, max_new_tokens: int, progress: Progress | None) -> None:
+        self.service, self.prompt, self.max_new_tokens, self.progress = service, prompt, max_new_tokens, progress
+        self.page_images: dict[int, ImagePart] = {}
+
+    async def read(self, images: list, numbers: list[int], label: str, index: float, total: int) -> list[str]:
+        """The text of each image, in order; progress runs from `index` to `index + len(images)` of `total`."""
+        progress = self.progress
+
+        async def inner(p: float, t: float | None, message: str | None) -> None:
+            if progress is not None:
+                fraction = min(p / t, 1.0) if t else 0.0
+                await progress(index + fraction * len(images), total, f"{label}: {message}" if message else label)
+
+        parts = [ImagePart(image, self.service.settings.max_tiles) for image in images]
+        self.page_images.update(zip(numbers, parts))
+        conversations = [[Turn("user", [part, self.prompt])] for part in parts]
+        backend, tokens = self.service.backend, self.max_new_tokens
+        answers = await self.service._run_model(
+            lambda job: backend.chat_batch(conversations, job, max_new_tokens=tokens), inner
+        )
+        return [answer.text for answer in answers]
 
 
 def _usage(result: ChatResult) -> Usage:

@@ -10,22 +10,21 @@ outlives many client processes.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from . import servers
+from .servers import SERVER
+
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / ".ci" / "node"
 TOOLS = {"describe_image", "follow_up", "ocr_document", "compare_images", "video_qa"}
-SERVER = [sys.executable, "-m", "mcp_vision"]
 
 pytestmark = pytest.mark.slow
 
@@ -86,17 +85,12 @@ def _video(d: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server_env(tiny_model_dir: Path, media: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_VISION_")}
-    env.update(
-        MCP_VISION_MODEL=str(tiny_model_dir),
-        MCP_VISION_ALLOWED_DIRS=str(media),
-        MCP_VISION_DEVICE="cpu",
+    return servers.server_env(
+        tiny_model_dir, media,
         MCP_VISION_MAX_NEW_TOKENS="4",
         MCP_VISION_MAX_TILES="2",
         MCP_VISION_LOG_LEVEL="WARNING",  # the Inspector pipes the server's stderr without reading it
-        HF_HUB_OFFLINE="1",
     )
-    return env
 
 
 def _run(command: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -194,35 +188,10 @@ def test_inspector_follow_up_over_stdio_meets_a_new_server(server_env, media, de
     assert "Unknown or expired session_id" in result["content"][0]["text"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def http_server(server_env, media, tmp_path):
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [*SERVER, "--transport", "streamable-http", "--port", str(port)],
-        env=server_env, cwd=media, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, (tmp_path / "server.log").read_text()
-                assert time.monotonic() < deadline, "the HTTP server did not start listening"
-                time.sleep(0.2)
+    with servers.http_server(server_env, media, tmp_path / "server.log") as (port, _proc):
         yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 def test_inspector_follow_up_over_http_keeps_the_session(server_env, media, http_server):

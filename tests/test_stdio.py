@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,22 +12,13 @@ import pytest
 from mcp import Client, StdioServerParameters
 from PIL import Image
 
+from .servers import server_env
+
 pytestmark = pytest.mark.anyio
 
 
 def _env(model_dir: Path, media: Path, **extra: str) -> dict[str, str]:
-    # The server must keep MuPDF off stdout by itself: the test's own PYMUPDF_MESSAGE is not passed on.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_VISION_", "PYMUPDF_"))}
-    env.update(
-        MCP_VISION_MODEL=str(model_dir),
-        MCP_VISION_ALLOWED_DIRS=str(media),
-        MCP_VISION_DEVICE="cpu",
-        MCP_VISION_MAX_NEW_TOKENS="4",
-        MCP_VISION_MAX_TILES="2",
-        HF_HUB_OFFLINE="1",
-        **extra,
-    )
-    return env
+    return server_env(model_dir, media, MCP_VISION_MAX_NEW_TOKENS="4", MCP_VISION_MAX_TILES="2", **extra)
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import queue
 import signal
 import socket
@@ -19,7 +18,8 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from . import hostile
+from . import hostile, servers
+from .servers import server_env
 
 pytestmark = pytest.mark.anyio
 
@@ -27,21 +27,6 @@ INITIALIZE = {
     "jsonrpc": "2.0", "id": 1, "method": "initialize",
     "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
 }
-
-
-def _env(model: Path | str, media: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_VISION_")}
-    env.update(
-        MCP_VISION_MODEL=str(model), MCP_VISION_ALLOWED_DIRS=str(media), MCP_VISION_DEVICE="cpu",
-        HF_HUB_OFFLINE="1", **extra,
-    )
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -78,28 +63,9 @@ def _post(port: int, headers: dict[str, str]) -> tuple[int, str]:
 
 @pytest.fixture
 def http_server(tmp_path, media_dir):
-    port = _free_port()
     log = tmp_path / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mcp_vision", "--transport", "streamable-http", "--port", str(port)],
-            env=_env(tmp_path / "no-model", media_dir), cwd=media_dir, stdout=out, stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "the HTTP server did not start listening"
-                time.sleep(0.1)
+    with servers.http_server(server_env(tmp_path / "no-model", media_dir), media_dir, log) as (port, proc):
         yield port, proc, log
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 async def test_http_binds_loopback_and_refuses_rebound_hosts(http_server):
@@ -156,7 +122,7 @@ def test_sigterm_mid_generation_ends_the_stdio_server_cleanly(tiny_model_dir, me
     (media_dir / "x.png").write_bytes(hostile.png())
     proc = subprocess.Popen(
         [sys.executable, "-m", "mcp_vision"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=_env(tiny_model_dir, media_dir, MCP_VISION_MAX_TILES="1"), cwd=media_dir, text=True,
+        env=server_env(tiny_model_dir, media_dir, MCP_VISION_MAX_TILES="1"), cwd=media_dir, text=True,
     )
     try:
         call = {
@@ -199,7 +165,7 @@ def test_sigterm_mid_generation_ends_the_stdio_server_cleanly(tiny_model_dir, me
 def test_end_of_input_ends_the_stdio_server_cleanly(tmp_path, media_dir):
     proc = subprocess.Popen(
         [sys.executable, "-m", "mcp_vision"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=_env(tmp_path / "no-model", media_dir), cwd=media_dir, text=True,
+        env=server_env(tmp_path / "no-model", media_dir), cwd=media_dir, text=True,
     )
     try:
         for message in (

@@ -1,0 +1,64 @@
+"""Starting the real server as a subprocess, for the tests that talk to it over stdio or HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SERVER = [sys.executable, "-m", "mcp_vision"]
+
+
+def server_env(model: Path | str, media: Path, **extra: str) -> dict[str, str]:
+    """The test's environment without any MCP_VISION_* or PYMUPDF_* of its own (the server must keep MuPDF
+    off stdout by itself), pointed at `model` and allowed to read `media`, offline, on the CPU."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_VISION_", "PYMUPDF_"))}
+    env.update(
+        MCP_VISION_MODEL=str(model),
+        MCP_VISION_ALLOWED_DIRS=str(media),
+        MCP_VISION_DEVICE="cpu",
+        HF_HUB_OFFLINE="1",
+        **extra,
+    )
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def http_server(env: dict[str, str], cwd: Path, log: Path, *args: str) -> Iterator[tuple[int, subprocess.Popen]]:
+    """The server on streamable HTTP at a free port, once it listens; its output goes to `log`."""
+    port = free_port()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*SERVER, "--transport", "streamable-http", "--port", str(port), *args],
+            env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "the HTTP server did not start listening"
+                time.sleep(0.1)
+        yield port, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
