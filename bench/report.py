@@ -243,8 +243,11 @@ def render(results: dict[str, Any], previous: str | None = None) -> str:
         "tied embeddings), random weights saved in bf16, built by `bench/model.py` (cached under `.bench-cache/`).",
         "- Both sides in bf16 on the CPU (the server's CPU default: no quantization); the same thread count (torch default). "
         "The server times oneDNN's and PyTorch's own bf16 matrix-vector kernels at load and decodes on the faster one "
-        f"({_decode_choice(results)}); vision and prefill use oneDNN on both sides. The reference is stock "
-        "(oneDNN throughout).",
+        f"({_decode_choice(results)}); vision and prefill use oneDNN on both sides. The server's one-token decode "
+        "steps attend with `mcp_vision/backend/attention.py` (grouped matrix products in float32) instead of the CPU "
+        "flash-attention kernel; its prefill uses sdpa like the reference. Scanned pages are read "
+        "MCP_VISION_OCR_BATCH (4) at a time in one batched generate. The reference is stock (oneDNN and sdpa "
+        "throughout).",
         f"- Every request generates exactly {config['tokens']} tokens (min_new_tokens = max_new_tokens) on both sides, "
         "greedy. The server's backend is the stock `InternVLBackend` with only that fixed length forced and its "
         "`ChatResult`s kept (stages, ids).",
@@ -336,11 +339,13 @@ def render(results: dict[str, Any], previous: str | None = None) -> str:
                  "tiling, caching, generation length) is real, so the time per tile and per token is the real one.")
     lines.append("- Greedy outputs are compared token by token between the two sides' first runs, on the same prompts. "
                  "Both run bf16, but not the same arithmetic: the server decodes on PyTorch's matrix-vector kernels "
-                 "(the reference on oneDNN's, which round a few `lm_head` logits differently in the last bit) and a "
+                 "(the reference on oneDNN's, which round a few `lm_head` logits differently in the last bit), attends in "
+                 "float32 at decode steps, batches scanned pages (left-padded), and a "
                  "session's follow-up prefills only its new tokens over the cached KV. With random weights, bf16 logits "
                  "are often near-ties, so greedy paths can part at one step; the per-step agreement (the reference given the "
                  "server's prefix at each step, teacher-forced) shows how often the reference would pick the server's token. "
-                 "The test suite proves exact equality of the caches in float32.")
+                 "The test suite proves exact equality in float32 of the caches, of batched and single answers and of the "
+                 "decode attention against sdpa.")
     lines.append("")
     if previous and ANALYSIS_START in previous and ANALYSIS_END in previous:
         kept = previous[previous.index(ANALYSIS_START): previous.index(ANALYSIS_END) + len(ANALYSIS_END)]

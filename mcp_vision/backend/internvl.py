@@ -141,6 +141,11 @@ class InternVLBackend:
             if "device_map" not in kwargs:
                 model = model.to(device)
             model.eval()
+            if device == "cpu" and model.config.text_config._attn_implementation == "sdpa":
+                from .attention import register
+
+                # One-token decode steps without the CPU flash kernel's overhead (see attention.py).
+                model.set_attn_implementation({"text_config": register()})
             self._processor, self._model = processor, model
             self.device, self.quantization, self.dtype = device, quantization, str(dtype).removeprefix("torch.")
             if device == "cpu" and quantization == "none" and dtype == torch.bfloat16:
