@@ -1,7 +1,7 @@
 """InternVL through transformers: the stock processor (tiling, chat template) and `generate`.
 
-The only module that imports torch, transformers and bitsandbytes, always inside the methods
-that need them, so importing the package stays cheap.
+With attention.py, the only modules that import torch, transformers and bitsandbytes, always inside
+the functions that need them, so importing the package stays cheap.
 """
 
 from __future__ import annotations
