@@ -81,17 +81,41 @@ def _progress(ctx: Context):
     return send
 
 
-def _ask_for_roots(ctx: Context) -> ListRoots | None:
-    """A resolver: ask the client for its roots (`roots/list`) when it declared them and they are used."""
+def _ask_for_roots(ctx: Context, sources: object) -> ListRoots | None:
+    """Ask the client for its roots (`roots/list`) when it declared them, they are used, and a source is a
+    local file (URLs and data: URIs are not narrowed by roots, so they cost no round trip)."""
     capabilities = ctx.client_capabilities
     if not ctx.mcp_server.service.settings.client_roots or capabilities is None or capabilities.roots is None:
+        return None
+    listed = sources if isinstance(sources, list) else [sources]
+    remote = ("http://", "https://", "data:")
+    if all(isinstance(s, str) and s.strip().lower().startswith(remote) for s in listed):
         return None
     return ListRoots()
 
 
-# Filled by the framework, never by the caller (not in the tool's schema): the client's roots, which
-# narrow the allowed directories.
-ClientRoots = Annotated[ListRootsResult | None, Resolve(_ask_for_roots)]
+# Resolvers, one per media argument name: the framework fills a tool's `roots` parameter with the client's
+# roots, which narrow the allowed directories. Never in a tool's schema, never set by the caller.
+def _image_roots(ctx: Context, image: str) -> ListRoots | None:
+    return _ask_for_roots(ctx, image)
+
+
+def _document_roots(ctx: Context, document: str) -> ListRoots | None:
+    return _ask_for_roots(ctx, document)
+
+
+def _images_roots(ctx: Context, images: list[str]) -> ListRoots | None:
+    return _ask_for_roots(ctx, images)
+
+
+def _video_roots(ctx: Context, video: str) -> ListRoots | None:
+    return _ask_for_roots(ctx, video)
+
+
+ImageRoots = Annotated[ListRootsResult | None, Resolve(_image_roots)]
+DocumentRoots = Annotated[ListRootsResult | None, Resolve(_document_roots)]
+ImagesRoots = Annotated[ListRootsResult | None, Resolve(_images_roots)]
+VideoRoots = Annotated[ListRootsResult | None, Resolve(_video_roots)]
 
 
 def _root_dirs(listed: ListRootsResult | None):
@@ -169,7 +193,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
             ),
         ] = None,
         session_id: SessionArg = None,
-        roots: ClientRoots = None,
+        roots: ImageRoots = None,
     ) -> DescribeImageResult:
         """Look at one image (photo, screenshot, diagram, chart, scanned page) and answer a question about it,
         or describe it in detail. PNG, JPEG, GIF (first frame), WebP, BMP, TIFF, ICO and PPM are read; PDFs go
@@ -219,7 +243,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
             Field(description="Most tokens the model writes per page it reads (default: at least 1024).", ge=1, le=8192),
         ] = None,
         session_id: SessionArg = None,
-        roots: ClientRoots = None,
+        roots: DocumentRoots = None,
     ) -> OcrDocumentResult:
         """Read the text of a PDF or a page image, page by page. Born-digital PDF pages return their exact text
         layer; scanned or image-only pages are rendered and read by the model as Markdown (headings, lists,
@@ -246,7 +270,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         question: Annotated[str | None, Field(description="What to compare; omit to list the differences.")] = None,
         max_new_tokens: MaxNewTokens = None,
         session_id: SessionArg = None,
-        roots: ClientRoots = None,
+        roots: ImagesRoots = None,
     ) -> CompareImagesResult:
         """Compare 2 to 4 images (before/after screenshots, UI states, two photos or charts). Returns a measured,
         deterministic pixel comparison of each image against the first (similarity and changed regions as
@@ -278,7 +302,7 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         end: Annotated[float | None, Field(description="End of the span to sample, in seconds.", ge=0)] = None,
         max_new_tokens: MaxNewTokens = None,
         session_id: SessionArg = None,
-        roots: ClientRoots = None,
+        roots: VideoRoots = None,
     ) -> VideoQaResult:
         """Answer a question about a video (a screen recording, a clip) from frames sampled uniformly over a
         time span. Each frame is shown to the model labelled Frame1, Frame2, ... with its timestamp, and the

@@ -5,6 +5,7 @@ is needed: what is checked is only whether the file boundary let the file throug
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,21 @@ async def test_roots_cannot_be_passed_as_a_tool_argument(tree):
         widened = {"roots": [{"uri": tree["outside"].as_uri()}]}
         result = await client.call_tool("ocr_document", {"document": str(tree["outside"] / "doc.pdf"), **widened})
         assert result.is_error
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+async def test_only_calls_that_read_files_ask_for_roots(tree, mode):
+    asked = []
+
+    async def list_roots(context):
+        asked.append(1)
+        return ListRootsResult(roots=[Root(uri=tree["project"].as_uri(), name="project")])
+
+    data_uri = "data:application/pdf;base64," + base64.b64encode(PDF).decode()
+    async with Client(build_server(_settings(tree)), mode=mode, list_roots_callback=list_roots) as client:
+        result = await client.call_tool("ocr_document", {"document": data_uri})
+        assert not result.is_error, result.content[0].text
+        assert asked == []  # a data: URI reads no file: no roots/list round trip
+        assert not (await _ocr(client, tree["project"] / "doc.pdf")).is_error
+        assert asked == [1]
