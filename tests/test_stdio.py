@@ -44,6 +44,31 @@ async def test_describe_image_over_stdio(tiny_model_dir, media_dir, mode):
     assert not follow.is_error and follow.structured_content["session_id"] == sid
 
 
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_client_roots_narrow_the_allowed_directories_over_stdio(tmp_path, media_dir, mode):
+    import pymupdf
+    from mcp_types import ListRootsResult, Root
+
+    project, other = media_dir / "project", media_dir / "other"
+    for d in (project, other):
+        d.mkdir()
+        doc = pymupdf.open()
+        doc.new_page().insert_text((72, 72), f"This page of the {d.name} folder has a real text layer.")
+        (d / "doc.pdf").write_bytes(doc.tobytes())
+
+    async def list_roots(_context):
+        return ListRootsResult(roots=[Root(uri=project.as_uri(), name="project")])
+
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "mcp_vision"], env=_env(tmp_path / "no-model", media_dir), cwd=str(media_dir)
+    )
+    async with Client(params, mode=mode, list_roots_callback=list_roots) as client:
+        inside = await client.call_tool("ocr_document", {"document": "project/doc.pdf"})
+        outside = await client.call_tool("ocr_document", {"document": "other/doc.pdf"})
+    assert not inside.is_error and "the project folder" in inside.structured_content["pages"][0]["text"]
+    assert outside.is_error and "narrowed to the client's roots" in outside.content[0].text
+
+
 @pytest.mark.parametrize("isolate", ["1", "0"])
 def test_stdout_carries_only_json_rpc(tiny_model_dir, media_dir, isolate):
     """Loading torch, transformers and bitsandbytes (which log on CPU), and MuPDF complaining about a
