@@ -270,10 +270,17 @@ class DecoderPool:
                 self._cond.wait(_POLL_SECONDS)
         try:
             worker = _Worker(self._context())
-        except BaseException:
+        except BaseException as exc:
             with self._cond:
                 self._live -= 1
                 self._cond.notify()
+            if isinstance(exc, (RuntimeError, OSError)):  # no process could be made (limits, an unguarded main)
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+                raise VisionError(
+                    f"The decoder worker process could not start ({reason}): set MCP_VISION_ISOLATE_DECODING=0 to "
+                    "decode in the server process, or, when embedding mcp-vision in a script, run it under "
+                    "`if __name__ == \"__main__\":`."
+                ) from None
             raise
         with self._cond:
             self.started += 1
@@ -284,7 +291,11 @@ class DecoderPool:
         with self._cond:
             if self._idle or self._live:
                 return
-        worker = self._checkout(threading.Event())
+        try:
+            worker = self._checkout(threading.Event())
+        except VisionError as exc:  # the first call will say so as its error
+            log.warning("%s", exc)
+            return
         with self._cond:
             self._idle.append(worker)
             self._cond.notify()

@@ -268,3 +268,18 @@ def test_warm_starts_one_idle_worker_that_the_next_call_uses():
     assert worker.process.is_alive()
     for w in list(pool._idle):
         w.stop()
+
+
+def test_a_worker_that_cannot_start_is_one_error_saying_what_to_do(monkeypatch):
+    import mcp_vision.sandbox as sandbox
+    from mcp_vision.errors import VisionError
+
+    def refuse(_context):
+        raise RuntimeError("An attempt has been made to start a new process before the current process has finished")
+
+    monkeypatch.setattr(sandbox, "_Worker", refuse)
+    pool = sandbox.DecoderPool(size=1)
+    pool.warm()  # in the background: logged, nothing raised
+    with pytest.raises(VisionError, match="MCP_VISION_ISOLATE_DECODING=0") as refused:
+        pool._checkout(threading.Event())
+    assert "\n" not in str(refused.value) and pool._live == 0  # the slot is free again
