@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, unquote_to_bytes, urlparse
+from urllib.parse import ParseResult, unquote, unquote_to_bytes, urlparse
 from urllib.request import url2pathname
 
 from .errors import AccessError, InputError
@@ -100,10 +100,9 @@ def load_media(source: str, settings: Settings, roots: tuple[Path, ...] | None =
         data = fetch_url(source, settings)
         label = describe_source(source)
     elif scheme == "file":
-        parsed = urlparse(source)
-        if parsed.netloc not in {"", "localhost"}:
+        path = _local_path(urlparse(source))
+        if path is None:
             raise InputError(f"{describe_source(source)} names a remote host; file:// URIs must be local.")
-        path = Path(url2pathname(unquote(parsed.path)))
         data = read_allowed_file(path, settings, roots)
         label = describe_source(str(path))
     elif scheme and len(scheme) > 1:
@@ -118,6 +117,13 @@ def load_media(source: str, settings: Settings, roots: tuple[Path, ...] | None =
     if not data:
         raise InputError(f"{label} is empty (0 bytes).")
     return Media(data=data, label=label, kind=sniff(data))
+
+
+def _local_path(parsed: ParseResult) -> Path | None:
+    """The path of a parsed file: URI, or None when it names a remote host."""
+    if parsed.netloc not in {"", "localhost"}:
+        return None
+    return Path(url2pathname(unquote(parsed.path)))
 
 
 def _expand_home(source: str) -> Path:
@@ -163,10 +169,8 @@ def roots_from_uris(uris: Iterable[object]) -> tuple[Path, ...] | None:
             parsed = urlparse(str(uri))
         except ValueError:
             continue
-        if parsed.scheme.lower() != "file" or parsed.netloc not in {"", "localhost"}:
-            continue
-        path = Path(url2pathname(unquote(parsed.path)))
-        if path.is_absolute() and "\x00" not in str(path):
+        path = _local_path(parsed) if parsed.scheme.lower() == "file" else None
+        if path is not None and path.is_absolute() and "\x00" not in str(path):
             paths.append(Path(os.path.abspath(path)))
     return tuple(paths) or None
 
@@ -189,6 +193,7 @@ class Boundary:
     """Where files may be read: directories as named (checked before touching the file system) and
     resolved (what the opened file must lie in), and how to say so in an error."""
 
+    allowed: tuple[Path, ...]  # the configured directories, resolved
     named: tuple[Path, ...]
     real: tuple[Path, ...]
     roots: tuple[Path, ...] | None
@@ -198,16 +203,16 @@ class Boundary:
         allowed = settings.resolved_allowed_dirs()
         named = tuple(Path(os.path.abspath(d)) for d in settings.allowed_dirs) + allowed
         if roots is None:
-            return cls(named=named, real=allowed, roots=None)
+            return cls(allowed=allowed, named=named, real=allowed, roots=None)
         real_roots = tuple(Path(os.path.realpath(r)) for r in roots)
-        return cls(named=named, real=narrow(allowed, real_roots), roots=tuple(roots) + real_roots)
+        return cls(allowed=allowed, named=named, real=narrow(allowed, real_roots), roots=tuple(roots) + real_roots)
 
     def admits_name(self, absolute: Path) -> bool:
         """The check made before the file system is touched (on the path as given)."""
         return is_within(absolute, self.named) and (self.roots is None or is_within(absolute, self.roots))
 
-    def refusal(self, shown: str, settings: Settings) -> AccessError:
-        configured = os.pathsep.join(str(r) for r in settings.resolved_allowed_dirs())
+    def refusal(self, shown: str) -> AccessError:
+        configured = os.pathsep.join(str(r) for r in self.allowed)
         if self.roots is None:
             return AccessError(
                 f"{shown} is outside the allowed directories ({configured}): "
@@ -232,7 +237,7 @@ def read_allowed_file(path: Path, settings: Settings, roots: tuple[Path, ...] | 
     offers any), opening exactly what was checked."""
     boundary = Boundary.of(settings, roots)
     shown = describe_source(str(path))
-    outside = boundary.refusal(shown, settings)
+    outside = boundary.refusal(shown)
     text = str(path)
     if "\x00" in text:
         raise InputError("The path contains a NUL character, which no file name holds: pass it without one.")

@@ -47,7 +47,7 @@ class VisionService:
         self.sessions = SessionStore(
             max_sessions=settings.max_sessions, ttl_seconds=settings.session_ttl, on_evict=self._forget
         )
-        remote = getattr(settings, "backend", "local") == "openai"
+        remote = settings.backend == "openai"
         self.worker = InferenceWorker(parallel=settings.remote_concurrency if remote else 1)
         self._backend = backend
 
@@ -140,15 +140,18 @@ class VisionService:
 
         return await anyio.to_thread.run_sync(load_media, source, self.settings, roots)
 
-    async def load_image(self, source: str, roots: Roots = None):
+    async def decode_image(self, media):
+        """Decode an image's bytes in a decoder worker (or here, when isolation is off)."""
         from .images import decode_image
         from .sandbox import run_isolated
 
-        media = await self.load_media(source, roots)
         return await run_isolated(
             decode_image, media, self.settings.max_image_pixels,
             what=media.label, isolate=self.settings.isolate_decoding,
         )
+
+    async def load_image(self, source: str, roots: Roots = None):
+        return await self.decode_image(await self.load_media(source, roots))
 
     def warm_decoders(self) -> None:
         """Start a decoder worker in the background, so the first decode does not wait for it."""
@@ -224,8 +227,7 @@ class VisionService:
         roots: Roots = None,
     ) -> OcrDocumentResult:
         from .documents import parse_pages
-        from .images import decode_image
-        from .sandbox import open_pdf, run_isolated
+        from .sandbox import open_pdf
 
         started = time.monotonic()
         if mode not in {"auto", "text_layer", "vision"}:
@@ -258,10 +260,7 @@ class VisionService:
                 raise InputError(f"{media.label} is an image, which has no text layer: use mode='auto' or 'vision'.")
             if pages not in (None, "", "1"):
                 raise InputError(f"{media.label} is a single image (1 page): omit pages or pass pages=\"1\".")
-            decoded = await run_isolated(
-                decode_image, media, self.settings.max_image_pixels,
-                what=media.label, isolate=self.settings.isolate_decoding,
-            )
+            decoded = await self.decode_image(media)
             page_count = 1
             if progress is not None:
                 await progress(0, 1, "page 1 (1/1)")

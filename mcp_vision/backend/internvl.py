@@ -436,18 +436,13 @@ class InternVLBackend:
             kv = output.past_key_values
             kept = kv.get_seq_length()
             self._cache.put("p:" + conversation, (sequence[:kept].clone(), keys, kv), tensor_bytes(kv))
-        first_token_at = first_token_at or finished
         return self._result(
             inputs, turns, sequence[prompt_len:], job, max_new_tokens,
             seconds=finished - started,
             load_seconds=load_seconds,
             cached_tokens=cached_tokens,
             images_encoded=encoded,
-            stages={
-                "preprocess_and_vision": round(vision_done - started, 4),
-                "prefill": round(first_token_at - vision_done, 4),
-                "decode": round(finished - first_token_at, 4),
-            },
+            stages=_stages(started, vision_done, first_token_at, finished),
         )
 
     def chat_batch(
@@ -488,12 +483,7 @@ class InternVLBackend:
             native_decode=False,  # several rows a step: oneDNN's matrix kernels are the faster ones
         )
         finished = time.monotonic()
-        first_token_at = first_token_at or finished
-        stages = {
-            "preprocess_and_vision": round(vision_done - started, 4),
-            "prefill": round(first_token_at - vision_done, 4),
-            "decode": round(finished - first_token_at, 4),
-        }
+        stages = _stages(started, vision_done, first_token_at, finished)
         eos_ids = self._eos_ids()
         results = []
         for row, (turns, inputs) in enumerate(zip(conversations, batch)):
@@ -513,6 +503,16 @@ class InternVLBackend:
         max_len = getattr(self._processor.tokenizer, "model_max_length", None) or 0
         limit = getattr(self._model.config.text_config, "max_position_embeddings", None) or max_len
         return int(min(limit, max_len) if max_len and max_len < 10**8 else limit)
+
+
+def _stages(started: float, vision_done: float, first_token_at: float | None, finished: float) -> dict[str, float]:
+    """Seconds per stage of one generation (no first token, as when cancelled at once: no decode)."""
+    first_token_at = first_token_at or finished
+    return {
+        "preprocess_and_vision": round(vision_done - started, 4),
+        "prefill": round(first_token_at - vision_done, 4),
+        "decode": round(finished - first_token_at, 4),
+    }
 
 
 def _image_spans(ids: Any, image_token_id: int, num_patches: list[int], per_tile: int) -> list[tuple[int, int]]:
