@@ -199,3 +199,13 @@ def whoami(*args: object, **kwargs: object) -> tuple[int, bool]:
     import sys
 
     return os.getpid(), "torch" in sys.modules
+
+
+def media_tool_calls(source: str, first: str | None = None) -> list[tuple[str, dict]]:
+    """Every tool that reads media, called with `source` (compare_images: after `first`, default itself)."""
+    return [
+        ("describe_image", {"image": source}),
+        ("ocr_document", {"document": source}),
+        ("compare_images", {"images": [first or source, source]}),
+        ("video_qa", {"video": source}),
+    ]

@@ -25,12 +25,8 @@ FAST = {"max_new_tokens": 1}
 
 def _tool_calls(bad: str, good: str) -> list[tuple[str, dict]]:
     """Every media-taking tool, with the malformed file where the media goes."""
-    return [
-        ("describe_image", {"image": bad, **FAST}),
-        ("ocr_document", {"document": bad}),
-        ("compare_images", {"images": [good, bad], **FAST}),
-        ("video_qa", {"video": bad, "num_frames": 2, **FAST}),
-    ]
+    extra = {"describe_image": FAST, "compare_images": FAST, "video_qa": {"num_frames": 2, **FAST}}
+    return [(tool, {**args, **extra.get(tool, {})}) for tool, args in hostile.media_tool_calls(bad, good)]
 
 
 def _one_line_error(result) -> str:

@@ -339,13 +339,7 @@ async def test_attacks_through_every_tool_are_errors_that_leak_nothing(tree, mon
     async with Client(build_server(settings)) as client:
         for attack in ATTACKS:
             source = attack.format(allowed=allowed, evil=tree["evil"])
-            calls = [
-                ("describe_image", {"image": source}),
-                ("ocr_document", {"document": source}),
-                ("compare_images", {"images": [good, source]}),
-                ("video_qa", {"video": source}),
-            ]
-            for tool, args in calls:
+            for tool, args in hostile.media_tool_calls(source, good):
                 result = await client.call_tool(tool, args)
                 assert result.is_error, (tool, attack)
                 text = result.content[0].text

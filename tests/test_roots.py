@@ -125,14 +125,7 @@ async def test_client_roots_narrow_every_file_tool(tree, mode):
         inside = await _ocr(client, tree["project"] / "doc.pdf")
         assert not inside.is_error, inside.content[0].text
         assert "Page 1 says hello" in inside.structured_content["pages"][0]["text"]
-        other = str(tree["other"] / "doc.pdf")
-        calls = [
-            ("describe_image", {"image": other}),
-            ("ocr_document", {"document": other}),
-            ("compare_images", {"images": [other, other]}),
-            ("video_qa", {"video": other}),
-        ]
-        for tool, args in calls:
+        for tool, args in hostile.media_tool_calls(str(tree["other"] / "doc.pdf")):
             result = await client.call_tool(tool, args)
             assert result.is_error, tool
             assert "narrowed to the client's roots" in result.content[0].text, (tool, result.content[0].text)

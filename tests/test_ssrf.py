@@ -178,12 +178,7 @@ async def test_loopback_and_metadata_urls_are_refused_with_zero_hits(settings, s
     urls = [u.format(v4=servers["v4"], v6=servers.get("v6", 9)) for u in LOOPBACK_FORMS] + METADATA
     async with Client(build_server(settings)) as client:
         for url in urls:
-            for tool, args in (
-                ("describe_image", {"image": url}),
-                ("ocr_document", {"document": url}),
-                ("compare_images", {"images": [url, url]}),
-                ("video_qa", {"video": url}),
-            ):
+            for tool, args in hostile.media_tool_calls(url):
                 text = _error(await client.call_tool(tool, args))
                 assert "private, loopback or link-local" in text, (url, text)
     assert network["hits"] == []
