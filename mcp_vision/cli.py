@@ -1,4 +1,4 @@
-"""The `mcp-vision` command line: serve over stdio (default) or streamable HTTP, or fetch the model."""
+"""The `mcp-vision-internvl` command line: serve over stdio (default) or streamable HTTP, or fetch the model."""
 
 from __future__ import annotations
 
@@ -14,23 +14,26 @@ from .settings import DEFAULT_MODEL, ENVIRONMENT, Settings
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mcp-vision",
+        prog="mcp-vision-internvl",
         description="MCP server that gives AI agents local eyes: a local InternVL vision-language model "
         "describes images, reads documents, compares images and answers questions about video.",
-        epilog="Every option also reads an environment variable: "
+        epilog="The options above override the environment variables of the same settings. Every setting, "
+        "including those without a flag, is read from its MCP_VISION_* variable: "
         + ", ".join(sorted(ENVIRONMENT.values()))
-        + ". Flags win over the environment.",
+        + ".",
     )
-    parser.add_argument("--version", action="version", version=f"mcp-vision {__version__}")
+    parser.add_argument("--version", action="version", version=f"mcp-vision-internvl {__version__}")
     parser.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio",
                         help="how clients connect (default: stdio)")
     parser.add_argument("--host", default="127.0.0.1", help="address for streamable-http (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port for streamable-http (default: 8000)")
     parser.add_argument("--model", help=f"hub id or local directory of an InternVL -hf model (default: {DEFAULT_MODEL})")
-    parser.add_argument("--device", choices=["auto", "cuda", "cpu"])
+    parser.add_argument("--device", choices=["auto", "cuda", "cpu"],
+                        help="where the model runs; auto: CUDA if available, else CPU (default: auto)")
     parser.add_argument("--quantization", choices=["auto", "nf4", "int8", "none"],
                         help="auto: NF4 4-bit on CUDA, none (bf16) on CPU")
-    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"])
+    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"],
+                        help="weight and compute dtype; auto: bfloat16 (float16 on a GPU without bf16) (default: auto)")
     parser.add_argument("--allowed-dir", action="append", dest="allowed_dirs", metavar="DIR",
                         help="directory the tools may read files from (repeatable; default: the working directory)")
     parser.add_argument("--no-client-roots", action="store_false", dest="client_roots", default=None,
@@ -43,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refuse http(s) URLs as media")
     parser.add_argument("--preload", action="store_true", default=None,
                         help="start loading the model in the background as soon as the server starts")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+                        help="how much the server logs to stderr (default: INFO)")
     sub = parser.add_subparsers(dest="command", metavar="command")
     download = sub.add_parser("download", help="fetch the model into the Hugging Face cache ahead of time, then exit")
     download.add_argument("--model", dest="download_model", help="model id (default: the configured model)")
@@ -73,8 +77,9 @@ def _configure_process(settings: Settings) -> None:
     os.environ.setdefault("PYMUPDF_MESSAGE", "fd:2")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not settings.allow_download:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not settings.allow_download and "HF_HUB_OFFLINE" not in os.environ:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        _OFFLINE_SET_HERE.add("HF_HUB_OFFLINE")
     logging.basicConfig(
         level=settings.log_level,
         stream=sys.stderr,
@@ -82,17 +87,65 @@ def _configure_process(settings: Settings) -> None:
     )
 
 
+# Offline variables this process set itself (the server without MCP_VISION_ALLOW_DOWNLOAD), as opposed
+# to the user's own: `download` refuses under the user's, and ignores its own.
+_OFFLINE_SET_HERE: set[str] = set()
+_TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's reading of a boolean variable
+
+
 def _download(model: str) -> int:
-    os.environ.pop("HF_HUB_OFFLINE", None)
+    """Fetch `model` into the Hugging Face cache; every failure is one line on stderr and exit status 1."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if var not in _OFFLINE_SET_HERE and os.environ.get(var, "").strip().upper() in _TRUE:
+            print(
+                f"mcp-vision-internvl download: {var}={os.environ[var]} forbids downloads; unset {var} to "
+                "download, or point MCP_VISION_MODEL at a local model directory instead.",
+                file=sys.stderr,
+            )
+            return 1
+        os.environ.pop(var, None)
     if os.path.isdir(os.path.expanduser(model)):
         print(f"{model} is a local directory; nothing to download.", file=sys.stderr)
         return 0
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import errors as hub
 
     print(f"downloading {model} ...", file=sys.stderr)
-    path = snapshot_download(model)
+    try:
+        path = snapshot_download(model)
+    except Exception as exc:  # a line saying what failed and what to do, never a traceback
+        print(f"mcp-vision-internvl download: {_download_failure(model, exc, hub, constants.ENDPOINT)}",
+              file=sys.stderr)
+        return 1
     print(path)
     return 0
+
+
+def _download_failure(model: str, exc: Exception, hub, endpoint: str) -> str:
+    detail = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    if len(detail) > 200:
+        detail = detail[:200] + "..."
+    local = "or copy the model to this machine and set MCP_VISION_MODEL to its directory"
+    if isinstance(exc, hub.GatedRepoError):
+        return (f"{model} is gated on {endpoint}: accept its terms on the model's page, then log in "
+                f"(`hf auth login`, or set HF_TOKEN) and retry")
+    if isinstance(exc, hub.RepositoryNotFoundError):
+        return (f"no model {model} on {endpoint} (or it is private: log in with `hf auth login` or set HF_TOKEN); "
+                f"check the id given by --model or MCP_VISION_MODEL")
+    if isinstance(exc, hub.RevisionNotFoundError):
+        return f"{model}: the revision asked for does not exist on {endpoint} ({detail})"
+    if isinstance(exc, hub.HFValidationError):
+        return (f"{model} is neither a local directory nor a valid hub model id (owner/name); check --model or "
+                f"MCP_VISION_MODEL")
+    if isinstance(exc, hub.LocalEntryNotFoundError):  # what the hub client raises when it cannot connect
+        return (f"could not reach {endpoint} to fetch {model} ({detail.removeprefix('Got: ')}); check the "
+                f"network, proxy (HTTPS_PROXY) and HF_ENDPOINT and retry, {local}")
+    if isinstance(exc, hub.HfHubHTTPError):
+        return f"{endpoint} refused the download of {model} ({detail}); retry later, {local}"
+    if isinstance(exc, OSError):  # a full disk, an unwritable cache, a dropped connection
+        return (f"fetching {model} failed: {type(exc).__name__}: {detail}; check the network and that the "
+                f"Hugging Face cache (HF_HOME) is writable with room for the model, then retry")
+    return f"fetching {model} from {endpoint} failed: {type(exc).__name__}: {detail}; retry, {local}"
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """Real clients nobody here wrote: the official MCP Inspector CLI (npm) and PyPI's mcp-conform.
 
 The Inspector is the version pinned in `.ci/node/package.json` (its whole tree pinned by the lock file;
-`.ci/run` installs it with `npm ci --prefix .ci/node`); without that install, npx fetches the same
-version. Each Inspector CLI call starts a new server process over stdio, so a session minted by one
+`.ci/run` installs it with `npm ci --prefix .ci/node`); without that install its tests skip and say so
+(never a fetch from the network, which fails offline). Each Inspector CLI call starts a new server process over stdio, so a session minted by one
 call is unknown to the next: follow_up across calls is tested over streamable HTTP, where one server
 outlives many client processes.
 """
@@ -30,13 +30,18 @@ pytestmark = pytest.mark.slow
 
 
 def _inspector() -> list[str]:
-    if not (shutil.which("node") and shutil.which("npx")):
-        pytest.skip("Node.js (node and npx) is not installed; the MCP Inspector CLI needs it (Node >= 20)")
+    if not shutil.which("node"):
+        pytest.skip("Node.js is not installed; the MCP Inspector CLI needs it (Node >= 20)")
     local = NODE_DIR / "node_modules" / ".bin" / "mcp-inspector"
-    if local.exists():
-        return [str(local)]
-    version = json.loads((NODE_DIR / "package.json").read_text())["dependencies"]["@modelcontextprotocol/inspector"]
-    return ["npx", "--yes", f"@modelcontextprotocol/inspector@{version}"]
+    if not local.exists():
+        pytest.skip("the pinned MCP Inspector is not installed: run `npm ci --prefix .ci/node`")
+    pinned = json.loads((NODE_DIR / "package.json").read_text())["dependencies"]["@modelcontextprotocol/inspector"]
+    installed = json.loads(
+        (NODE_DIR / "node_modules" / "@modelcontextprotocol" / "inspector" / "package.json").read_text()
+    )["version"]
+    if installed != pinned:
+        pytest.skip(f"the MCP Inspector installed is {installed}, not the pinned {pinned}: run `npm ci --prefix .ci/node`")
+    return [str(local)]
 
 
 @pytest.fixture(scope="module")

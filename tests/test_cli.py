@@ -1,0 +1,153 @@
+"""The command line itself: `--help` tells the truth, and `download` fails in one line, never a traceback.
+
+The download tests run the real command in a subprocess against loopback only: a closed port, or a tiny
+local server that answers like the hub does for a missing repository. Nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mcp_vision import cli
+from mcp_vision.settings import ENVIRONMENT, Settings
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(tmp_path: Path, endpoint: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "HF_TOKEN"}
+           and not k.startswith("MCP_VISION_")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=endpoint, NO_PROXY="127.0.0.1,localhost",
+               HF_HUB_DISABLE_TELEMETRY="1", **extra)
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        env.pop(proxy, None)  # loopback only, straight to the port
+    return env
+
+
+def _download(tmp_path: Path, env: dict[str, str], model: str = "some/model") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mcp_vision", "download", "--model", model],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+
+
+def _assert_one_line_failure(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 1, proc
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) <= 2, proc.stderr  # "downloading ..." and the one line that says what failed
+    assert lines[-1].startswith("mcp-vision-internvl download: "), proc.stderr
+    assert proc.stdout == ""
+    return lines[-1]
+
+
+def test_download_with_the_hub_unreachable_is_one_line(tmp_path):
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    line = _assert_one_line_failure(_download(tmp_path, _env(tmp_path, endpoint)))
+    assert f"could not reach {endpoint}" in line and "some/model" in line
+    assert "MCP_VISION_MODEL" in line  # what to do instead
+
+
+@pytest.mark.parametrize("var", ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
+def test_download_refuses_under_the_users_offline_setting(tmp_path, var):
+    # The endpoint is a closed loopback port all the same, should the refusal ever not happen.
+    env = _env(tmp_path, f"http://127.0.0.1:{_closed_port()}", **{var: "1"})
+    proc = _download(tmp_path, env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"unset {var}" in line and "MCP_VISION_MODEL" in line
+
+
+def test_download_treats_a_false_offline_value_as_unset(tmp_path):
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    line = _assert_one_line_failure(_download(tmp_path, _env(tmp_path, endpoint, HF_HUB_OFFLINE="0")))
+    assert "could not reach" in line
+
+
+@pytest.fixture
+def missing_repo_hub() -> Iterator[str]:
+    """A loopback server answering every request the way the hub answers for a repository that does not exist."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _missing(self) -> None:
+            body = b'{"error": "Repository not found"}'
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = _missing
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_download_of_a_missing_repo_is_one_line(tmp_path, missing_repo_hub):
+    line = _assert_one_line_failure(_download(tmp_path, _env(tmp_path, missing_repo_hub), model="nobody/no-such-model"))
+    assert "no model nobody/no-such-model" in line and "--model" in line
+
+
+def test_download_of_a_local_directory_needs_nothing(tmp_path):
+    proc = _download(tmp_path, _env(tmp_path, f"http://127.0.0.1:{_closed_port()}"), model=str(tmp_path))
+    assert proc.returncode == 0 and "nothing to download" in proc.stderr
+
+
+def test_the_servers_own_offline_setting_is_not_the_users(tmp_path, monkeypatch):
+    """The server sets HF_HUB_OFFLINE itself when downloads are off; that never makes `download` refuse."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "PYMUPDF_MESSAGE", "HF_HUB_DISABLE_TELEMETRY",
+                "TOKENIZERS_PARALLELISM"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(cli, "_OFFLINE_SET_HERE", set())
+    monkeypatch.setattr(cli.logging, "basicConfig", lambda **kw: None)
+    cli._configure_process(Settings(allow_download=False))
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert cli._download(str(tmp_path)) == 0  # a local directory: not refused
+    monkeypatch.setattr(cli, "_OFFLINE_SET_HERE", set())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the same value, set by the user this time
+    assert cli._download(str(tmp_path)) == 1
+
+
+def test_help_names_the_command_and_tells_the_truth_about_the_environment():
+    parser = cli.build_parser()
+    text = parser.format_help()
+    assert parser.prog == "mcp-vision-internvl"
+    assert text.startswith("usage: mcp-vision-internvl ")
+    assert "Every option also reads" not in text
+    assert "override the environment variables of the same settings" in text
+    flat = " ".join(text.split())
+    for var in ENVIRONMENT.values():
+        assert var in flat
+    for action in parser._actions:  # every option says what it is for
+        if action.option_strings and action.dest != "help":
+            assert action.help, action.option_strings
+
+
+def test_version_names_the_command(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("mcp-vision-internvl ")
