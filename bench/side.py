@@ -98,6 +98,7 @@ async def _server(spec: dict[str, Any], result: ProcessResult) -> None:
     from mcp import Client
 
     from mcp_vision.server import build_server
+    from mcp_vision.service import VisionService
     from mcp_vision.settings import Settings
 
     media, tokens, row = spec["media"], spec["tokens"], spec["row"]
@@ -111,8 +112,8 @@ async def _server(spec: dict[str, Any], result: ProcessResult) -> None:
         max_new_tokens=tokens,
     )
     backend = _recording_backend(settings, tokens)
-    server = build_server(settings, backend)
-    service = server.service  # type: ignore[attr-defined]
+    service = VisionService(settings, backend)
+    server = build_server(service=service)
 
     async def progress(_p: float, _t: float | None, _m: str | None) -> None:
         return None

@@ -7,8 +7,11 @@ override the shipped ones by name.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
@@ -28,11 +31,8 @@ class PromptFile:
     arguments: tuple[PromptArgumentSpec, ...] = field(default_factory=tuple)
 
     def render(self, **values: str) -> str:
-        """Fill `{name}` placeholders; unknown braces are left as they are."""
-        text = self.text
-        for key, value in values.items():
-            text = text.replace("{" + key + "}", value)
-        return text
+        """Fill `{name}` placeholders in one pass (a value's own braces stay as they are); unknown ones are left."""
+        return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), self.text)
 
 
 def shipped_prompts_dir() -> Path:
@@ -83,6 +83,7 @@ class PromptLibrary:
 
     def __init__(self, override_dir: Path | None = None) -> None:
         self._prompts: dict[str, PromptFile] = {}
+        self._templates: dict[str, str] | None = None
         dirs = [shipped_prompts_dir()] + ([override_dir] if override_dir else [])
         for directory in dirs:
             if not directory.is_dir():
@@ -99,8 +100,33 @@ class PromptLibrary:
             raise KeyError(f"no task prompt named {name!r} in {shipped_prompts_dir()}")
         return prompt
 
+    def scaffold(self, name: str, **values: object) -> str:
+        """A template line of the `scaffolding` prompt with `values` filled in (`\\n` becomes a line break;
+        `{image}`, where a template has it, stays for `split_at_image`)."""
+        templates = self._scaffolding()
+        if name not in templates:
+            raise KeyError(f"no template {name!r} in the scaffolding prompt (prompts/scaffolding.md)")
+        filled = PromptFile(name, "task", "", templates[name]).render(**{k: str(v) for k, v in values.items()})
+        return filled.replace("\\n", "\n")
+
+    def _scaffolding(self) -> dict[str, str]:
+        if self._templates is None:
+            templates: dict[str, str] = {}
+            for line in self.task("scaffolding").text.splitlines():
+                key, colon, template = line.partition(": ")
+                if colon and key.strip():
+                    templates[key.strip()] = template
+            self._templates = templates
+        return self._templates
+
     def mcp_prompts(self) -> list[PromptFile]:
         return [p for p in self._prompts.values() if p.kind == "mcp"]
 
 
-__all__ = ["PromptLibrary", "PromptFile", "PromptArgumentSpec", "parse_prompt", "shipped_prompts_dir"]
+def split_at_image(text: str) -> tuple[str, str]:
+    """The text before and after a template's `{image}` marker (all of it before, when it has none)."""
+    before, _, after = text.partition("{image}")
+    return before, after
+
+
+__all__ = ["split_at_image", "PromptLibrary", "PromptFile", "PromptArgumentSpec", "parse_prompt", "shipped_prompts_dir"]

@@ -6,17 +6,17 @@ import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ListRootsResult, ToolAnnotations
 from pydantic import Field
 
-from . import __version__
+from . import __version__, limits
 from .backend.base import Backend
 from .errors import VisionError
-from .media import roots_from_uris
 from .mcp_prompts import register_prompts
 from .results import (
     CompareImagesResult,
@@ -54,7 +54,11 @@ SessionArg = Annotated[
 ]
 MaxNewTokens = Annotated[
     int | None,
-    Field(description="Longest answer in tokens (default from MCP_VISION_MAX_NEW_TOKENS, 512).", ge=1, le=8192),
+    Field(
+        description=f"Longest answer in tokens (default from MCP_VISION_MAX_NEW_TOKENS, {limits.DEFAULT_MAX_NEW_TOKENS}).",
+        ge=1,
+        le=limits.MAX_NEW_TOKENS_CAP,
+    ),
 ]
 
 _READ_ONLY_OPEN = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
@@ -81,11 +85,25 @@ def _progress(ctx: Context):
     return send
 
 
-def _ask_for_roots(ctx: Context, sources: object) -> ListRoots | None:
+@dataclass(frozen=True)
+class AppState:
+    """What the lifespan yields: the long-lived things every tool call uses."""
+
+    service: VisionService
+
+
+AppContext = Context[AppState, Any]
+
+
+def _service(ctx: AppContext) -> VisionService:
+    return ctx.request_context.lifespan_context.service
+
+
+def _ask_for_roots(ctx: AppContext, sources: object) -> ListRoots | None:
     """Ask the client for its roots (`roots/list`) when it declared them, they are used, and a source is a
     local file (URLs and data: URIs are not narrowed by roots, so they cost no round trip)."""
     capabilities = ctx.client_capabilities
-    if not ctx.mcp_server.service.settings.client_roots or capabilities is None or capabilities.roots is None:
+    if not _service(ctx).settings.client_roots or capabilities is None or capabilities.roots is None:
         return None
     listed = sources if isinstance(sources, list) else [sources]
     remote = ("http://", "https://", "data:")
@@ -96,19 +114,19 @@ def _ask_for_roots(ctx: Context, sources: object) -> ListRoots | None:
 
 # Resolvers, one per media argument name: the framework fills a tool's `roots` parameter with the client's
 # roots, which narrow the allowed directories. Never in a tool's schema, never set by the caller.
-def _image_roots(ctx: Context, image: str) -> ListRoots | None:
+def _image_roots(ctx: AppContext, image: str) -> ListRoots | None:
     return _ask_for_roots(ctx, image)
 
 
-def _document_roots(ctx: Context, document: str) -> ListRoots | None:
+def _document_roots(ctx: AppContext, document: str) -> ListRoots | None:
     return _ask_for_roots(ctx, document)
 
 
-def _images_roots(ctx: Context, images: list[str]) -> ListRoots | None:
+def _images_roots(ctx: AppContext, images: list[str]) -> ListRoots | None:
     return _ask_for_roots(ctx, images)
 
 
-def _video_roots(ctx: Context, video: str) -> ListRoots | None:
+def _video_roots(ctx: AppContext, video: str) -> ListRoots | None:
     return _ask_for_roots(ctx, video)
 
 
@@ -120,7 +138,11 @@ VideoRoots = Annotated[ListRootsResult | None, Resolve(_video_roots)]
 
 def _root_dirs(listed: ListRootsResult | None):
     """The client's local root directories, or None (no narrowing) when it offers none."""
-    return roots_from_uris(root.uri for root in listed.roots) if listed is not None else None
+    if listed is None:
+        return None
+    from .inputs.sources import roots_from_uris
+
+    return roots_from_uris(root.uri for root in listed.roots)
 
 
 @asynccontextmanager
@@ -132,12 +154,201 @@ async def _guard() -> AsyncIterator[None]:
         raise ToolError(str(exc)) from None
 
 
-def build_server(settings: Settings, backend: Backend | None = None) -> MCPServer:
-    """A ready MCPServer. Nothing heavy happens here: the model loads on the first call that needs it."""
-    service = VisionService(settings, backend)
+# ---------------------------------------------------------------------------------------------- the tools
+# Each docstring, dedented, is the description agents read.
+
+
+async def describe_image(
+    image: MediaSource,
+    ctx: AppContext,
+    question: Annotated[
+        str | None,
+        Field(description="What to ask about the image. Omit for a detailed description (text quoted exactly)."),
+    ] = None,
+    max_new_tokens: MaxNewTokens = None,
+    max_tiles: Annotated[
+        int | None,
+        Field(
+            description="Most 448x448 tiles to split the image into (more tiles read finer detail but take longer; "
+            f"default MCP_VISION_MAX_TILES, {limits.DEFAULT_MAX_TILES}).",
+            ge=1,
+            le=limits.MAX_TILES_CAP,
+        ),
+    ] = None,
+    session_id: SessionArg = None,
+    roots: ImageRoots = None,
+) -> DescribeImageResult:
+    """Look at one image (photo, screenshot, diagram, chart, scanned page) and answer a question about it,
+    or describe it in detail. PNG, JPEG, GIF (first frame), WebP, BMP, TIFF, ICO and PPM are read; PDFs go
+    to ocr_document and videos to video_qa. Returns the answer, a session_id for follow_up, the image
+    size, tiles and token counts."""
+    async with _guard():
+        return await _service(ctx).describe_image(
+            image, question=question, max_new_tokens=max_new_tokens, max_tiles=max_tiles, session_id=session_id,
+            progress=_progress(ctx), roots=_root_dirs(roots),
+        )
+
+
+async def follow_up(
+    session_id: Annotated[str, Field(description="The session_id returned by an earlier tool call.", min_length=1)],
+    question: Annotated[str, Field(description="The next question about the media and answers already in the session.", min_length=1)],
+    ctx: AppContext,
+    max_new_tokens: MaxNewTokens = None,
+) -> FollowUpResult:
+    """Ask another question in an existing session: the images and earlier answers are already there, so
+    nothing is sent again. Sessions live in the server's memory and end when it restarts or after an hour
+    unused."""
+    async with _guard():
+        return await _service(ctx).follow_up(
+            session_id, question, max_new_tokens=max_new_tokens, progress=_progress(ctx)
+        )
+
+
+async def ocr_document(
+    document: Annotated[
+        str,
+        Field(description="A PDF, or an image of a page: path, file:// URI, http(s) URL or data: URI.", min_length=1),
+    ],
+    ctx: AppContext,
+    pages: Annotated[
+        str | None,
+        Field(description='Pages to read, e.g. "3", "1-3,7" or "5-" (1-based); all pages when omitted.'),
+    ] = None,
+    dpi: Annotated[
+        int,
+        Field(
+            description=f"Resolution for rendering pages that are read by the model ({limits.MIN_DPI}-{limits.MAX_DPI}).",
+            ge=limits.MIN_DPI,
+            le=limits.MAX_DPI,
+        ),
+    ] = limits.DEFAULT_DPI,
+    mode: Annotated[
+        Literal["auto", "text_layer", "vision"],
+        Field(
+            description="'auto': a page's own text layer when it has real text (exact, fast), the model otherwise "
+            "(scanned pages); 'text_layer' or 'vision' force one method."
+        ),
+    ] = "auto",
+    max_new_tokens: Annotated[
+        int | None,
+        Field(
+            description=f"Most tokens the model writes per page it reads (default: at least {limits.OCR_MIN_TOKENS}).",
+            ge=1,
+            le=limits.MAX_NEW_TOKENS_CAP,
+        ),
+    ] = None,
+    session_id: SessionArg = None,
+    roots: DocumentRoots = None,
+) -> OcrDocumentResult:
+    """Read the text of a PDF or a page image, page by page. Born-digital PDF pages return their exact text
+    layer; scanned or image-only pages are rendered and read by the model as Markdown (headings, lists,
+    tables), several in one batch. Each page says which method was used. Progress is reported as pages
+    finish; at most MCP_VISION_MAX_PAGES pages a call (ask for ranges with `pages`). The pages join the session, so
+    follow_up can ask about them."""
+    async with _guard():
+        return await _service(ctx).ocr_document(
+            document, pages=pages, dpi=dpi, mode=mode, max_new_tokens=max_new_tokens, session_id=session_id,
+            progress=_progress(ctx), roots=_root_dirs(roots),
+        )
+
+
+async def compare_images(
+    images: Annotated[
+        list[str],
+        Field(
+            description=f"{limits.MIN_COMPARE_IMAGES} to {limits.MAX_COMPARE_IMAGES} images (paths, file:// URIs, "
+            "http(s) URLs or data: URIs); each is compared with the first.",
+            min_length=limits.MIN_COMPARE_IMAGES,
+            max_length=limits.MAX_COMPARE_IMAGES,
+        ),
+    ],
+    ctx: AppContext,
+    question: Annotated[str | None, Field(description="What to compare; omit to list the differences.")] = None,
+    max_new_tokens: MaxNewTokens = None,
+    session_id: SessionArg = None,
+    roots: ImagesRoots = None,
+) -> CompareImagesResult:
+    """Compare 2 to 4 images (before/after screenshots, UI states, two photos or charts). Returns a measured,
+    deterministic pixel comparison of each image against the first (similarity and changed regions as
+    boxes in that image's own pixels) and the model's explanation of what changed where; the measured
+    regions are given to the model too."""
+    async with _guard():
+        return await _service(ctx).compare_images(
+            images, question=question, max_new_tokens=max_new_tokens, session_id=session_id,
+            progress=_progress(ctx), roots=_root_dirs(roots),
+        )
+
+
+async def video_qa(
+    video: Annotated[
+        str,
+        Field(
+            description="The video (mp4, mov, webm, mkv, avi, animated GIF or APNG): path, file:// URI, http(s) URL "
+            "or data: URI.",
+            min_length=1,
+        ),
+    ],
+    ctx: AppContext,
+    question: Annotated[
+        str | None, Field(description="What to ask about the video; omit for a description of what happens.")
+    ] = None,
+    num_frames: Annotated[
+        int,
+        Field(
+            description="Frames sampled uniformly over [start, end] (1 to MCP_VISION_MAX_FRAMES).",
+            ge=1,
+            le=limits.MAX_FRAMES_CAP,
+        ),
+    ] = limits.DEFAULT_NUM_FRAMES,
+    start: Annotated[float | None, Field(description="Start of the span to sample, in seconds.", ge=0)] = None,
+    end: Annotated[float | None, Field(description="End of the span to sample, in seconds.", ge=0)] = None,
+    max_new_tokens: MaxNewTokens = None,
+    session_id: SessionArg = None,
+    roots: VideoRoots = None,
+) -> VideoQaResult:
+    """Answer a question about a video (a screen recording, a clip) from frames sampled uniformly over a
+    time span. Each frame is shown to the model labelled Frame1, Frame2, ... with its timestamp, and the
+    result lists every frame's timestamp. Only the needed frames are decoded."""
+    async with _guard():
+        return await _service(ctx).video_qa(
+            video, question=question, num_frames=num_frames, start=start, end=end, max_new_tokens=max_new_tokens,
+            session_id=session_id, progress=_progress(ctx), roots=_root_dirs(roots),
+        )
+
+
+TOOLS = (
+    (describe_image, "Describe an image", _READ_ONLY_OPEN),
+    (follow_up, "Ask a follow-up question", _READ_ONLY_CLOSED),
+    (ocr_document, "Read a document (OCR)", _READ_ONLY_OPEN),
+    (compare_images, "Compare images", _READ_ONLY_OPEN),
+    (video_qa, "Ask about a video", _READ_ONLY_OPEN),
+)
+
+
+def _state_configured_limits(mcp: MCPServer, settings: Settings) -> None:
+    """The schemas advertise the limits this server enforces (the configured ones, not the caps)."""
+    configured = {("describe_image", "max_tiles"): settings.max_tiles, ("video_qa", "num_frames"): settings.max_frames}
+    for (tool_name, argument), maximum in configured.items():
+        schema = mcp._tool_manager.get_tool(tool_name).parameters["properties"][argument]
+        for option in [schema, *schema.get("anyOf", [])]:
+            if "maximum" in option:
+                option["maximum"] = maximum
+
+
+def build_server(
+    settings: Settings | None = None, backend: Backend | None = None, *, service: VisionService | None = None
+) -> MCPServer:
+    """A ready MCPServer around `service` (or one built from `settings` and `backend`). Nothing heavy happens
+    here: the model loads on the first call that needs it."""
+    if service is None:
+        if settings is None:
+            raise TypeError("build_server needs settings or a service")
+        service = VisionService(settings, backend)
+    settings = service.settings
 
     @asynccontextmanager
-    async def lifespan(_server: MCPServer) -> AsyncIterator[VisionService]:
+    async def lifespan(_server: MCPServer) -> AsyncIterator[AppState]:
+        task = None
         if settings.preload:
             import asyncio
 
@@ -149,9 +360,9 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
 
             task = asyncio.ensure_future(warm())
         try:
-            yield service
+            yield AppState(service=service)
         finally:
-            if settings.preload and not task.done():
+            if task is not None and not task.done():
                 task.cancel()
 
     mcp = MCPServer(
@@ -163,157 +374,11 @@ def build_server(settings: Settings, backend: Backend | None = None) -> MCPServe
         lifespan=lifespan,
         log_level=settings.log_level,  # type: ignore[arg-type]
     )
-    mcp.service = service  # type: ignore[attr-defined]  # for resolvers, tests and embedding
     register_prompts(mcp, service.prompts)
-
-    def tool(title: str, annotations: ToolAnnotations):
-        """Register a tool whose docstring, dedented, is the description agents read."""
-
-        def decorate(fn):
-            return mcp.tool(title=title, annotations=annotations, description=inspect.cleandoc(fn.__doc__ or ""))(fn)
-
-        return decorate
-
-    @tool(title="Describe an image", annotations=_READ_ONLY_OPEN)
-    async def describe_image(
-        image: MediaSource,
-        ctx: Context,
-        question: Annotated[
-            str | None,
-            Field(description="What to ask about the image. Omit for a detailed description (text quoted exactly)."),
-        ] = None,
-        max_new_tokens: MaxNewTokens = None,
-        max_tiles: Annotated[
-            int | None,
-            Field(
-                description="Most 448x448 tiles to split the image into (more tiles read finer detail but take longer; "
-                "default MCP_VISION_MAX_TILES, 12).",
-                ge=1,
-                le=40,
-            ),
-        ] = None,
-        session_id: SessionArg = None,
-        roots: ImageRoots = None,
-    ) -> DescribeImageResult:
-        """Look at one image (photo, screenshot, diagram, chart, scanned page) and answer a question about it,
-        or describe it in detail. PNG, JPEG, GIF (first frame), WebP, BMP, TIFF, ICO and PPM are read; PDFs go
-        to ocr_document and videos to video_qa. Returns the answer, a session_id for follow_up, the image
-        size, tiles and token counts."""
-        async with _guard():
-            return await service.describe_image(
-                image, question, max_new_tokens, max_tiles, session_id, progress=_progress(ctx), roots=_root_dirs(roots)
-            )
-
-    @tool(title="Ask a follow-up question", annotations=_READ_ONLY_CLOSED)
-    async def follow_up(
-        session_id: Annotated[str, Field(description="The session_id returned by an earlier tool call.", min_length=1)],
-        question: Annotated[str, Field(description="The next question about the media and answers already in the session.", min_length=1)],
-        ctx: Context,
-        max_new_tokens: MaxNewTokens = None,
-    ) -> FollowUpResult:
-        """Ask another question in an existing session: the images and earlier answers are already there, so
-        nothing is sent again. Sessions live in the server's memory and end when it restarts or after an hour
-        unused."""
-        async with _guard():
-            return await service.follow_up(session_id, question, max_new_tokens, progress=_progress(ctx))
-
-    @tool(title="Read a document (OCR)", annotations=_READ_ONLY_OPEN)
-    async def ocr_document(
-        document: Annotated[
-            str,
-            Field(description="A PDF, or an image of a page: path, file:// URI, http(s) URL or data: URI.", min_length=1),
-        ],
-        ctx: Context,
-        pages: Annotated[
-            str | None,
-            Field(description='Pages to read, e.g. "3", "1-3,7" or "5-" (1-based); all pages when omitted.'),
-        ] = None,
-        dpi: Annotated[
-            int, Field(description="Resolution for rendering pages that are read by the model (36-600).", ge=36, le=600)
-        ] = 150,
-        mode: Annotated[
-            Literal["auto", "text_layer", "vision"],
-            Field(
-                description="'auto': a page's own text layer when it has real text (exact, fast), the model otherwise "
-                "(scanned pages); 'text_layer' or 'vision' force one method."
-            ),
-        ] = "auto",
-        max_new_tokens: Annotated[
-            int | None,
-            Field(description="Most tokens the model writes per page it reads (default: at least 1024).", ge=1, le=8192),
-        ] = None,
-        session_id: SessionArg = None,
-        roots: DocumentRoots = None,
-    ) -> OcrDocumentResult:
-        """Read the text of a PDF or a page image, page by page. Born-digital PDF pages return their exact text
-        layer; scanned or image-only pages are rendered and read by the model as Markdown (headings, lists,
-        tables), several in one batch. Each page says which method was used. Progress is reported as pages
-        finish; at most MCP_VISION_MAX_PAGES pages a call (ask for ranges with `pages`). The pages join the session, so
-        follow_up can ask about them."""
-        async with _guard():
-            return await service.ocr_document(
-                document, pages, dpi, mode, session_id,
-                progress=_progress(ctx), max_new_tokens=max_new_tokens, roots=_root_dirs(roots),
-            )
-
-    @tool(title="Compare images", annotations=_READ_ONLY_OPEN)
-    async def compare_images(
-        images: Annotated[
-            list[str],
-            Field(
-                description="2 to 4 images (paths, file:// URIs, http(s) URLs or data: URIs); each is compared with the first.",
-                min_length=2,
-                max_length=4,
-            ),
-        ],
-        ctx: Context,
-        question: Annotated[str | None, Field(description="What to compare; omit to list the differences.")] = None,
-        max_new_tokens: MaxNewTokens = None,
-        session_id: SessionArg = None,
-        roots: ImagesRoots = None,
-    ) -> CompareImagesResult:
-        """Compare 2 to 4 images (before/after screenshots, UI states, two photos or charts). Returns a measured,
-        deterministic pixel comparison of each image against the first (similarity and changed regions as
-        boxes in that image's own pixels) and the model's explanation of what changed where; the measured
-        regions are given to the model too."""
-        async with _guard():
-            return await service.compare_images(
-                images, question, max_new_tokens, session_id, progress=_progress(ctx), roots=_root_dirs(roots)
-            )
-
-    @tool(title="Ask about a video", annotations=_READ_ONLY_OPEN)
-    async def video_qa(
-        video: Annotated[
-            str,
-            Field(
-                description="The video (mp4, mov, webm, mkv, avi, animated GIF or APNG): path, file:// URI, http(s) URL "
-                "or data: URI.",
-                min_length=1,
-            ),
-        ],
-        ctx: Context,
-        question: Annotated[
-            str | None, Field(description="What to ask about the video; omit for a description of what happens.")
-        ] = None,
-        num_frames: Annotated[
-            int, Field(description="Frames sampled uniformly over [start, end] (1 to MCP_VISION_MAX_FRAMES).", ge=1, le=64)
-        ] = 8,
-        start: Annotated[float | None, Field(description="Start of the span to sample, in seconds.", ge=0)] = None,
-        end: Annotated[float | None, Field(description="End of the span to sample, in seconds.", ge=0)] = None,
-        max_new_tokens: MaxNewTokens = None,
-        session_id: SessionArg = None,
-        roots: VideoRoots = None,
-    ) -> VideoQaResult:
-        """Answer a question about a video (a screen recording, a clip) from frames sampled uniformly over a
-        time span. Each frame is shown to the model labelled Frame1, Frame2, ... with its timestamp, and the
-        result lists every frame's timestamp. Only the needed frames are decoded."""
-        async with _guard():
-            return await service.video_qa(
-                video, question, num_frames, start, end, max_new_tokens, session_id,
-                progress=_progress(ctx), roots=_root_dirs(roots),
-            )
-
+    for fn, title, annotations in TOOLS:
+        mcp.add_tool(fn, title=title, annotations=annotations, description=inspect.cleandoc(fn.__doc__ or ""))
+    _state_configured_limits(mcp, settings)
     return mcp
 
 
-__all__ = ["build_server", "INSTRUCTIONS"]
+__all__ = ["build_server", "AppState", "INSTRUCTIONS", "TOOLS"]

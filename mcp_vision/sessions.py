@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .backend.base import Turn
@@ -26,7 +26,6 @@ MAX_IMAGES = 48  # images, pages and frames kept per session
 class Session:
     id: str
     turns: list[Turn] = field(default_factory=list)
-    created: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
     dropped_turns: int = 0  # exchanges dropped so far to stay within bounds
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one call at a time per session
@@ -66,7 +65,7 @@ class SessionStore:
 
     def create(self) -> Session:
         now = time.monotonic()
-        session = Session(id="vs_" + secrets.token_urlsafe(24), created=now, last_used=now)  # 192 random bits
+        session = Session(id="vs_" + secrets.token_urlsafe(24), last_used=now)  # 192 random bits
         with self._lock:
             gone = self._expire(now)
             self._sessions[session.id] = session
@@ -94,12 +93,10 @@ class SessionStore:
     def get_or_create(self, session_id: str | None) -> Session:
         return self.create() if not session_id else self.get(session_id)
 
-    def close(self, session_id: str) -> bool:
-        with self._lock:
-            found = self._sessions.pop(session_id, None) is not None
-        if found:
-            self._evicted([session_id])
-        return found
+    def check(self, session_id: str | None) -> None:
+        """Fail before any work when a call names an unknown or expired session (no session_id is fine)."""
+        if session_id:
+            self.get(session_id)
 
     def fits(self, turns: list[Turn]) -> bool:
         """Whether a conversation is within the per-session bounds."""
@@ -107,14 +104,28 @@ class SessionStore:
         images = sum(len(t.images) for t in turns)
         return exchanges <= self.max_exchanges and images <= self.max_images
 
+    def histories(self, session: Session, new: list[Turn]) -> Iterator[tuple[list[Turn], int]]:
+        """The session's history to send before `new`, each with the exchanges dropped from its start: first
+        the longest that fits the per-session bounds, then one exchange shorter each time the caller asks
+        again (the model said it does not fit its context), down to none."""
+        history, dropped = list(session.turns), 0
+        while history and not self.fits([*history, *new]):
+            history, dropped = history[2:], dropped + 1
+        while True:
+            yield history, dropped
+            if not history:
+                return
+            history, dropped = history[2:], dropped + 1
+
+    def commit(self, session: Session, history: list[Turn], new: list[Turn], dropped: int) -> None:
+        """The session continues from `history` (as `histories` gave it) with the `new` turns."""
+        session.turns = [*history, *new]
+        session.dropped_turns += dropped
+
     def append(self, session: Session, turns: list[Turn]) -> int:
         """Add an exchange, dropping the oldest ones beyond the bounds; returns how many were dropped."""
-        history = [*session.turns, *turns]
-        dropped = 0
-        while len(history) > len(turns) and not self.fits(history):
-            history, dropped = history[2:], dropped + 1
-        session.turns = history
-        session.dropped_turns += dropped
+        history, dropped = next(self.histories(session, turns))
+        self.commit(session, history, turns, dropped)
         return dropped
 
     def __len__(self) -> int:

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from . import limits
+
 DEFAULT_MODEL = "OpenGVLab/InternVL3-2B-hf"
 
 Device = Literal["auto", "cuda", "cpu"]
@@ -84,12 +86,12 @@ class Settings:
     allow_private_urls: bool = False
     max_file_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 64_000_000
-    max_tiles: int = 12
-    max_new_tokens: int = 512
-    max_pages: int = 50
-    ocr_batch: int = 4
-    max_frames: int = 32
-    max_output_chars: int = 200_000
+    max_tiles: int = limits.DEFAULT_MAX_TILES
+    max_new_tokens: int = limits.DEFAULT_MAX_NEW_TOKENS
+    max_pages: int = limits.DEFAULT_MAX_PAGES
+    ocr_batch: int = limits.DEFAULT_OCR_BATCH
+    max_frames: int = limits.DEFAULT_MAX_FRAMES
+    max_output_chars: int = limits.DEFAULT_MAX_OUTPUT_CHARS
     cache_bytes: int = 2 * 1024**3
     max_sessions: int = 64
     session_ttl: float = 3600.0
@@ -182,12 +184,12 @@ _PARSERS = {
     "allow_private_urls": _parse_bool,
     "max_file_bytes": _parse_int,
     "max_image_pixels": _parse_int,
-    "max_tiles": lambda n, v: min(_parse_int(n, v), 40),
+    "max_tiles": lambda n, v: min(_parse_int(n, v), limits.MAX_TILES_CAP),
     "max_new_tokens": _parse_int,
     "max_pages": _parse_int,
-    "ocr_batch": lambda n, v: min(_parse_int(n, v), 16),
-    "max_frames": lambda n, v: min(_parse_int(n, v), 64),
-    "max_output_chars": lambda n, v: _parse_int(n, v, 1000),
+    "ocr_batch": lambda n, v: min(_parse_int(n, v), limits.OCR_BATCH_CAP),
+    "max_frames": lambda n, v: min(_parse_int(n, v), limits.MAX_FRAMES_CAP),
+    "max_output_chars": lambda n, v: _parse_int(n, v, limits.MIN_OUTPUT_CHARS),
     "cache_bytes": lambda n, v: _parse_int(n, v, 0),
     "max_sessions": _parse_int,
     "session_ttl": _parse_float,
@@ -200,9 +202,9 @@ _PARSERS = {
     "base_url": _parse_url,
     "api_key": lambda n, v: v.strip(),  # never echoed in an error
     "remote_model": lambda n, v: v.strip(),
-    "remote_concurrency": lambda n, v: min(_parse_int(n, v), 256),
+    "remote_concurrency": lambda n, v: min(_parse_int(n, v), limits.REMOTE_CONCURRENCY_CAP),
     "remote_timeout": _parse_float,
-    "remote_retries": lambda n, v: min(_parse_int(n, v, 0), 10),
+    "remote_retries": lambda n, v: min(_parse_int(n, v, 0), limits.REMOTE_RETRIES_CAP),
 }
 
 __all__ = ["Settings", "ENVIRONMENT", "DEFAULT_MODEL"]

@@ -1,4 +1,5 @@
-"""One inference worker: model work runs on a single thread, one job at a time, off the event loop.
+"""The inference worker: model work runs off the event loop, on one thread for a local model (one job at
+a time) or on a few for a remote engine (which batches), with a bounded queue.
 
 A job reports progress from its thread; the awaiting coroutine relays it (and a heartbeat while
 nothing else is said, so clients see the call is alive). Cancelling the awaiting coroutine sets the
@@ -8,32 +9,18 @@ job's stop flag, which generation checks between tokens.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TypeVar
 
+from .backend.base import Job
 from .errors import BusyError
 
 T = TypeVar("T")
-ProgressSink = Callable[[float, float | None, str | None], Awaitable[None]]
-
-
-@dataclass
-class Job:
-    """Handed to work running on the worker thread."""
-
-    stop: threading.Event = field(default_factory=threading.Event)
-    _report: Callable[[float, float | None, str | None], None] = lambda *_: None
-
-    def report(self, progress: float, total: float | None = None, message: str | None = None) -> None:
-        self._report(progress, total, message)
-
-    def cancelled(self) -> bool:
-        return self.stop.is_set()
+# How progress reaches the caller: (done, total or None, message or None), awaited.
+Progress = Callable[[float, float | None, str | None], Awaitable[None]]
 
 
 class InferenceWorker:
@@ -49,7 +36,7 @@ class InferenceWorker:
     def pending(self) -> int:
         return self._pending
 
-    async def run(self, fn: Callable[[Job], T], progress: ProgressSink | None = None, label: str = "working") -> T:
+    async def run(self, fn: Callable[[Job], T], progress: Progress | None = None, label: str = "working") -> T:
         if self._pending >= self.max_queue + self.parallel - 1:
             raise BusyError(
                 f"The server is busy with {self._pending} queued model calls: retry in a little while."
@@ -100,4 +87,4 @@ class InferenceWorker:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-__all__ = ["InferenceWorker", "Job"]
+__all__ = ["InferenceWorker", "Job", "Progress"]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mcp_vision.diff import Box, PixelDiff, compare_pixels, describe_regions
+from mcp_vision.compose import describe_regions
+from mcp_vision.inputs.diff import Box, PixelDiff, compare_pixels
 
 GREEN = (20, 200, 20)
 

@@ -15,9 +15,9 @@ import pymupdf
 import pytest
 from PIL import Image
 
-from mcp_vision.documents import PdfDocument, open_document, parse_pages
+from mcp_vision.inputs.pdf import PdfDocument, open_document, parse_pages
 from mcp_vision.errors import InputError
-from mcp_vision.media import Media, sniff
+from mcp_vision.inputs.sources import Media, sniff
 
 ROOT = Path(__file__).resolve().parents[1]
 BIG = 64_000_000
@@ -336,7 +336,7 @@ def test_page_cache_is_bounded():
 
 
 def test_importing_documents_does_not_import_pymupdf():
-    code = "import sys, mcp_vision.documents; print('pymupdf' in sys.modules, 'fitz' in sys.modules)"
+    code = "import sys, mcp_vision.inputs.pdf; print('pymupdf' in sys.modules, 'fitz' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False False"
 
@@ -360,9 +360,9 @@ def test_broken_pdf_prints_nothing_to_stdout(tmp_path, imported_first):
         from pathlib import Path
         if sys.argv[2] == "1":
             import pymupdf
-        from mcp_vision.documents import open_document
+        from mcp_vision.inputs.pdf import open_document
         from mcp_vision.errors import InputError
-        from mcp_vision.media import Media, sniff
+        from mcp_vision.inputs.sources import Media, sniff
         def media(name):
             data = Path(sys.argv[1], name).read_bytes()
             return Media(data=data, label=name, kind=sniff(data))

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from mcp_vision.errors import AccessError, InputError
-from mcp_vision.fetch import MAX_REDIRECTS, is_public_address
-from mcp_vision.media import load_media
+from mcp_vision.inputs.fetch import MAX_REDIRECTS, is_public_address
+from mcp_vision.inputs.sources import load_media
 from mcp_vision.settings import Settings
 
 BODY = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-import mcp_vision.images
+import mcp_vision.inputs.images
 from mcp_vision.errors import InputError
-from mcp_vision.media import Media, sniff
-from mcp_vision.sandbox import open_pdf
+from mcp_vision.inputs.sources import Media, sniff
+from mcp_vision.inputs.pdf import open_pdf
 from mcp_vision.server import build_server
 
 from . import hostile
@@ -121,9 +121,9 @@ async def test_a_crashing_decoder_is_a_tool_error_and_the_next_call_works(
     async with Client(build_server(settings, tiny_backend)) as client:
         with monkeypatch.context() as patch:
             # The service looks the decoder up at call time; the decoder process imports this one by name.
-            patch.setattr(mcp_vision.images, "decode_image", hostile.abort_decoder)
+            patch.setattr(mcp_vision.inputs.images, "decode_image", hostile.abort_decoder)
             crashed = await client.call_tool("describe_image", {"image": str(good)})
-            patch.setattr(mcp_vision.images, "decode_image", hostile.exhaust_memory)
+            patch.setattr(mcp_vision.inputs.images, "decode_image", hostile.exhaust_memory)
             exhausted = await client.call_tool("describe_image", {"image": str(good)})
         after = await client.call_tool("describe_image", {"image": str(good), "max_tiles": 1, **FAST})
     assert f"'{good}' crashed the decoder (SIGABRT): " in _one_line_error(crashed)

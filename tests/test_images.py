@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from mcp_vision.errors import InputError
-from mcp_vision.images import decode_image
-from mcp_vision.media import Media, sniff
+from mcp_vision.inputs.images import decode_image
+from mcp_vision.inputs.sources import Media, sniff
 
 BIG = 10_000_000
 

@@ -12,6 +12,7 @@ import pytest
 from mcp import Client
 
 from mcp_vision.server import build_server
+from mcp_vision.service import VisionService
 from mcp_vision.worker import Job
 
 from . import hostile
@@ -78,8 +79,9 @@ async def test_more_calls_than_the_queue_holds_are_answered_or_refused_busy(sett
     image = media_dir / "x.png"
     image.write_bytes(hostile.png())
     backend = GatedBackend(tiny_backend)
-    server = build_server(settings, backend)
-    server.service.worker.max_queue = 2
+    service = VisionService(settings, backend)
+    server = build_server(service=service)
+    service.worker.max_queue = 2
     calls = 9
     results: list = []
     async with Client(server) as a, Client(server) as b, Client(server) as c:
@@ -108,14 +110,15 @@ async def test_more_calls_than_the_queue_holds_are_answered_or_refused_busy(sett
     for r in answered:
         assert r.structured_content["session_id"].startswith("vs_")
     assert backend.chats == 2 + 1  # refused calls never reached the model
-    assert not after.is_error and server.service.worker.pending == 0
+    assert not after.is_error and service.worker.pending == 0
 
 
 async def test_a_cancelled_generation_stops_and_frees_the_worker(settings, tiny_backend, media_dir):
     image = media_dir / "x.png"
     image.write_bytes(hostile.png())
     backend = LongBackend(tiny_backend)
-    server = build_server(settings, backend)
+    service = VisionService(settings, backend)
+    server = build_server(service=service)
     generating = anyio.Event()
 
     async def on_progress(progress, total, message) -> None:
@@ -149,4 +152,4 @@ async def test_a_cancelled_generation_stops_and_frees_the_worker(settings, tiny_
         after = await client.call_tool("describe_image", {"image": str(image), "max_tiles": 1, "max_new_tokens": 1})
         assert not after.is_error, after.content
         assert time.monotonic() - started < 30  # the worker was free: no 4000-token job ahead of it
-    assert server.service.worker.pending == 0
+    assert service.worker.pending == 0

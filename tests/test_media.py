@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mcp_vision.errors import AccessError, InputError
-from mcp_vision.media import load_media, read_allowed_file, sniff
+from mcp_vision.inputs.sources import load_media, read_allowed_file, sniff
 from mcp_vision.settings import Settings
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-import mcp_vision.media as media_module
-from mcp_vision.errors import AccessError, InputError
-from mcp_vision.media import is_within, load_media
+import mcp_vision.inputs.sources as media_module
+from mcp_vision.errors import AccessError, InputError, OutsideAllowedDirs
+from mcp_vision.inputs.sources import is_within, load_media
 from mcp_vision.server import build_server
 from mcp_vision.settings import Settings
 
@@ -173,7 +173,7 @@ def test_dangling_symlink_out_says_the_same_as_one_to_an_existing_file(tree):
     settings = _settings(allowed)
     there = _refused(str(allowed / "link-1"), settings)
     missing = _refused(str(allowed / "link-2"), settings)
-    assert type(there) is type(missing) is AccessError
+    assert type(there) is type(missing) is OutsideAllowedDirs
     assert str(there).replace("link-1", "X") == str(missing).replace("link-2", "X")
 
 
@@ -186,7 +186,7 @@ def test_outside_answers_never_depend_on_what_is_there(tree, target):
     settings = _settings(tree["allowed"])
     error = _refused(str(tree["forbidden"] / target), settings)
     reference = _refused(str(tree["forbidden"] / "REF"), settings)
-    assert type(error) is type(reference) is AccessError
+    assert type(error) is type(reference) is OutsideAllowedDirs
     shown = str(tree["forbidden"] / target).rstrip("/")
     assert str(error).replace(shown, "X") == str(reference).replace(str(tree["forbidden"] / "REF"), "X")
 

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mcp_vision.documents import parse_pages
+from mcp_vision.inputs.pdf import parse_pages
 from mcp_vision.errors import InputError
-from mcp_vision.fetch import fetch_url, is_public_address
-from mcp_vision.media import _decode_data_uri, is_within, load_media, sniff
+from mcp_vision.inputs.fetch import fetch_url, is_public_address
+from mcp_vision.inputs.sources import _decode_data_uri, describe_source, is_within, load_media, sniff
 from mcp_vision.settings import Settings
 
 FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -112,7 +112,7 @@ def test_fetch_url_never_raises_anything_but_input_error(url):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(socket, "getaddrinfo", _no_dns)
         try:
-            fetch_url(url, Settings(url_timeout=1.0))
+            fetch_url(url, Settings(url_timeout=1.0), describe_source(url))
         except InputError as exc:
             assert "\n" not in str(exc)
         else:

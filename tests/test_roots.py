@@ -13,7 +13,7 @@ from mcp import Client
 from mcp_types import ListRootsResult, Root
 
 from mcp_vision.errors import AccessError
-from mcp_vision.media import Boundary, load_media, narrow, roots_from_uris
+from mcp_vision.inputs.sources import Boundary, load_media, narrow, roots_from_uris
 from mcp_vision.server import build_server
 from mcp_vision.settings import Settings
 

@@ -14,11 +14,12 @@ import time
 import anyio
 import pytest
 
-from mcp_vision.documents import read_page_text
+from mcp_vision.inputs.pdf import read_page_text
 from mcp_vision.errors import InputError
-from mcp_vision.images import DecodedImage, decode_image
-from mcp_vision.media import Media, sniff
-from mcp_vision.sandbox import decoder_pool, open_pdf, run_isolated
+from mcp_vision.inputs.images import DecodedImage, decode_image
+from mcp_vision.inputs.sources import Media, sniff
+from mcp_vision.inputs.pdf import open_pdf
+from mcp_vision.inputs.sandbox import decoder_pool, run_isolated
 
 from . import hostile
 
@@ -149,13 +150,40 @@ async def test_pdf_open_errors_in_both_modes(isolate):
         await open_pdf(_media(hostile.zip_named_pdf(), "'a.pdf'"), isolate=isolate)
 
 
-async def test_pdf_pages_reopen_per_call_in_isolation():
-    """Each read opens the document again from its bytes: no MuPDF state outlives a call."""
-    media = _media(hostile.pdf(2), "'doc.pdf'")
+async def test_an_isolated_pdf_is_sent_to_the_decoder_once_per_call():
+    """The document stays open in one leased decoder process: reading every page's text and rendering
+    pages sends its bytes through the pipe once, not once per page."""
+    data = hostile.pdf(20)
+    media = _media(data, "'doc.pdf'")
+    pool = decoder_pool()
+    before = pool.bytes_sent
     doc = await open_pdf(media)
-    assert doc._doc is None
-    texts = [await doc.text_layer(n) for n in (1, 2, 1)]
-    assert "Page 1 says hello" in texts[0] and "Page 2 says hello" in texts[1] and texts[2] == texts[0]
+    try:
+        assert doc._doc is None
+        texts = [await doc.text_layer(n) for n in range(1, 21)]
+        images = [await doc.render(n, 36, 10_000_000) for n in (1, 7, 20)]
+    finally:
+        doc.close()
+    assert all(f"Page {n} says hello" in text for n, text in enumerate(texts, start=1))
+    assert [image.size for image in images] == [(298, 421)] * 3
+    sent = pool.bytes_sent - before
+    assert len(data) < sent < 1.5 * len(data) + 10_000, sent
+
+
+async def test_a_pdf_whose_decoder_died_is_opened_again_in_a_fresh_one():
+    media = _media(hostile.pdf(3), "'doc.pdf'")
+    doc = await open_pdf(media)
+    try:
+        assert "Page 1 says hello" in await doc.text_layer(1)
+        generation = doc._lease.generation
+        doc._lease._decoder.process.kill()  # as a page that crashes MuPDF would
+        doc._lease._decoder.process.join(5)
+        with pytest.raises(InputError, match="crashed the decoder"):
+            await doc.render(2, 36, 10_000_000)
+        image = await doc.render(3, 36, 10_000_000)  # a fresh process, the document opened there again
+        assert image.size == (298, 421) and doc._lease.generation == generation + 1
+    finally:
+        doc.close()
 
 
 def test_the_pool_starts_only_when_something_is_decoded(tmp_path):
@@ -172,7 +200,7 @@ def test_the_pool_starts_only_when_something_is_decoded(tmp_path):
                 await client.list_tools()
         if __name__ == "__main__":
             anyio.run(main)
-            print("mcp_vision.sandbox" in sys.modules, len(multiprocessing.active_children()))
+            print("mcp_vision.inputs.sandbox" in sys.modules, len(multiprocessing.active_children()))
         """
     )
     script = tmp_path / "cold.py"
@@ -211,8 +239,9 @@ def test_nothing_a_decoder_prints_reaches_stdout(tmp_path):
         import sys, anyio
         from pathlib import Path
         from mcp_vision.errors import InputError
-        from mcp_vision.media import Media, sniff
-        from mcp_vision.sandbox import open_pdf, run_isolated
+        from mcp_vision.inputs.sources import Media, sniff
+        from mcp_vision.inputs.pdf import open_pdf
+        from mcp_vision.inputs.sandbox import run_isolated
 
         async def main():
             await run_isolated(print, "printed by a decoder")
@@ -240,25 +269,29 @@ def test_nothing_a_decoder_prints_reaches_stdout(tmp_path):
 
 
 async def test_isolated_text_layers_are_read_in_batches(monkeypatch):
-    """Reading page after page opens the document once per TEXT_BATCH pages, not once per page."""
-    from mcp_vision import sandbox
+    """Reading page after page asks the decoder process for TEXT_BATCH text layers at a time, not one per page."""
+    from mcp_vision.inputs.sandbox import DecoderLease
 
     media = _media(hostile.pdf(20), "'doc.pdf'")
     calls: list[str] = []
+    run = DecoderLease.run
 
-    async def counting(fn, *args, **kwargs):
+    async def counting(self, fn, *args, **kwargs):
         calls.append(fn.__name__)
-        return await run_isolated(fn, *args, **kwargs)
+        return await run(self, fn, *args, **kwargs)
 
     doc = await open_pdf(media)
-    monkeypatch.setattr(sandbox, "run_isolated", counting)
-    texts = [await doc.text_layer(n) for n in range(1, 21)]
+    monkeypatch.setattr(DecoderLease, "run", counting)
+    try:
+        texts = [await doc.text_layer(n) for n in range(1, 21)]
+    finally:
+        doc.close()
     assert all(f"Page {n} says hello" in text for n, text in enumerate(texts, start=1))
-    assert calls == ["read_page_texts", "read_page_texts"]  # pages 1-16, then 17-20
+    assert calls == ["held_texts", "held_texts"]  # pages 1-16, then 17-20
 
 
 def test_warm_starts_one_idle_worker_that_the_next_call_uses():
-    from mcp_vision.sandbox import DecoderPool
+    from mcp_vision.inputs.sandbox import DecoderPool
 
     pool = DecoderPool(size=2)
     pool.warm()
@@ -271,15 +304,43 @@ def test_warm_starts_one_idle_worker_that_the_next_call_uses():
 
 
 def test_a_worker_that_cannot_start_is_one_error_saying_what_to_do(monkeypatch):
-    import mcp_vision.sandbox as sandbox
+    import mcp_vision.inputs.sandbox as sandbox
     from mcp_vision.errors import VisionError
 
     def refuse(_context):
         raise RuntimeError("An attempt has been made to start a new process before the current process has finished")
 
-    monkeypatch.setattr(sandbox, "_Worker", refuse)
+    monkeypatch.setattr(sandbox, "_Decoder", refuse)
     pool = sandbox.DecoderPool(size=1)
     pool.warm()  # in the background: logged, nothing raised
     with pytest.raises(VisionError, match="MCP_VISION_ISOLATE_DECODING=0") as refused:
         pool._checkout(threading.Event())
     assert "\n" not in str(refused.value) and pool._live == 0  # the slot is free again
+
+
+@pytest.mark.parametrize("isolate", [True, False], ids=["isolated", "threads"])
+async def test_errors_keep_their_class_in_and_out_of_the_decoder_process(isolate):
+    """Isolated or not, a decode raises the same error classes, so callers catch exactly what they mean."""
+    from mcp_vision.errors import TooLarge
+
+    big = _media(hostile.png((64, 64)), "'big.png'")
+    with pytest.raises(TooLarge, match="pixel limit"):
+        await run_isolated(decode_image, big, 100, what=big.label, isolate=isolate)
+    pdf = _media(hostile.pdf(1), "'doc.pdf'")
+    doc = await open_pdf(pdf, isolate=isolate)
+    try:
+        with pytest.raises(InputError, match="out of range") as refused:
+            await doc.text_layer(5)
+        assert type(refused.value) is InputError
+    finally:
+        doc.close()
+
+
+def test_an_error_that_cannot_cross_the_pipe_intact_keeps_its_message():
+    from mcp_vision.errors import ContextOverflowError, OutsideAllowedDirs
+    from mcp_vision.inputs.sandbox import _portable
+
+    kept = _portable(OutsideAllowedDirs("outside"))
+    assert type(kept) is OutsideAllowedDirs and str(kept) == "outside"
+    plain = _portable(ContextOverflowError(10, 2, 8))  # its constructor takes numbers, not a message
+    assert type(plain) is InputError and str(plain) == str(ContextOverflowError(10, 2, 8))

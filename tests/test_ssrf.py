@@ -20,8 +20,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 from mcp import Client
 
-from mcp_vision import fetch
-from mcp_vision.media import load_media
+from mcp_vision.inputs import fetch
+from mcp_vision.inputs.sources import load_media
 from mcp_vision.server import build_server
 
 from . import hostile

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from mcp_vision.errors import InputError
-from mcp_vision.media import Media, sniff
-from mcp_vision.video import demuxer_for, sample_frames
+from mcp_vision.inputs.sources import Media, sniff
+from mcp_vision.inputs.video import demuxer_for, sample_frames
 
 RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
 SECONDS = [RED, GREEN, BLUE, WHITE, BLACK]  # one colour per second of the standard clip

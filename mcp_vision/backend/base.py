@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, Union
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-    from ..worker import Job
+
+@dataclass
+class Job:
+    """Handed to model work on the inference worker: where to report progress, and whether to stop."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    _report: Callable[[float, float | None, str | None], None] = lambda *_: None
+
+    def report(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        self._report(progress, total, message)
+
+    def cancelled(self) -> bool:
+        return self.stop.is_set()
 
 
 @dataclass(frozen=True)
@@ -83,13 +96,17 @@ class Backend(Protocol):
         ...
 
     def chat(
-        self, turns: list[Turn], job: Job, *, max_new_tokens: int, conversation: str | None = None
+        self, turns: list[Turn], job: Job, *, max_new_tokens: int, min_new_tokens: int | None = None,
+        conversation: str | None = None,
     ) -> ChatResult:
         """Answer the last user turn given the whole conversation. `conversation` names it, so an engine
-        may keep state (a KV cache) between calls; raise ContextOverflowError when it does not fit."""
+        may keep state (a KV cache) between calls; `min_new_tokens` keeps the end of the answer away until
+        then (benchmarks fix answer lengths with it). Raise ContextOverflowError when it does not fit."""
         ...
 
-    def chat_batch(self, conversations: list[list[Turn]], job: Job, *, max_new_tokens: int) -> list[ChatResult]:
+    def chat_batch(
+        self, conversations: list[list[Turn]], job: Job, *, max_new_tokens: int, min_new_tokens: int | None = None
+    ) -> list[ChatResult]:
         """Answer several independent conversations (no history kept), in order; an engine may run them
         as one batch."""
         ...
@@ -99,4 +116,4 @@ class Backend(Protocol):
         ...
 
 
-__all__ = ["Backend", "ChatResult", "ImagePart", "Part", "Turn"]
+__all__ = ["Backend", "ChatResult", "ImagePart", "Job", "Part", "Turn"]

@@ -56,13 +56,6 @@ class ByteBudgetLRU(Generic[V]):
             self._bytes -= item[1]
             return item[0]
 
-    def discard_prefix(self, prefix: str) -> int:
-        with self._lock:
-            keys = [k for k in self._items if k.startswith(prefix)]
-            for key in keys:
-                self._bytes -= self._items.pop(key)[1]
-            return len(keys)
-
     @property
     def total_bytes(self) -> int:
         return self._bytes

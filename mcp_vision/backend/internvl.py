@@ -13,13 +13,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ContextOverflowError, InputError, ModelUnavailableError
+from ..errors import ContextOverflowError, InputError, ModelUnavailableError, summary
 from .base import ChatResult, ImagePart, Turn
 from .cache import ByteBudgetLRU, tensor_bytes
 
 if TYPE_CHECKING:
     from ..settings import Settings
-    from ..worker import Job
+    from .base import Job
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class InternVLBackend:
                 config = AutoConfig.from_pretrained(source, local_files_only=local_only)
             except (OSError, ValueError) as exc:
                 raise ModelUnavailableError(
-                    f"MCP_VISION_MODEL={self._settings.model!r} could not be read as a model ({_first_line(exc)}): "
+                    f"MCP_VISION_MODEL={self._settings.model!r} could not be read as a model ({summary(exc, 200)}): "
                     "set it to an InternVL -hf checkpoint or its local directory."
                 ) from None
             if getattr(config, "model_type", None) != "internvl":
@@ -135,7 +135,7 @@ class InternVLBackend:
                 model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
             except (OSError, ValueError, ImportError, RuntimeError) as exc:
                 raise ModelUnavailableError(
-                    f"Loading MCP_VISION_MODEL={self._settings.model!r} failed ({_first_line(exc)}): "
+                    f"Loading MCP_VISION_MODEL={self._settings.model!r} failed ({summary(exc, 200)}): "
                     "check the model directory, or set MCP_VISION_QUANTIZATION=none / MCP_VISION_DEVICE=cpu."
                 ) from None
             if "device_map" not in kwargs:
@@ -296,7 +296,7 @@ class InternVLBackend:
         try:
             inputs = self.build_inputs(turns)
         except ValueError as exc:
-            raise InputError(f"The model input could not be built ({_first_line(exc)}).") from None
+            raise InputError(f"The model input could not be built ({summary(exc, 200)}).") from None
         ids = inputs["input_ids"][0]
         inputs["prompt_len"] = int(ids.shape[0])
         inputs["image_tokens"] = int((ids == self._model.config.image_token_id).sum())
@@ -326,7 +326,7 @@ class InternVLBackend:
 
         prompt_len = int(input_ids.shape[1])
 
-        class _Watch(StoppingCriteria):
+        class _StopOnCancel(StoppingCriteria):
             first_token_at: float | None = None
 
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
@@ -339,7 +339,7 @@ class InternVLBackend:
                     job.report(generated, max_new_tokens, f"generated {generated} tokens")
                 return torch.full((input_ids.shape[0],), job.cancelled(), dtype=torch.bool, device=input_ids.device)
 
-        watch = _Watch()
+        watch = _StopOnCancel()
         gen_kwargs: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "do_sample": False,
@@ -584,11 +584,6 @@ def _bnb_config(quantization: str, compute_dtype: Any) -> Any:
             llm_int8_skip_modules=KEEP_UNQUANTIZED,
         )
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=KEEP_UNQUANTIZED)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
 
 
 __all__ = ["InternVLBackend", "KEEP_UNQUANTIZED"]

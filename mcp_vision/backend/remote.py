@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .. import __version__
-from ..errors import BusyError, ContextOverflowError, InputError, ModelUnavailableError, VisionError
+from ..errors import BusyError, Cancelled, ContextOverflowError, InputError, ModelUnavailableError, VisionError
 from .base import ChatResult, ImagePart, Turn
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
     from ..settings import Settings
-    from ..worker import Job
+    from .base import Job
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,6 @@ _PROMPT_NUMBER = re.compile(
     r"input (?:token )?length (?:of |is )?(\d+)",
     re.IGNORECASE,
 )
-
-
-class _Cancelled(Exception):
-    """The job was cancelled while waiting or connecting."""
 
 
 class OpenAIBackend:
@@ -119,11 +115,6 @@ class OpenAIBackend:
     def loaded(self) -> bool:
         return self._checked
 
-    @property
-    def max_concurrency(self) -> int:
-        """How many `chat` calls may usefully run at once (more wait here for a free slot)."""
-        return self._settings.remote_concurrency
-
     def forget(self, conversation: str) -> None:
         """Nothing to drop: the engine keeps no per-conversation state we own (its prefix cache is its own)."""
 
@@ -140,9 +131,9 @@ class OpenAIBackend:
             job.report(0, None, f"checking the remote engine at {self.shown_url}")
             deadline = started + self._settings.remote_timeout
             try:
-                with _Watch(job, deadline) as watch:
+                with _ConnectionWatch(job, deadline) as watch:
                     status, body = self._get("/models", job, watch)
-            except _Cancelled:
+            except Cancelled:
                 return time.monotonic() - started
             if status == 404 and self._model:
                 # An engine without a model list: the first chat call will tell whether the model is right.
@@ -194,6 +185,7 @@ class OpenAIBackend:
         job: Job,
         *,
         max_new_tokens: int,
+        min_new_tokens: int | None = None,
         conversation: str | None = None,
     ) -> ChatResult:
         load_seconds = self.load(job)
@@ -214,6 +206,7 @@ class OpenAIBackend:
             "model": self.model_name,
             "messages": self.build_messages(turns),
             "max_tokens": max_new_tokens,
+            **({"min_tokens": min_new_tokens} if min_new_tokens else {}),  # vLLM's and LMDeploy's name
             "temperature": 0,
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -221,10 +214,10 @@ class OpenAIBackend:
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         deadline = started + self._settings.remote_timeout
         images = sum(len(t.images) for t in turns)
-        with _Watch(job, deadline) as watch:
+        with _ConnectionWatch(job, deadline) as watch:
             try:
                 self._acquire_slot(job, watch)
-            except _Cancelled:
+            except Cancelled:
                 return cancelled()
             try:
                 waited = time.monotonic() - started
@@ -237,7 +230,7 @@ class OpenAIBackend:
                     conn, response = self._open(
                         "POST", "/chat/completions", body, job, watch, stream=True, max_new_tokens=max_new_tokens
                     )
-                except _Cancelled:
+                except Cancelled:
                     return cancelled()
                 answered = time.monotonic()
                 try:
@@ -269,19 +262,24 @@ class OpenAIBackend:
             },
         )
 
-    def chat_batch(self, conversations: list[list[Turn]], job: Job, *, max_new_tokens: int) -> list[ChatResult]:
+    def chat_batch(
+        self, conversations: list[list[Turn]], job: Job, *, max_new_tokens: int, min_new_tokens: int | None = None
+    ) -> list[ChatResult]:
         """Send the conversations at once (at most MCP_VISION_REMOTE_CONCURRENCY in flight): the engine
         batches requests that arrive together. Results in order; the first error is raised."""
         if len(conversations) == 1:
-            return [self.chat(conversations[0], job, max_new_tokens=max_new_tokens)]
+            return [self.chat(conversations[0], job, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)]
         from concurrent.futures import ThreadPoolExecutor
 
         workers = min(len(conversations), self._settings.remote_concurrency)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mcp-vision-remote-batch") as pool:
-            futures = [pool.submit(self.chat, turns, job, max_new_tokens=max_new_tokens) for turns in conversations]
+            futures = [
+                pool.submit(self.chat, turns, job, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
+                for turns in conversations
+            ]
             return [future.result() for future in futures]
 
-    def _acquire_slot(self, job: Job, watch: _Watch) -> None:
+    def _acquire_slot(self, job: Job, watch: _ConnectionWatch) -> None:
         """At most MCP_VISION_REMOTE_CONCURRENCY calls in flight to the engine; the engine batches them."""
         reported = False
         while not self._slots.acquire(timeout=_POLL_SECONDS):
@@ -291,7 +289,7 @@ class OpenAIBackend:
             self._raise_if_stopped(watch)
 
     def _read_stream(
-        self, response: http.client.HTTPResponse, job: Job, watch: _Watch, max_new_tokens: int
+        self, response: http.client.HTTPResponse, job: Job, watch: _ConnectionWatch, max_new_tokens: int
     ) -> tuple[str, str | None, dict[str, Any], float | None]:
         """(answer as streamed, finish reason, usage, time of the first text) from the SSE stream."""
         pieces: list[str] = []
@@ -410,7 +408,7 @@ class OpenAIBackend:
             headers["Authorization"] = f"Bearer {self._secret}"
         return headers
 
-    def _get(self, path: str, job: Job, watch: _Watch) -> tuple[int, bytes]:
+    def _get(self, path: str, job: Job, watch: _ConnectionWatch) -> tuple[int, bytes]:
         """(status, body) of a GET; 404 is returned, other failures raise."""
         conn, response = self._open("GET", path, None, job, watch, stream=False, allow={404})
         try:
@@ -429,7 +427,7 @@ class OpenAIBackend:
         path: str,
         body: bytes | None,
         job: Job,
-        watch: _Watch,
+        watch: _ConnectionWatch,
         *,
         stream: bool,
         allow: frozenset[int] | set[int] = frozenset(),
@@ -461,7 +459,7 @@ class OpenAIBackend:
                     conn.sock.settimeout(max(remaining, 0.001))  # the watch enforces the exact deadline
                 conn.request(method, self._prefix + path, body=body, headers=headers)
                 response = conn.getresponse()
-            except (_Cancelled, VisionError):
+            except (Cancelled, VisionError):
                 conn.close()
                 raise
             except ssl.SSLError as exc:
@@ -508,7 +506,7 @@ class OpenAIBackend:
             "its address (such as http://127.0.0.1:23333/v1)."
         )
 
-    def _sleep(self, seconds: float, watch: _Watch) -> None:
+    def _sleep(self, seconds: float, watch: _ConnectionWatch) -> None:
         end = time.monotonic() + seconds
         while True:
             self._raise_if_stopped(watch)
@@ -517,10 +515,10 @@ class OpenAIBackend:
                 return
             time.sleep(min(left, _POLL_SECONDS))
 
-    def _raise_if_stopped(self, watch: _Watch) -> None:
+    def _raise_if_stopped(self, watch: _ConnectionWatch) -> None:
         watch.check()
         if watch.reason == "cancelled":
-            raise _Cancelled
+            raise Cancelled
         if watch.reason == "timeout":
             raise self._timeout_error()
 
@@ -563,7 +561,7 @@ class OpenAIBackend:
         )
 
 
-class _Watch:
+class _ConnectionWatch:
     """Cuts the current connection the moment the job is cancelled or the deadline passes, so a read
     blocked on a silent engine returns at once. Checked every 50 ms on its own thread."""
 
@@ -576,7 +574,7 @@ class _Watch:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mcp-vision-remote-watch", daemon=True)
 
-    def __enter__(self) -> _Watch:
+    def __enter__(self) -> _ConnectionWatch:
         self._thread.start()
         return self
 
@@ -676,12 +674,10 @@ def _context_overflow(detail: str, max_new_tokens: int, where: str) -> ContextOv
     if limit and prompt:
         prompt_tokens = int(next(g for g in prompt.groups() if g))
         return ContextOverflowError(prompt_tokens, max_new_tokens, int(limit.group(1)))
-    error = ContextOverflowError(0, max_new_tokens, int(limit.group(1)) if limit else 0)
-    error.args = (
-        f"{where} says the conversation does not fit the model's context ({detail}): use fewer tiles "
-        "(max_tiles), fewer images or frames, or a new session.",
+    return ContextOverflowError(
+        0, max_new_tokens, int(limit.group(1)) if limit else 0,
+        reported=f"{where} says the conversation does not fit the model's context ({detail})",
     )
-    return error
 
 
 def _retry_after(value: str | None) -> float | None:

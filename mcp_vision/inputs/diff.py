@@ -64,17 +64,6 @@ def compare_pixels(
     return PixelDiff(similarity=similarity, regions=regions)
 
 
-def describe_regions(diff: PixelDiff, index: int) -> str:
-    """One line for the model prompt comparing Image-`index` (1-based, as the prompt names it) with Image-1."""
-    head = f"Image-{index} vs Image-1: similarity {diff.similarity}"
-    if diff.regions:
-        boxes = ", ".join(f"({r.x}, {r.y}, {r.width}, {r.height})" for r in diff.regions)
-        return f"{head}; changed regions (x, y, width, height): {boxes}."
-    if diff.similarity >= 1.0:
-        return f"{head}; no pixel differences."
-    return f"{head}; only scattered pixel differences, no changed regions."
-
-
 def _work_size(width: int, height: int, work_side: int) -> tuple[int, int]:
     """Base's aspect ratio with the longer side `work_side`."""
     side = max(1, int(work_side))
@@ -192,4 +181,4 @@ def _scale(box: tuple[int, int, int, int], sx: float, sy: float, width: int, hei
     return Box(x=x0, y=y0, width=x1 - x0, height=y1 - y0)
 
 
-__all__ = ["Box", "PixelDiff", "compare_pixels", "describe_regions"]
+__all__ = ["Box", "PixelDiff", "compare_pixels"]

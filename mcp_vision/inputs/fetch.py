@@ -10,9 +10,8 @@ import ssl
 import time
 from urllib.parse import urljoin, urlparse
 
-from .errors import AccessError, InputError
-from .media import describe_source
-from .settings import Settings
+from ..errors import AccessError, InputError, TooLarge
+from ..settings import Settings
 
 MAX_REDIRECTS = 5
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -86,16 +85,17 @@ def _connect(cls: type, host: str, port: int, addresses: list[str], timeout: flo
     raise InputError(f"{shown} could not be reached (connection failed).")
 
 
-def fetch_url(url: str, settings: Settings) -> bytes:
-    """GET `url` and return its body, or raise an error that says what to change."""
-    shown = describe_source(url)
+def fetch_url(url: str, settings: Settings, shown: str) -> bytes:
+    """GET `url` and return its body, or raise an error that says what to change; `shown` is how the
+    caller names the URL in messages (sources.describe_source)."""
     deadline = time.monotonic() + settings.url_timeout
     for _hop in range(MAX_REDIRECTS + 1):
         try:
             parsed = urlparse(url)
             port = parsed.port or (443 if parsed.scheme == "https" else 80)
         except ValueError:  # an out-of-range or non-numeric port, an unbalanced [
-            raise InputError(f"{describe_source(url)} is not a valid URL: check the host and port.") from None
+            where = shown if _hop == 0 else f"{shown} redirected to a URL that"
+            raise InputError(f"{where} is not a valid URL: check the host and port.") from None
         if parsed.scheme not in {"http", "https"} or not parsed.hostname:
             raise InputError(f"{shown} redirected to a URL that is not http(s); only http and https are fetched.")
         addresses = _resolve(parsed.hostname, port, settings.allow_private_urls, shown)
@@ -118,7 +118,7 @@ def fetch_url(url: str, settings: Settings) -> bytes:
                 raise InputError(f"{shown} answered HTTP {response.status} {response.reason}.")
             declared = response.getheader("Content-Length")
             if declared and declared.isdigit() and int(declared) > settings.max_file_bytes:
-                raise InputError(
+                raise TooLarge(
                     f"{shown} is {int(declared):,} bytes, over the {settings.max_file_bytes:,} byte limit "
                     "(MCP_VISION_MAX_FILE_BYTES)."
                 )
@@ -132,7 +132,7 @@ def fetch_url(url: str, settings: Settings) -> bytes:
                     break
                 total += len(chunk)
                 if total > settings.max_file_bytes:
-                    raise InputError(
+                    raise TooLarge(
                         f"{shown} is over the {settings.max_file_bytes:,} byte limit (MCP_VISION_MAX_FILE_BYTES)."
                     )
                 chunks.append(chunk)

@@ -9,8 +9,8 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import InputError
-from .media import Media
+from ..errors import InputError, TooLarge, summary
+from .sources import Media
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -60,7 +60,7 @@ def decode_image(media: Media, max_pixels: int) -> DecodedImage:
             img = ImageOps.exif_transpose(img) or img
             rgb = to_rgb(img)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise InputError(
+            raise TooLarge(
                 f"{media.label} has more pixels than the {max_pixels:,} pixel limit (MCP_VISION_MAX_IMAGE_PIXELS): "
                 "downscale it first."
             ) from None
@@ -68,13 +68,8 @@ def decode_image(media: Media, max_pixels: int) -> DecodedImage:
             supported = ", ".join(f for f in ALLOWED_FORMATS if f != "MPO")
             raise InputError(f"{media.label} is not an image in a supported format ({supported}).") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise InputError(f"{media.label} is a corrupt or truncated image ({_reason(exc)}).") from None
+            raise InputError(f"{media.label} is a corrupt or truncated image ({summary(exc, 120)}).") from None
     return DecodedImage(image=rgb, width=rgb.width, height=rgb.height, format=fmt)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:120]
 
 
 def to_rgb(img: PILImage.Image) -> PILImage.Image:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import InputError
-from .media import Media
+from ..errors import DecoderFailure, InputError, summary
+from .sources import Media
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -68,8 +68,7 @@ def _reason(exc: BaseException, warnings: list[str]) -> str:
     if errors:
         text = errors[0]
     else:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        text = re.sub(r"^code=\d+:\s*", "", text)
+        text = summary(exc, 120)
     return text[:120]
 
 
@@ -299,21 +298,19 @@ def open_document(media: Media, max_pages_open: int = DEFAULT_PAGES_OPEN) -> Pdf
 
 @dataclass(frozen=True)
 class PdfSummary:
-    """What opening a PDF tells: its page count, whether MuPDF had to repair it, and MuPDF's complaints."""
+    """What opening a PDF in a decoder process tells the server."""
 
     page_count: int
-    repaired: bool
-    warnings: tuple[str, ...]
 
 
-# One call each, opening the document from its bytes and closing it again: these run in a decoder
-# process (mcp_vision.sandbox), where no MuPDF state outlives the call.
+# One call each, opening the document from its bytes and closing it again (in a decoder process, see
+# sandbox.py, no MuPDF state outlives the call).
 
 
 def summarize_pdf(media: Media) -> PdfSummary:
     """Open `media` as a PDF and say what it holds, or raise the InputError `open_document` raises."""
     with open_document(media, max_pages_open=1) as doc:
-        return PdfSummary(doc.page_count, doc.repaired, tuple(doc.warnings))
+        return PdfSummary(doc.page_count)
 
 
 def read_page_text(media: Media, page_number: int) -> str:
@@ -341,8 +338,138 @@ def render_page(media: Media, page_number: int, dpi: float, max_pixels: int) -> 
         return doc.render(page_number, dpi, max_pixels)
 
 
+
+# Run in the decoder process of a lease: the document is opened there once per tool call, held, and
+# read page by page, so its bytes cross the pipe once (again only after a page crashed that process).
+_HELD = "pdf"
+
+
+def open_held(media: Media) -> PdfSummary:
+    """Open `media` as a PDF and keep it open in this decoder process; say what it holds."""
+    from .sandbox import hold
+
+    doc = open_document(media)
+    hold(_HELD, doc)
+    return PdfSummary(doc.page_count)
+
+
+def held_texts(page_numbers: list[int]) -> dict[int, str]:
+    """The held document's text layers of several pages; a page that cannot be read is left out."""
+    from .sandbox import held
+
+    doc: PdfDocument = held(_HELD)
+    texts: dict[int, str] = {}
+    for number in page_numbers:
+        try:
+            texts[number] = doc.text_layer(number)
+        except InputError:
+            continue
+    return texts
+
+
+def held_text(page_number: int) -> str:
+    from .sandbox import held
+
+    return held(_HELD).text_layer(page_number)
+
+
+def held_render(page_number: int, dpi: float, max_pixels: int) -> PILImage.Image:
+    from .sandbox import held
+
+    return held(_HELD).render(page_number, dpi, max_pixels)
+
+
+TEXT_BATCH = 16  # text layers read per round trip to the decoder process (the pages from the one asked for on)
+
+
+class PdfPages:
+    """A PDF read page by page for one tool call. Isolated, the document stays open in one leased decoder
+    process (text layers `TEXT_BATCH` pages a round trip); otherwise one open `PdfDocument` is read in
+    threads. Each page's text layer is read once."""
+
+    def __init__(self, media: Media, page_count: int, *, doc: PdfDocument | None = None, lease: Any = None) -> None:
+        self.media = media
+        self.page_count = page_count
+        self._doc = doc  # an open PdfDocument when not isolated
+        self._lease = lease  # a DecoderLease holding the document when isolated
+        self._generation = lease.generation if lease is not None else 0
+        self._texts: dict[int, str] = {}
+
+    async def _held(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """`fn(*args)` where the document is held; opened again first when that process was replaced."""
+        lease = self._lease
+        if not lease.holding or lease.generation != self._generation:
+            await lease.run(open_held, self.media, what=self.media.label)
+            self._generation = lease.generation
+        return await lease.run(fn, *args, what=self.media.label)
+
+    async def text_layer(self, page_number: int) -> str:
+        from .sandbox import run_isolated
+
+        if page_number in self._texts:
+            return self._texts[page_number]
+        if self._doc is not None:
+            text = await run_isolated(self._doc.text_layer, page_number, what=self.media.label, isolate=False)
+        else:
+            if isinstance(page_number, int) and 1 <= page_number <= self.page_count:
+                window = range(page_number, min(page_number + TEXT_BATCH, self.page_count + 1))
+                wanted = [n for n in window if n not in self._texts]
+                try:
+                    self._texts.update(await self._held(held_texts, wanted))
+                except DecoderFailure:
+                    pass  # a later page may have crashed the decoder: read this one alone below
+            if page_number in self._texts:
+                return self._texts[page_number]
+            text = await self._held(held_text, page_number)
+        self._texts[page_number] = text
+        return text
+
+    async def has_text_layer(self, page_number: int) -> bool:
+        return is_real_text(await self.text_layer(page_number))
+
+    async def render(self, page_number: int, dpi: float, max_pixels: int) -> PILImage.Image:
+        from .sandbox import run_isolated
+
+        if self._doc is not None:
+            return await run_isolated(
+                self._doc.render, page_number, dpi, max_pixels, what=self.media.label, isolate=False
+            )
+        return await self._held(held_render, page_number, dpi, max_pixels)
+
+    def close(self) -> None:
+        """Close the document (and hand its decoder process back); blocks briefly when isolated."""
+        if self._doc is not None:
+            self._doc.close()
+        if self._lease is not None:
+            self._lease.close()
+
+    async def aclose(self) -> None:
+        import anyio
+
+        await anyio.to_thread.run_sync(self.close)
+
+
+async def open_pdf(media: Media, *, isolate: bool = True) -> PdfPages:
+    """Open `media` as a PDF (held in a leased decoder process with `isolate`), or raise the InputError
+    that says why not."""
+    from .sandbox import decoder_pool, run_isolated
+
+    if isolate:
+        lease = decoder_pool().lease()
+        try:
+            summary = await lease.run(open_held, media, what=media.label)
+        except BaseException:
+            lease.close()
+            raise
+        return PdfPages(media, summary.page_count, lease=lease)
+    doc = await run_isolated(open_document, media, what=media.label, isolate=False)
+    return PdfPages(media, doc.page_count, doc=doc)
+
 __all__ = [
     "PdfDocument",
+    "PdfPages",
+    "open_pdf",
+    "TEXT_BATCH",
     "PdfSummary",
     "open_document",
     "parse_pages",

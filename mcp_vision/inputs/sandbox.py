@@ -1,18 +1,21 @@
-"""Decoding of untrusted media in worker processes, so a decoder that crashes, hangs or runs out of memory
+"""Decoding of untrusted media in decoder processes, so a decoder that crashes, hangs or runs out of memory
 cannot take the server down.
 
 Pillow, MuPDF and FFmpeg parse hostile bytes in native code. `run_isolated` sends a plain top-level
-function and its picklable arguments to a worker process, which runs it under an address-space limit
-(RLIMIT_AS) and a CPU-time limit (RLIMIT_CPU) while the server waits with a wall-clock deadline. A worker
-that dies, or that is killed for taking too long, is replaced by a fresh one on the next call; the caller
-gets one InputError and the server keeps serving. Each call has a worker to itself, so one hostile file
-never fails another caller's decode.
+function and its picklable arguments to a decoder process, which runs it under an address-space limit
+(RLIMIT_AS) and a CPU-time limit (RLIMIT_CPU) while the server waits with a wall-clock deadline. A
+decoder that dies, or that is killed for taking too long, is replaced by a fresh one on the next call;
+the caller gets one InputError (DecoderCrashed, DecodeTimeout, DecodeTooLarge, DecodeFailed or the
+decoder's own error, of the same class as in-process decoding raises) and the server keeps serving.
+Each call has a decoder to itself, so one hostile file never fails another caller's decode.
 
-Workers are forked from a fork server that has already imported Pillow, PyMuPDF and PyAV (started on
-the first decode, never at import or `tools/list`), so a replacement worker starts in a fraction of a
-second. The server's threads (torch, the event loop) are never forked, and torch is never imported in a
-worker. As with any use of `multiprocessing`, a script that embeds the server must guard its entry
-point with `if __name__ == "__main__":` (the `mcp-vision` command and `python -m mcp_vision` do).
+Decoder processes are forked from a fork server that has already imported Pillow, PyMuPDF and PyAV
+(started on the first decode, or at start-up with MCP_VISION_PRELOAD=1; never at import or
+`tools/list`), so a replacement starts in a fraction of a second. A `DecoderLease` keeps one decoder
+process for a sequence of calls, so an object it opened (a PDF read page by page) stays open there and
+its bytes cross the pipe once. The server's threads (torch, the event loop) are never forked, and torch
+is never imported in a decoder. As with any use of `multiprocessing`, a script that embeds the server must guard its entry
+point with `if __name__ == "__main__":` (the `mcp-vision-internvl` command and `python -m mcp_vision` do).
 """
 
 from __future__ import annotations
@@ -32,38 +35,40 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from .errors import InputError, VisionError
+from ..errors import (
+    Cancelled,
+    DecodeFailed,
+    DecoderCrashed,
+    DecodeTimeout,
+    DecodeTooLarge,
+    InputError,
+    VisionError,
+    summary,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
-
-    from PIL import Image as PILImage
-
-    from .media import Media
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 DECODE_TIMEOUT = 60.0  # wall-clock seconds one decode may take
-MEMORY_MB = 3072  # address space one decode may add to a worker
-MAX_WORKERS = max(1, min(4, os.cpu_count() or 1))
-JOBS_PER_WORKER = 100  # then the worker is replaced, handing its fragmented heap back to the system
+MEMORY_MB = 3072  # address space one decode may add to a decoder
+MAX_DECODERS = max(1, min(4, os.cpu_count() or 1))
+JOBS_PER_DECODER = 100  # then the decoder is replaced, handing its fragmented heap back to the system
 _POLL_SECONDS = 0.05  # how often a waiting call looks at its deadline and at cancellation
+# Imported once by the fork server, so no decoder process imports them again (a test imports each by name).
 _PRELOAD = (
     "numpy",
     "PIL.Image",
     "pymupdf",
     "av",
-    "mcp_vision.images",
-    "mcp_vision.documents",
-    "mcp_vision.video",
-    "mcp_vision.diff",
+    "mcp_vision.inputs.images",
+    "mcp_vision.inputs.pdf",
+    "mcp_vision.inputs.video",
+    "mcp_vision.inputs.diff",
 )
-
-
-class _Cancelled(Exception):
-    """The awaiting caller went away; its worker was killed."""
 
 
 def _signal_name(code: int | None) -> str:
@@ -77,38 +82,76 @@ def _signal_name(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def _crashed(what: str, how: str) -> InputError:
-    return InputError(
+def _crashed(what: str, how: str) -> DecoderCrashed:
+    return DecoderCrashed(
         f"{what} crashed the decoder ({how}): the file is damaged or malformed, so re-save it with a standard "
         "tool or pass another file."
     )
 
 
-def _too_slow(what: str, timeout: float) -> InputError:
-    return InputError(f"{what} took longer than {timeout:g} s to decode: pass a smaller or simpler file.")
+def _too_slow(what: str, timeout: float) -> DecodeTimeout:
+    return DecodeTimeout(f"{what} took longer than {timeout:g} s to decode: pass a smaller or simpler file.")
 
 
-def _too_big(what: str, memory_mb: int) -> InputError:
-    return InputError(f"{what} needed more than {memory_mb:,} MB to decode: pass a smaller or simpler file.")
+def _too_big(what: str, memory_mb: int) -> DecodeTooLarge:
+    return DecodeTooLarge(f"{what} needed more than {memory_mb:,} MB to decode: pass a smaller or simpler file.")
 
 
-def _failed(what: str, reason: str) -> InputError:
-    return InputError(f"{what} could not be decoded ({reason}): the file is damaged or in an unexpected form.")
+def _failed(what: str, reason: str) -> DecodeFailed:
+    return DecodeFailed(f"{what} could not be decoded ({reason}): the file is damaged or in an unexpected form.")
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}"[:160] if text else type(exc).__name__
+    return summary(exc, 160, with_type=True)
 
 
-# ------------------------------------------------------------------ the worker process
+def _portable(exc: VisionError) -> VisionError:
+    """`exc` itself when it crosses the pipe intact (its class, so callers catch the same types in and
+    out of process), else an InputError with its message."""
+    try:
+        import pickle
+
+        if type(pickle.loads(pickle.dumps(exc))) is type(exc):
+            return exc
+    except Exception:
+        pass
+    return InputError(str(exc))
+
+
+# Objects a decoder process keeps between the calls of one lease (see `hold` and `held`).
+_HELD: dict[str, Any] = {}
+
+
+def hold(key: str, value: Any) -> None:
+    """In a decoder process: keep `value` for later calls of the same lease (closed when the lease ends)."""
+    _HELD[key] = value
+
+
+def held(key: str) -> Any:
+    """In a decoder process: what `hold` kept, or KeyError when this process has none (a fresh process)."""
+    return _HELD[key]
+
+
+def _release_held() -> None:
+    """Close (when closable) and forget everything this process holds."""
+    for value in _HELD.values():
+        close = getattr(value, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:
+                log.debug("closing a held object failed", exc_info=True)
+    _HELD.clear()
+
+
+# ------------------------------------------------------------------ the decoder process
 
 
 def _serve(conn: Connection) -> None:
-    """A worker's whole life: run jobs one at a time until the server closes the pipe."""
+    """A decoder process's whole life: run jobs one at a time until the server closes the pipe."""
     os.dup2(2, 1)  # whatever a decoder prints goes to stderr, never to the MCP channel on stdout
     os.environ["PYMUPDF_MESSAGE"] = "fd:2"
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C is the server's to handle; it stops its workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C is the server's to handle; it stops its decoders
     _die_with_parent()
     try:
         import resource
@@ -136,7 +179,7 @@ def _serve(conn: Connection) -> None:
 
 
 def _die_with_parent() -> None:
-    """Linux: the kernel kills this worker when the process that forked it (the fork server) ends."""
+    """Linux: the kernel kills this decoder when the process that forked it (the fork server) ends."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -183,7 +226,7 @@ def _run_limited(
                     pass
         return ("ok", fn(*args, **kwargs))
     except VisionError as exc:
-        return ("input", str(exc))
+        return ("input", _portable(exc))
     except MemoryError:
         return ("memory",)
     except Exception as exc:
@@ -203,8 +246,8 @@ def _cpu_used() -> int:
 # ------------------------------------------------------------------ the server side
 
 
-class _Worker:
-    """One worker process and the server's end of its pipe."""
+class _Decoder:
+    """One decoder process and the server's end of its pipe."""
 
     def __init__(self, ctx: Any) -> None:
         self.conn, child = ctx.Pipe()
@@ -214,6 +257,15 @@ class _Worker:
         finally:
             child.close()
         self.jobs = 0
+        self.leased = False
+
+    def send(self, job: tuple) -> int:
+        """Send one job; returns its size in bytes."""
+        import pickle
+
+        data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        self.conn.send_bytes(data)
+        return len(data)
 
     def exit_code(self) -> int | None:
         self.process.join(2.0)
@@ -231,15 +283,18 @@ class _Worker:
 
 
 class DecoderPool:
-    """Up to `size` worker processes, started on demand, each running one job at a time."""
+    """Up to `size` decoder processes for single calls, started on demand, each running one job at a time,
+    and up to `size` more held by leases (so a long document read never starves other callers)."""
 
-    def __init__(self, size: int = MAX_WORKERS) -> None:
+    def __init__(self, size: int = MAX_DECODERS) -> None:
         self.size = size
-        self._idle: list[_Worker] = []
-        self._live = 0
+        self._idle: list[_Decoder] = []
+        self._live = 0  # processes alive or being started, leased ones included
+        self._leased = 0
         self._cond = threading.Condition()
         self._ctx: Any = None
-        self.started = 0  # workers started so far (tests read it)
+        self.started = 0  # decoder processes started so far (tests read it)
+        self.bytes_sent = 0  # pickled job bytes sent to decoder processes so far (tests read it)
 
     def _context(self) -> Any:
         if self._ctx is None:
@@ -253,61 +308,75 @@ class DecoderPool:
             self._ctx = ctx
         return self._ctx
 
-    def _checkout(self, cancelled: threading.Event) -> _Worker:
+    def _checkout(self, cancelled: threading.Event, leased: bool = False) -> _Decoder:
         with self._cond:
             while True:
                 if cancelled.is_set():
-                    raise _Cancelled
-                while self._idle:
-                    worker = self._idle.pop()
-                    if worker.process.is_alive():
-                        return worker
+                    raise Cancelled
+                may_take = not leased or self._leased < self.size
+                while may_take and self._idle:
+                    decoder = self._idle.pop()
+                    if decoder.process.is_alive():
+                        self._mark(decoder, leased)
+                        return decoder
                     self._live -= 1
-                    worker.stop()
-                if self._live < self.size:
+                    decoder.stop()
+                # Idle ones are all taken: every process counted here is busy.
+                room = self._live < 2 * self.size if leased else self._live - self._leased < self.size
+                if may_take and room:
                     self._live += 1
+                    self._leased += leased
                     break
                 self._cond.wait(_POLL_SECONDS)
         try:
-            worker = _Worker(self._context())
+            decoder = _Decoder(self._context())
         except BaseException as exc:
             with self._cond:
                 self._live -= 1
+                self._leased -= leased
                 self._cond.notify()
             if isinstance(exc, (RuntimeError, OSError)):  # no process could be made (limits, an unguarded main)
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
                 raise VisionError(
-                    f"The decoder worker process could not start ({reason}): set MCP_VISION_ISOLATE_DECODING=0 to "
+                    f"The decoder process could not start ({reason}): set MCP_VISION_ISOLATE_DECODING=0 to "
                     "decode in the server process, or, when embedding mcp-vision in a script, run it under "
                     "`if __name__ == \"__main__\":`."
                 ) from None
             raise
+        decoder.leased = leased
         with self._cond:
             self.started += 1
-        return worker
+        return decoder
+
+    def _mark(self, decoder: _Decoder, leased: bool) -> None:
+        decoder.leased = leased
+        self._leased += leased
 
     def warm(self) -> None:
-        """Start one worker ahead of need (starting the fork server is the slow part, about 1.6 s)."""
+        """Start one decoder ahead of need (starting the fork server is the slow part, about 1.6 s)."""
         with self._cond:
             if self._idle or self._live:
                 return
         try:
-            worker = self._checkout(threading.Event())
+            decoder = self._checkout(threading.Event())
         except VisionError as exc:  # the first call will say so as its error
             log.warning("%s", exc)
             return
         with self._cond:
-            self._idle.append(worker)
+            self._idle.append(decoder)
             self._cond.notify()
 
-    def _checkin(self, worker: _Worker, healthy: bool) -> None:
-        worker.jobs += 1
-        keep = healthy and worker.jobs < JOBS_PER_WORKER
+    def _checkin(self, decoder: _Decoder, healthy: bool) -> None:
+        decoder.jobs += 1
+        keep = healthy and decoder.jobs < JOBS_PER_DECODER
         if not keep:
-            worker.stop()
+            decoder.stop()
         with self._cond:
+            if decoder.leased:
+                self._leased -= 1
+                decoder.leased = False
             if keep:
-                self._idle.append(worker)
+                self._idle.append(decoder)
             else:
                 self._live -= 1
             self._cond.notify()
@@ -323,50 +392,142 @@ class DecoderPool:
         what: str,
         cancelled: threading.Event,
     ) -> T:
-        """Run `fn(*args, **kwargs)` in a worker; block until it answers, dies, times out or is cancelled."""
-        cpu_seconds = math.ceil(timeout * (os.cpu_count() or 1)) + 5  # a backstop: the deadline below rules
-        job = (fn, args, kwargs, memory_mb * 1024 * 1024, cpu_seconds)
-        for attempt in range(2):
-            worker = self._checkout(cancelled)
-            try:
-                worker.conn.send(job)
-                break
-            except (BrokenPipeError, ConnectionError, EOFError):
-                self._checkin(worker, healthy=False)  # it died while idle: take a fresh one
-                if attempt:
-                    raise _crashed(what, "the decoder process could not be reached") from None
-            except BaseException:
-                self._checkin(worker, healthy=False)
-                raise
+        """Run `fn(*args, **kwargs)` in a decoder; block until it answers, dies, times out or is cancelled."""
+        decoder = self._send(self._job(fn, args, kwargs, timeout, memory_mb), what, cancelled)
         healthy = False
         try:
-            deadline = time.monotonic() + timeout
-            while not worker.conn.poll(_POLL_SECONDS):
-                if cancelled.is_set():
-                    raise _Cancelled
-                if time.monotonic() >= deadline:
-                    raise _too_slow(what, timeout)
-            try:
-                reply = worker.conn.recv()
-            except (EOFError, OSError):
-                code = worker.exit_code()
-                if code is not None and code == -getattr(signal, "SIGXCPU", 0):
-                    raise _too_slow(what, timeout) from None
-                raise _crashed(what, _signal_name(code)) from None
-            except Exception as exc:  # a reply that cannot be unpickled here
-                raise _failed(what, f"unreadable result: {_first_line(exc)}") from None
+            reply = self._receive(decoder, timeout, memory_mb, what, cancelled)
             healthy = True
         finally:
-            self._checkin(worker, healthy)
-        status = reply[0]
-        if status == "ok":
-            return reply[1]
-        if status == "input":
-            raise InputError(reply[1])
-        if status == "memory":
-            raise _too_big(what, memory_mb)
-        log.warning("decoding %s failed in the worker: %s\n%s", what, reply[1], reply[2])
-        raise _failed(what, reply[1])
+            self._checkin(decoder, healthy)
+        return _outcome(reply, what, memory_mb)
+
+    @staticmethod
+    def _job(fn: Callable[..., Any], args: tuple, kwargs: dict, timeout: float, memory_mb: int) -> tuple:
+        cpu_seconds = math.ceil(timeout * (os.cpu_count() or 1)) + 5  # a backstop: the wall-clock deadline rules
+        return (fn, args, kwargs, memory_mb * 1024 * 1024, cpu_seconds)
+
+    def _send(
+        self, job: tuple, what: str, cancelled: threading.Event, decoder: _Decoder | None = None, leased: bool = False
+    ) -> _Decoder:
+        """Hand `job` to `decoder` (or to a checked-out one, trying a second when the first died idle)."""
+        for attempt in range(2):
+            current = decoder or self._checkout(cancelled, leased)
+            try:
+                sent = current.send(job)
+                with self._cond:
+                    self.bytes_sent += sent
+                return current
+            except (BrokenPipeError, ConnectionError, EOFError):
+                self._checkin(current, healthy=False)  # it died while idle: take a fresh one
+                if attempt or decoder is not None:
+                    raise _crashed(what, "the decoder process could not be reached") from None
+            except BaseException:
+                self._checkin(current, healthy=False)
+                raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _receive(decoder: _Decoder, timeout: float, memory_mb: int, what: str, cancelled: threading.Event) -> tuple:
+        """The decoder's reply to the job it was sent; raises when it dies, overruns `timeout` or is cancelled."""
+        deadline = time.monotonic() + timeout
+        while not decoder.conn.poll(_POLL_SECONDS):
+            if cancelled.is_set():
+                raise Cancelled
+            if time.monotonic() >= deadline:
+                raise _too_slow(what, timeout)
+        try:
+            return decoder.conn.recv()
+        except (EOFError, OSError):
+            code = decoder.exit_code()
+            if code is not None and code == -getattr(signal, "SIGXCPU", 0):
+                raise _too_slow(what, timeout) from None
+            raise _crashed(what, _signal_name(code)) from None
+        except Exception as exc:  # a reply that cannot be unpickled here
+            raise _failed(what, f"unreadable result: {_first_line(exc)}") from None
+
+    def lease(self) -> DecoderLease:
+        return DecoderLease(self)
+
+
+def _outcome(reply: tuple, what: str, memory_mb: int) -> Any:
+    status = reply[0]
+    if status == "ok":
+        return reply[1]
+    if status == "input":
+        raise reply[1]
+    if status == "memory":
+        raise _too_big(what, memory_mb)
+    log.warning("decoding %s failed in the decoder process: %s\n%s", what, reply[1], reply[2])
+    raise _failed(what, reply[1])
+
+
+class DecoderLease:
+    """One decoder process kept for a sequence of calls (one tool call reading a document page by page), so
+    what a call `hold`s there is still there for the next. When the process dies or is killed, the next
+    call gets a fresh one: `generation` then changes, and whatever was held must be opened again."""
+
+    def __init__(self, pool: DecoderPool) -> None:
+        self._pool = pool
+        self._decoder: _Decoder | None = None
+        self._lock = threading.Lock()  # one call at a time on the process
+        self.generation = 0  # incremented each time a new process is taken
+
+    @property
+    def holding(self) -> bool:
+        """Whether a process is held now (what it holds survives until it dies or the lease ends)."""
+        return self._decoder is not None
+
+    def call(
+        self, fn: Callable[..., T], args: tuple, kwargs: dict, *, timeout: float, memory_mb: int, what: str,
+        cancelled: threading.Event,
+    ) -> T:
+        with self._lock:
+            job = self._pool._job(fn, args, kwargs, timeout, memory_mb)
+            if self._decoder is None:
+                self._decoder = self._pool._send(job, what, cancelled, leased=True)
+                self.generation += 1
+            else:
+                try:
+                    self._pool._send(job, what, cancelled, decoder=self._decoder)
+                except BaseException:
+                    self._decoder = None  # _send checked it in as unhealthy
+                    raise
+            try:
+                reply = self._pool._receive(self._decoder, timeout, memory_mb, what, cancelled)
+            except BaseException:
+                self._pool._checkin(self._decoder, healthy=False)
+                self._decoder = None
+                raise
+            return _outcome(reply, what, memory_mb)
+
+    async def run(self, fn: Callable[..., T], /, *args: Any, what: str = "the input", timeout: float = DECODE_TIMEOUT,
+                  memory_mb: int = MEMORY_MB, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)` in this lease's decoder process; errors and cancellation as `run_isolated`."""
+        cancelled = threading.Event()
+        call = functools.partial(
+            self.call, fn, args, kwargs, timeout=timeout, memory_mb=memory_mb, what=what, cancelled=cancelled
+        )
+        try:
+            return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+        finally:
+            cancelled.set()
+
+    def close(self) -> None:
+        """Hand the process back to the pool, after it closed what it held (or kill it, when it cannot)."""
+        with self._lock:
+            decoder, self._decoder = self._decoder, None
+            if decoder is None:
+                return
+            try:
+                reply = self._pool._receive(
+                    self._pool._send(self._pool._job(_release_held, (), {}, 10.0, 64), "", threading.Event(), decoder),
+                    10.0, 64, "releasing a document", threading.Event(),
+                )
+                healthy = reply[0] == "ok"
+            except BaseException:
+                healthy = False
+            self._pool._checkin(decoder, healthy)
 
 
 _POOL: DecoderPool | None = None
@@ -374,7 +535,7 @@ _POOL_LOCK = threading.Lock()
 
 
 def decoder_pool() -> DecoderPool:
-    """The process-wide pool, created (not started: workers start on demand) on first use."""
+    """The process-wide pool, created (not started: decoders start on demand) on first use."""
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
@@ -394,9 +555,10 @@ async def run_isolated(
 ) -> T:
     """`fn(*args, **kwargs)` in a decoder process (with `isolate`) or a thread; `what` names the input in errors.
 
-    `fn` must be a top-level function and its arguments and result picklable. Failures become one
-    InputError: the decoder's own, or "... crashed the decoder", "... took longer than N s to decode",
-    "... needed more than N MB to decode". Cancelling the caller kills the worker.
+    `fn` must be a top-level function and its arguments and result picklable. Failures raise the same
+    classes either way: the decoder's own InputError, or DecoderCrashed ("... crashed the decoder"),
+    DecodeTimeout ("... took longer than N s to decode"), DecodeTooLarge ("... needed more than N MB to
+    decode"), DecodeFailed (any other exception). Cancelling the caller kills the decoder process.
     """
     if not isolate:
         try:
@@ -415,72 +577,9 @@ async def run_isolated(
     try:
         return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
     finally:
-        cancelled.set()  # when the caller was cancelled, the waiting thread kills the worker
+        cancelled.set()  # when the caller was cancelled, the waiting thread kills the decoder process
 
 
-TEXT_BATCH = 16  # text layers read per opening of an isolated PDF (the pages from the one asked for on)
-
-
-class PdfPages:
-    """A PDF read page by page. Isolated, every read re-opens the document from its bytes in a decoder
-    process (text layers `TEXT_BATCH` pages at a time); otherwise one open `PdfDocument` is read in
-    threads. Each page's text layer is read once."""
-
-    def __init__(self, media: Media, page_count: int, doc: Any = None) -> None:
-        self.media = media
-        self.page_count = page_count
-        self._doc = doc  # an open PdfDocument when not isolated
-        self._texts: dict[int, str] = {}
-
-    async def text_layer(self, page_number: int) -> str:
-        from .documents import read_page_text, read_page_texts
-
-        if page_number in self._texts:
-            return self._texts[page_number]
-        if self._doc is not None:
-            text = await run_isolated(self._doc.text_layer, page_number, what=self.media.label, isolate=False)
-        else:
-            if isinstance(page_number, int) and 1 <= page_number <= self.page_count:
-                window = range(page_number, min(page_number + TEXT_BATCH, self.page_count + 1))
-                wanted = [n for n in window if n not in self._texts]
-                try:
-                    self._texts.update(await run_isolated(read_page_texts, self.media, wanted, what=self.media.label))
-                except InputError:
-                    pass  # a later page may have crashed the decoder: read this one alone below
-            if page_number in self._texts:
-                return self._texts[page_number]
-            text = await run_isolated(read_page_text, self.media, page_number, what=self.media.label)
-        self._texts[page_number] = text
-        return text
-
-    async def has_text_layer(self, page_number: int) -> bool:
-        from .documents import is_real_text
-
-        return is_real_text(await self.text_layer(page_number))
-
-    async def render(self, page_number: int, dpi: float, max_pixels: int) -> PILImage.Image:
-        from .documents import render_page
-
-        if self._doc is not None:
-            return await run_isolated(
-                self._doc.render, page_number, dpi, max_pixels, what=self.media.label, isolate=False
-            )
-        return await run_isolated(render_page, self.media, page_number, dpi, max_pixels, what=self.media.label)
-
-    def close(self) -> None:
-        if self._doc is not None:
-            self._doc.close()
-
-
-async def open_pdf(media: Media, *, isolate: bool = True) -> PdfPages:
-    """Open `media` as a PDF (in a decoder process with `isolate`), or raise the InputError that says why not."""
-    from .documents import open_document, summarize_pdf
-
-    if isolate:
-        summary = await run_isolated(summarize_pdf, media, what=media.label)
-        return PdfPages(media, summary.page_count)
-    doc = await run_isolated(open_document, media, what=media.label, isolate=False)
-    return PdfPages(media, doc.page_count, doc=doc)
-
-
-__all__ = ["run_isolated", "decoder_pool", "DecoderPool", "PdfPages", "open_pdf", "DECODE_TIMEOUT", "MEMORY_MB"]
+__all__ = [
+    "run_isolated", "decoder_pool", "DecoderPool", "DecoderLease", "hold", "held", "DECODE_TIMEOUT", "MEMORY_MB",
+]

@@ -19,8 +19,8 @@ from typing import Literal
 from urllib.parse import ParseResult, unquote, unquote_to_bytes, urlparse
 from urllib.request import url2pathname
 
-from .errors import AccessError, InputError
-from .settings import Settings
+from ..errors import AccessError, InputError, NotFound, OutsideAllowedDirs, TooLarge
+from ..settings import Settings
 
 MediaKind = Literal["image", "pdf", "video", "unknown"]
 
@@ -97,8 +97,8 @@ def load_media(source: str, settings: Settings, roots: tuple[Path, ...] | None =
             )
         from .fetch import fetch_url
 
-        data = fetch_url(source, settings)
         label = describe_source(source)
+        data = fetch_url(source, settings, label)
     elif scheme == "file":
         path = _local_path(urlparse(source))
         if path is None:
@@ -138,7 +138,7 @@ def _decode_data_uri(uri: str, max_bytes: int) -> bytes:
     header, sep, payload = uri.partition(",")
     if not sep:
         raise InputError("The data: URI has no ',' separating its header from its data.")
-    too_big = InputError(f"The data: URI is larger than the {max_bytes:,} byte limit (MCP_VISION_MAX_FILE_BYTES).")
+    too_big = TooLarge(f"The data: URI is larger than the {max_bytes:,} byte limit (MCP_VISION_MAX_FILE_BYTES).")
     if len(payload) > 3 * max_bytes + 8:  # even percent-encoding needs at most 3 characters a byte
         raise too_big
     if header.lower().endswith(";base64"):
@@ -211,21 +211,21 @@ class Boundary:
         """The check made before the file system is touched (on the path as given)."""
         return is_within(absolute, self.named) and (self.roots is None or is_within(absolute, self.roots))
 
-    def refusal(self, shown: str) -> AccessError:
+    def refusal(self, shown: str) -> OutsideAllowedDirs:
         configured = os.pathsep.join(str(r) for r in self.allowed)
         if self.roots is None:
-            return AccessError(
+            return OutsideAllowedDirs(
                 f"{shown} is outside the allowed directories ({configured}): "
                 "move the file there or add its directory to MCP_VISION_ALLOWED_DIRS."
             )
         if not self.real:
-            return AccessError(
+            return OutsideAllowedDirs(
                 f"{shown} cannot be read: none of the client's roots lies within the allowed directories "
                 f"({configured}), so no file can be. Open a folder inside them as a root in the client, "
                 "or add the root's directory to MCP_VISION_ALLOWED_DIRS."
             )
         where = os.pathsep.join(str(r) for r in self.real)
-        return AccessError(
+        return OutsideAllowedDirs(
             f"{shown} is outside the directories this client may read ({where}: the allowed directories "
             "narrowed to the client's roots): move the file there, or open its folder as a root in the "
             "client (inside MCP_VISION_ALLOWED_DIRS)."
@@ -256,7 +256,7 @@ def read_allowed_file(path: Path, settings: Settings, roots: tuple[Path, ...] | 
     try:
         fd = os.open(real, flags)
     except FileNotFoundError:
-        raise InputError(f"{shown} does not exist: check the path (relative paths start at {os.getcwd()}).") from None
+        raise NotFound(f"{shown} does not exist: check the path (relative paths start at {os.getcwd()}).") from None
     except IsADirectoryError:
         raise InputError(f"{shown} is a directory: pass a file inside it.") from None
     except PermissionError:
@@ -277,7 +277,7 @@ def read_allowed_file(path: Path, settings: Settings, roots: tuple[Path, ...] | 
             if not is_within(opened, boundary.real):
                 raise outside
         if info.st_size > settings.max_file_bytes:
-            raise InputError(
+            raise TooLarge(
                 f"{shown} is {info.st_size:,} bytes, over the {settings.max_file_bytes:,} byte limit "
                 "(MCP_VISION_MAX_FILE_BYTES)."
             )
@@ -292,7 +292,7 @@ def read_allowed_file(path: Path, settings: Settings, roots: tuple[Path, ...] | 
             remaining -= len(chunk)
         data = b"".join(chunks)
         if len(data) > settings.max_file_bytes:
-            raise InputError(f"{shown} grew past the {settings.max_file_bytes:,} byte limit while being read.")
+            raise TooLarge(f"{shown} grew past the {settings.max_file_bytes:,} byte limit while being read.")
         return data
     finally:
         os.close(fd)

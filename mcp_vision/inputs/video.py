@@ -11,8 +11,8 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError
-from .media import Media
+from ..errors import InputError, summary
+from .sources import Media
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -153,9 +153,9 @@ def sample_frames(
     except InputError:
         raise
     except av.error.FFmpegError as exc:
-        raise InputError(f"{media.label} is a corrupt or truncated video ({_reason(exc)}).") from None
+        raise InputError(f"{media.label} is a corrupt or truncated video ({summary(exc, 120)}).") from None
     except Exception as exc:  # a demuxer or decoder can fail in many ways on hostile bytes
-        raise InputError(f"{media.label} is a corrupt or truncated video ({_reason(exc)}).") from exc
+        raise InputError(f"{media.label} is a corrupt or truncated video ({summary(exc, 120)}).") from exc
 
 
 class _Reader:
@@ -437,11 +437,6 @@ def _clock(seconds: float) -> str:
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return str(text).splitlines()[0][:120]
 
 
 __all__ = ["VideoSample", "sample_frames", "demuxer_for", "SUPPORTED"]

@@ -1,0 +1,46 @@
+"""Every limit stated once: the tool schemas, the service's checks and the settings read them from here.
+
+`*_CAP` values are the most a setting may be configured to; the configured value (Settings) is what a
+tool call may use, and the schema an agent reads states that configured value (server.build_server).
+"""
+
+from __future__ import annotations
+
+# Answer length.
+MAX_NEW_TOKENS_CAP = 8192  # the most tokens one answer may ask for
+DEFAULT_MAX_NEW_TOKENS = 512
+OCR_MIN_TOKENS = 1024  # default answer room for a page read by the model (a full page of text)
+
+# Questions.
+MAX_QUESTION_CHARS = 20_000
+
+# Image detail: 448x448 tiles per image (a thumbnail tile comes on top when an image is split).
+MAX_TILES_CAP = 40
+DEFAULT_MAX_TILES = 12
+COMPARE_TILE_BUDGET = 24  # tiles shared by the images of one comparison (256 tokens each)
+
+# compare_images.
+MIN_COMPARE_IMAGES = 2
+MAX_COMPARE_IMAGES = 4
+
+# video_qa.
+MAX_FRAMES_CAP = 64
+DEFAULT_MAX_FRAMES = 32
+DEFAULT_NUM_FRAMES = 8
+
+# ocr_document.
+OCR_MODES = ("auto", "text_layer", "vision")
+MIN_DPI = 36
+MAX_DPI = 600
+DEFAULT_DPI = 150
+DEFAULT_MAX_PAGES = 50
+OCR_BATCH_CAP = 16
+DEFAULT_OCR_BATCH = 4
+MIN_OUTPUT_CHARS = 1000
+DEFAULT_MAX_OUTPUT_CHARS = 200_000
+
+# The remote engine.
+REMOTE_CONCURRENCY_CAP = 256
+REMOTE_RETRIES_CAP = 10
+
+__all__ = [name for name in dir() if name.isupper()]

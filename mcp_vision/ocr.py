@@ -1,0 +1,188 @@
+"""ocr_document's page policy: which pages, read how (the text layer or the model), in what batches, and
+where the output cap stops the reading. MCP-free; the model is reached through a runner the service hands in."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import limits
+from .backend.base import Backend, ImagePart, Job, Turn
+from .errors import InputError
+from .results import PageText
+from .worker import Progress
+
+if TYPE_CHECKING:
+    from .inputs.pdf import PdfPages
+    from .inputs.sources import Media
+    from .prompts import PromptLibrary
+    from .settings import Settings
+
+T = TypeVar("T")
+ModelRunner = Callable[[Callable[[Job], T], Progress | None], Awaitable[T]]
+
+
+def check_request(mode: str, dpi: int) -> None:
+    """Refuse a mode or dpi the tool does not take, before any work."""
+    if mode not in limits.OCR_MODES:
+        raise InputError(f"mode={mode!r} is not one of: {', '.join(limits.OCR_MODES)}.")
+    if not limits.MIN_DPI <= dpi <= limits.MAX_DPI:
+        raise InputError(
+            f"dpi={dpi} is out of range: use {limits.MIN_DPI} to {limits.MAX_DPI} "
+            f"({limits.DEFAULT_DPI} reads most pages well)."
+        )
+
+
+class PageReader:
+    """Reads page images with the model, several in one batch, and keeps each as it was shown to it."""
+
+    def __init__(
+        self, run_model: ModelRunner, backend: Backend, prompt: str, *, max_tiles: int, max_new_tokens: int,
+        progress: Progress | None,
+    ) -> None:
+        self._run_model, self._backend, self._prompt = run_model, backend, prompt
+        self._max_tiles, self._max_new_tokens, self._progress = max_tiles, max_new_tokens, progress
+        self.page_images: dict[int, ImagePart] = {}
+
+    async def read(self, images: list, numbers: list[int], label: str, index: float, total: int) -> list[str]:
+        """The text of each image, in order; progress runs from `index` to `index + len(images)` of `total`."""
+        progress = self._progress
+
+        async def inner(p: float, t: float | None, message: str | None) -> None:
+            if progress is not None:
+                fraction = min(p / t, 1.0) if t else 0.0
+                await progress(index + fraction * len(images), total, f"{label}: {message}" if message else label)
+
+        parts = [ImagePart(image, self._max_tiles) for image in images]
+        self.page_images.update(zip(numbers, parts))
+        conversations = [[Turn("user", [part, self._prompt])] for part in parts]
+        backend, tokens = self._backend, self._max_new_tokens
+        answers = await self._run_model(lambda job: backend.chat_batch(conversations, job, max_new_tokens=tokens), inner)
+        return [answer.text for answer in answers]
+
+
+@dataclass
+class _OutputCap:
+    """The characters still allowed (MCP_VISION_MAX_OUTPUT_CHARS), and the note once they run out."""
+
+    cap: int
+    selected: list[int]
+    left: int = 0
+    note: str | None = None
+    pages: list[PageText] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.left = self.cap
+
+    @property
+    def truncated(self) -> bool:
+        return self.note is not None
+
+    def take(self, index: int, number: int, method: str, text: str) -> bool:
+        """Keep the page at `index` of the selection, cut to what is left; False once the cap is reached."""
+        cut = len(text) > self.left
+        text = text[: self.left]
+        self.left -= len(text)
+        self.pages.append(PageText(page=number, method=method, text=text))
+        more = index + 1 < len(self.selected)
+        if not (cut or (self.left <= 0 and more)):
+            return True
+        rest = self.selected[index if cut else index + 1 :]
+        where = f"MCP_VISION_MAX_OUTPUT_CHARS) at page {number}"
+        if rest == [number] and len(self.selected) == 1:  # the only page: asking again would cut it again
+            self.note = f"Output was cut at the {self.cap:,} character cap ({where}."
+        else:
+            self.note = (
+                f"Output reached the {self.cap:,} character cap ({where}: call again with "
+                f"pages=\"{rest[0]}-{rest[-1]}\" for the rest."
+            )
+        return False
+
+
+@dataclass(frozen=True)
+class OcrPages:
+    pages: list[PageText]
+    page_count: int
+    truncated: bool
+    note: str | None
+
+
+async def read_pdf(
+    doc: PdfPages, pages: str | None, mode: str, dpi: int, settings: Settings, reader: PageReader,
+    progress: Progress | None,
+) -> OcrPages:
+    """The selected pages' text in order: text layers at once, the others through the model, up to
+    MCP_VISION_OCR_BATCH of them in one batch; stops at the output cap with a note saying what is left."""
+    from .inputs.pdf import parse_pages
+
+    selected = parse_pages(pages, doc.page_count)
+    if len(selected) > settings.max_pages:
+        raise InputError(
+            f"{len(selected)} pages were asked for; the limit is {settings.max_pages} a call "
+            f"(MCP_VISION_MAX_PAGES): ask for a range such as pages=\"{selected[0]}-"
+            f"{selected[settings.max_pages - 1]}\"."
+        )
+    output = _OutputCap(settings.max_output_chars, selected)
+    total = len(selected)
+    position = done = 0  # pages looked at; pages whose text is known (the progress shown)
+    while position < total:
+        chunk: list[list[Any]] = []  # [index in selected, page number, method, text]
+        images: list = []
+        known = 0  # characters of the chunk's text-layer pages
+        while position < total and len(images) < settings.ocr_batch and known < output.left:
+            number = selected[position]
+            if progress is not None:
+                await progress(done, total, f"page {number} ({position + 1}/{total})")
+            if mode == "text_layer" or (mode == "auto" and await doc.has_text_layer(number)):
+                text = await doc.text_layer(number)
+                known += len(text)
+                done += 1
+                chunk.append([position, number, "text_layer", text])
+            else:
+                images.append(await doc.render(number, dpi, settings.max_image_pixels))
+                chunk.append([position, number, "vision", None])
+            position += 1
+        if images:
+            read = [entry for entry in chunk if entry[2] == "vision"]
+            numbers = [entry[1] for entry in read]
+            shown = ", ".join(map(str, numbers))
+            label = f"page {shown}" if len(read) == 1 else f"pages {shown} ({len(read)} together)"
+            for entry, text in zip(read, await reader.read(images, numbers, f"{label} of {total}", done, total)):
+                entry[3] = text
+            done += len(read)
+        for index, number, method, text in chunk:
+            if not output.take(index, number, method, text):
+                return OcrPages(output.pages, doc.page_count, True, output.note)
+    return OcrPages(output.pages, doc.page_count, False, None)
+
+
+async def read_image(image: Any, settings: Settings, reader: PageReader, progress: Progress | None) -> OcrPages:
+    """A single page image, read by the model."""
+    if progress is not None:
+        await progress(0, 1, "page 1 (1/1)")
+    [text] = await reader.read([image], [1], "page 1 (1/1)", 0, 1)
+    output = _OutputCap(settings.max_output_chars, [1])
+    output.take(0, 1, "vision", text)
+    return OcrPages(output.pages, 1, output.truncated, output.note)
+
+
+def check_image_request(media: Media, pages: str | None, mode: str) -> None:
+    """What an image (one page, no text layer) cannot be asked for."""
+    if mode == "text_layer":
+        raise InputError(f"{media.label} is an image, which has no text layer: use mode='auto' or 'vision'.")
+    if pages not in (None, "", "1"):
+        raise InputError(f"{media.label} is a single image (1 page): omit pages or pass pages=\"1\".")
+
+
+def session_turns(result: OcrPages, reader: PageReader, label: str, prompts: PromptLibrary) -> list[Turn]:
+    """The exchange the pages add to the session: the pages the model saw (those returned), then their text."""
+    numbers = ", ".join(str(page.page) for page in result.pages)
+    shown = [reader.page_images[page.page] for page in result.pages if page.page in reader.page_images]
+    return [
+        Turn("user", [*shown, prompts.scaffold("ocr_session", pages=numbers, document=label)]),
+        Turn.assistant("\n\n".join(f"## Page {page.page}\n\n{page.text}" for page in result.pages)),
+    ]
+
+
+__all__ = ["PageReader", "OcrPages", "check_request", "check_image_request", "read_pdf", "read_image", "session_turns"]
