@@ -17,7 +17,7 @@ DEFAULT_MODEL = "OpenGVLab/InternVL3-2B-hf"
 Device = Literal["auto", "cuda", "cpu"]
 Quantization = Literal["auto", "nf4", "int8", "none"]
 DType = Literal["auto", "bfloat16", "float16", "float32"]
-Engine = Literal["local", "openai"]
+BackendKind = Literal["local", "openai"]  # our local backend, or the remote one (an engine over HTTP)
 
 
 def _parse_bool(name: str, value: str) -> bool:
@@ -100,7 +100,7 @@ class Settings:
     prompts_dir: Path | None = None
     preload: bool = False
     log_level: str = "INFO"
-    backend: Engine = "local"
+    backend: BackendKind = "local"
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)  # a secret: never in repr, logs or errors
     remote_model: str | None = None

@@ -62,3 +62,21 @@ def http_server(env: dict[str, str], cwd: Path, log: Path, *args: str) -> Iterat
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+@contextmanager
+def loopback_http(handler: type) -> Iterator[str]:
+    """A threaded HTTP server on 127.0.0.1 answering with `handler`; yields its base URL."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)

@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import pytest
 
 from mcp_vision import cli
 from mcp_vision.settings import ENVIRONMENT, Settings
+
+from .servers import loopback_http
 
 
 def _closed_port() -> int:
@@ -96,14 +97,8 @@ def missing_repo_hub() -> Iterator[str]:
         def log_message(self, *args) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_http(Handler) as url:
+        yield url
 
 
 def test_download_of_a_missing_repo_is_one_line(tmp_path, missing_repo_hub):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -12,6 +11,8 @@ from mcp_vision.errors import AccessError, InputError
 from mcp_vision.inputs.fetch import MAX_REDIRECTS, is_public_address
 from mcp_vision.inputs.sources import load_media
 from mcp_vision.settings import Settings
+
+from .servers import loopback_http
 
 BODY = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 
@@ -87,16 +88,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with loopback_http(_Handler) as url:
+        yield url
 
 
 def _settings(tmp_path, **kw) -> Settings:

@@ -322,13 +322,17 @@ def read_page_text(media: Media, page_number: int) -> str:
 def read_page_texts(media: Media, page_numbers: list[int]) -> dict[int, str]:
     """The text layers of several pages from one opening; a page that cannot be read is left out (reading
     it alone with `read_page_text` gives its error)."""
-    texts: dict[int, str] = {}
     with open_document(media, max_pages_open=1) as doc:
-        for number in page_numbers:
-            try:
-                texts[number] = doc.text_layer(number)
-            except InputError:
-                continue
+        return _readable_texts(doc, page_numbers)
+
+
+def _readable_texts(doc: PdfDocument, page_numbers: list[int]) -> dict[int, str]:
+    texts: dict[int, str] = {}
+    for number in page_numbers:
+        try:
+            texts[number] = doc.text_layer(number)
+        except InputError:
+            continue
     return texts
 
 
@@ -357,14 +361,7 @@ def held_texts(page_numbers: list[int]) -> dict[int, str]:
     """The held document's text layers of several pages; a page that cannot be read is left out."""
     from .sandbox import held
 
-    doc: PdfDocument = held(_HELD)
-    texts: dict[int, str] = {}
-    for number in page_numbers:
-        try:
-            texts[number] = doc.text_layer(number)
-        except InputError:
-            continue
-    return texts
+    return _readable_texts(held(_HELD), page_numbers)
 
 
 def held_text(page_number: int) -> str:
