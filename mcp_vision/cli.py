@@ -35,9 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"],
                         help="weight and compute dtype; auto: bfloat16 (float16 on a GPU without bf16) (default: auto)")
     parser.add_argument("--allowed-dir", action="append", dest="allowed_dirs", metavar="DIR",
-                        help="directory the tools may read files from (repeatable; default: the working directory)")
+                        help="directory the tools may read files from (repeatable); when given, client roots change nothing. "
+                        "Default: the client's roots, else the working directory unless it is / or your home")
     parser.add_argument("--no-client-roots", action="store_false", dest="client_roots", default=None,
-                        help="ignore the roots the client offers (by default they narrow the allowed directories)")
+                        help="ignore the roots the client offers (by default they are where files are read while no "
+                        "directory is configured)")
     parser.add_argument("--max-tiles", type=int, help="most 448x448 tiles per image (default 12)")
     parser.add_argument("--max-new-tokens", type=int, help="default answer length limit in tokens (default 512)")
     parser.add_argument("--allow-download", action="store_true", default=None,
@@ -157,6 +159,9 @@ def run(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.command == "download":
         return _download(args.download_model or settings.model)
+    loopback = args.transport == "stdio" or args.host in _LOOPBACK
+    if not loopback:  # a client anyone can be: its roots may narrow the default directory, never replace it
+        settings = settings.with_overrides(roots_replace_default=False)
     _configure_process(settings)
     from .server import build_server
 
@@ -168,22 +173,40 @@ def run(argv: list[str] | None = None) -> int:
         url = urlsplit(settings.base_url or "")
         host = url.netloc.rpartition("@")[2]  # never credentials in the log
         engine = f"remote engine {url.scheme}://{host}{url.path} (model {settings.remote_model or 'from its list'})"
-    logging.getLogger("mcp_vision").info(
-        "mcp-vision %s serving over %s; %s; allowed dirs %s",
-        __version__, args.transport, engine, os.pathsep.join(map(str, settings.allowed_dirs)),
-    )
+    log = logging.getLogger("mcp_vision")
+    log.info("mcp-vision %s serving over %s; %s; files: %s", __version__, args.transport, engine, _boundary(settings))
+    if settings.allowed_dirs is None and not settings.default_dirs():
+        log.warning(
+            "MCP_VISION_ALLOWED_DIRS is unset and the working directory %s is / or the home directory, which is "
+            "not read by default: only the client's roots can be read; set MCP_VISION_ALLOWED_DIRS to the "
+            "directories the tools may read", os.getcwd(),
+        )
     if args.transport == "stdio":
         return _serve_stdio(server)
     # uvicorn stops gracefully on SIGTERM/SIGINT. Bound to a loopback host, the SDK turns on its
     # DNS-rebinding protection (Host and Origin must name 127.0.0.1, localhost or [::1]).
-    if args.host not in {"127.0.0.1", "localhost", "::1"}:
-        logging.getLogger("mcp_vision").warning(
+    if not loopback:
+        log.warning(
             "serving on %s: DNS-rebinding protection is off and anyone who reaches this address can call the "
             "tools (and read the allowed directories); use the default --host 127.0.0.1 unless that is intended",
             args.host,
         )
     server.run("streamable-http", host=args.host, port=args.port)
     return 0
+
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _boundary(settings: Settings) -> str:
+    """Where the tools read files, in words for the start-up log."""
+    if settings.allowed_dirs is not None:
+        return "the allowed directories " + os.pathsep.join(map(str, settings.allowed_dirs))
+    default = os.pathsep.join(map(str, settings.default_dirs())) or "nothing"
+    if not settings.client_roots:
+        return f"{default} (MCP_VISION_ALLOWED_DIRS unset; client roots ignored)"
+    how = "replace" if settings.roots_replace_default else "narrow"
+    return f"the client's roots, which {how} the default {default} (MCP_VISION_ALLOWED_DIRS unset)"
 
 
 SHUTDOWN_GRACE_SECONDS = 1.0  # for requests in flight to unwind before the process leaves

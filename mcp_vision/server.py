@@ -103,7 +103,10 @@ def _ask_for_roots(ctx: AppContext, sources: object) -> ListRoots | None:
     """Ask the client for its roots (`roots/list`) when it declared them, they are used, and a source is a
     local file (URLs and data: URIs are not narrowed by roots, so they cost no round trip)."""
     capabilities = ctx.client_capabilities
-    if not _service(ctx).settings.client_roots or capabilities is None or capabilities.roots is None:
+    settings = _service(ctx).settings
+    if settings.allowed_dirs is not None:  # the user's own directories: roots change nothing, so never ask
+        return None
+    if not settings.client_roots or capabilities is None or capabilities.roots is None:
         return None
     listed = sources if isinstance(sources, list) else [sources]
     remote = ("http://", "https://", "data:")
@@ -113,7 +116,8 @@ def _ask_for_roots(ctx: AppContext, sources: object) -> ListRoots | None:
 
 
 # Resolvers, one per media argument name: the framework fills a tool's `roots` parameter with the client's
-# roots, which narrow the allowed directories. Never in a tool's schema, never set by the caller.
+# roots (where files are read when MCP_VISION_ALLOWED_DIRS is unset). Never in a tool's schema, never set
+# by the caller.
 def _image_roots(ctx: AppContext, image: str) -> ListRoots | None:
     return _ask_for_roots(ctx, image)
 

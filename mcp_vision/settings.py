@@ -79,8 +79,11 @@ class Settings:
     device: Device = "auto"
     quantization: Quantization = "auto"
     dtype: DType = "auto"
-    allowed_dirs: tuple[Path, ...] = field(default_factory=lambda: (Path.cwd(),))
+    # None: nothing configured. Then the client's roots are where files are read, or, without roots, the
+    # working directory (never `/` or the home directory itself: desktop clients start servers there).
+    allowed_dirs: tuple[Path, ...] | None = None
     client_roots: bool = True
+    roots_replace_default: bool = True  # off when serving HTTP beyond loopback: roots then only narrow
     allow_download: bool = False
     allow_urls: bool = True
     allow_private_urls: bool = False
@@ -115,9 +118,17 @@ class Settings:
                 "address, such as http://127.0.0.1:23333/v1"
             )
 
+    def default_dirs(self) -> tuple[Path, ...]:
+        """Where files are read when no directory is configured and the client offers no roots: the working
+        directory, unless it is `/` or the home directory itself (then nothing)."""
+        cwd = Path.cwd()
+        too_wide = {Path(os.path.realpath("/")), Path(os.path.realpath(Path.home()))}
+        return () if Path(os.path.realpath(cwd)) in too_wide else (cwd,)
+
     def resolved_allowed_dirs(self) -> tuple[Path, ...]:
-        """The allowed directories with symlinks resolved (the form paths are compared in)."""
-        return tuple(Path(os.path.realpath(d)) for d in self.allowed_dirs)
+        """The configured (or default) directories with symlinks resolved (the form paths are compared in)."""
+        dirs = self.allowed_dirs if self.allowed_dirs is not None else self.default_dirs()
+        return tuple(Path(os.path.realpath(d)) for d in dirs)
 
     def with_overrides(self, **overrides: object) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -128,7 +139,9 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for f in fields(cls):
-            var = ENVIRONMENT[f.name]
+            var = ENVIRONMENT.get(f.name)
+            if var is None:  # set by the command line only (roots_replace_default)
+                continue
             raw = env.get(var)
             if raw is None or raw.strip() == "":
                 continue

@@ -146,3 +146,15 @@ def test_version_names_the_command(capsys):
         cli.run(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith("mcp-vision-internvl ")
+
+
+def test_started_in_the_root_directory_with_nothing_configured_it_warns_what_to_set(tmp_path):
+    """Desktop clients start servers in /: nothing there is read by default, and the log says so at start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_VISION_")}
+    env.update(MCP_VISION_MODEL=str(tmp_path / "no-model"), HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "mcp_vision"], env=env, cwd="/", stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert "WARNING" in proc.stderr and "set MCP_VISION_ALLOWED_DIRS" in proc.stderr, proc.stderr
+    assert "files: the client's roots, which replace the default nothing" in proc.stderr, proc.stderr

@@ -164,7 +164,15 @@ def test_allowed_dirs_and_prompts_dir_expand_home(monkeypatch, tmp_path):
 
 def test_default_allowed_dir_is_cwd(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    assert Settings.from_env({}).allowed_dirs == (Path.cwd(),)
+    settings = Settings.from_env({})
+    assert settings.allowed_dirs is None and settings.default_dirs() == (Path.cwd(),)
+
+
+@pytest.mark.parametrize("where", ["/", "home"])
+def test_the_root_and_home_directories_are_never_a_default(monkeypatch, tmp_path, where):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir("/" if where == "/" else tmp_path)
+    assert Settings().default_dirs() == ()
 
 
 def test_with_overrides_ignores_none_and_applies_values():

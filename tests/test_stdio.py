@@ -45,7 +45,7 @@ async def test_describe_image_over_stdio(tiny_model_dir, media_dir, mode):
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_client_roots_narrow_the_allowed_directories_over_stdio(tmp_path, media_dir, mode):
+async def test_client_roots_over_stdio_say_where_to_read_unless_directories_are_configured(tmp_path, media_dir, mode):
     import pymupdf
     from mcp_types import ListRootsResult, Root
 
@@ -59,14 +59,18 @@ async def test_client_roots_narrow_the_allowed_directories_over_stdio(tmp_path, 
     async def list_roots(_context):
         return ListRootsResult(roots=[Root(uri=project.as_uri(), name="project")])
 
-    params = StdioServerParameters(
-        command=sys.executable, args=["-m", "mcp_vision"], env=_env(tmp_path / "no-model", media_dir), cwd=str(media_dir)
-    )
-    async with Client(params, mode=mode, list_roots_callback=list_roots) as client:
-        inside = await client.call_tool("ocr_document", {"document": "project/doc.pdf"})
-        outside = await client.call_tool("ocr_document", {"document": "other/doc.pdf"})
-    assert not inside.is_error and "the project folder" in inside.structured_content["pages"][0]["text"]
-    assert outside.is_error and "narrowed to the client's roots" in outside.content[0].text
+    configured = _env(tmp_path / "no-model", media_dir)
+    unset = {k: v for k, v in configured.items() if k != "MCP_VISION_ALLOWED_DIRS"}
+    outcomes = {}
+    for name, env in (("configured", configured), ("unset", unset)):
+        params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_vision"], env=env, cwd=str(media_dir))
+        async with Client(params, mode=mode, list_roots_callback=list_roots) as client:
+            inside = await client.call_tool("ocr_document", {"document": "project/doc.pdf"})
+            assert not inside.is_error and "the project folder" in inside.structured_content["pages"][0]["text"]
+            outcomes[name] = await client.call_tool("ocr_document", {"document": "other/doc.pdf"})
+    assert not outcomes["configured"].is_error  # the user's directories: the client's roots change nothing
+    refused = outcomes["unset"]
+    assert refused.is_error and "outside the client's roots" in refused.content[0].text
 
 
 @pytest.mark.parametrize("isolate", ["1", "0"])

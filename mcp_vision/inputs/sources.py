@@ -75,8 +75,8 @@ def describe_source(source: str) -> str:
 
 
 def load_media(source: str, settings: Settings, roots: tuple[Path, ...] | None = None) -> Media:
-    """Read one media source into memory, enforcing the file boundary (the allowed directories,
-    narrowed to the client's `roots` when given) and the size limit."""
+    """Read one media source into memory, enforcing the file boundary (see `Boundary`; `roots` are the
+    client's) and the size limit."""
     if not isinstance(source, str) or not source.strip():
         raise InputError("No media given: pass a file path, a file:// URI, an http(s) URL or a data: URI.")
     source = source.strip()
@@ -191,50 +191,74 @@ def narrow(allowed: tuple[Path, ...], roots: tuple[Path, ...]) -> tuple[Path, ..
 @dataclass(frozen=True)
 class Boundary:
     """Where files may be read: directories as named (checked before touching the file system) and
-    resolved (what the opened file must lie in), and how to say so in an error."""
+    resolved (what the opened file must lie in), and how to say so in an error.
 
-    allowed: tuple[Path, ...]  # the configured directories, resolved
+    Directories the user configured (MCP_VISION_ALLOWED_DIRS, --allowed-dir) are authoritative: the
+    client's roots change nothing. With nothing configured, the client's roots are the directories (they
+    replace the default: the working directory, or nothing when that is `/` or the home directory); when
+    serving HTTP beyond loopback they only narrow the default."""
+
+    allowed: tuple[Path, ...]  # the directories before any narrowing, resolved
     named: tuple[Path, ...]
     real: tuple[Path, ...]
-    roots: tuple[Path, ...] | None
+    roots: tuple[Path, ...] | None  # roots that narrow `allowed` (as given and resolved), or None
+    source: Literal["configured", "roots", "default"]
 
     @classmethod
     def of(cls, settings: Settings, roots: tuple[Path, ...] | None = None) -> Boundary:
-        allowed = settings.resolved_allowed_dirs()
-        named = tuple(Path(os.path.abspath(d)) for d in settings.allowed_dirs) + allowed
+        if settings.allowed_dirs is not None:
+            base, source, roots = settings.allowed_dirs, "configured", None
+        elif roots is not None and settings.roots_replace_default:
+            base, source, roots = roots, "roots", None
+        else:
+            base, source = settings.default_dirs(), "default"
+        allowed = tuple(Path(os.path.realpath(d)) for d in base)
+        named = tuple(Path(os.path.abspath(d)) for d in base) + allowed
         if roots is None:
-            return cls(allowed=allowed, named=named, real=allowed, roots=None)
+            return cls(allowed=allowed, named=named, real=allowed, roots=None, source=source)
         real_roots = tuple(Path(os.path.realpath(r)) for r in roots)
-        return cls(allowed=allowed, named=named, real=narrow(allowed, real_roots), roots=tuple(roots) + real_roots)
+        return cls(
+            allowed=allowed, named=named, real=narrow(allowed, real_roots), roots=tuple(roots) + real_roots,
+            source=source,
+        )
 
     def admits_name(self, absolute: Path) -> bool:
         """The check made before the file system is touched (on the path as given)."""
         return is_within(absolute, self.named) and (self.roots is None or is_within(absolute, self.roots))
 
     def refusal(self, shown: str) -> OutsideAllowedDirs:
-        configured = os.pathsep.join(str(r) for r in self.allowed)
-        if self.roots is None:
+        dirs = os.pathsep.join(str(r) for r in self.allowed)
+        to_set = "set MCP_VISION_ALLOWED_DIRS to the directories the tools may read"
+        if self.source == "configured":
             return OutsideAllowedDirs(
-                f"{shown} is outside the allowed directories ({configured}): "
+                f"{shown} is outside the allowed directories ({dirs}): "
                 "move the file there or add its directory to MCP_VISION_ALLOWED_DIRS."
             )
-        if not self.real:
+        if self.source == "roots":
             return OutsideAllowedDirs(
-                f"{shown} cannot be read: none of the client's roots lies within the allowed directories "
-                f"({configured}), so no file can be. Open a folder inside them as a root in the client, "
-                "or add the root's directory to MCP_VISION_ALLOWED_DIRS."
+                f"{shown} is outside the client's roots ({dirs}), which are where files are read while "
+                f"MCP_VISION_ALLOWED_DIRS is unset: open its folder as a root in the client, or {to_set}."
             )
-        where = os.pathsep.join(str(r) for r in self.real)
+        if not self.allowed:
+            return OutsideAllowedDirs(
+                f"{shown} cannot be read: MCP_VISION_ALLOWED_DIRS is unset and the server runs in {os.getcwd()} "
+                f"(/ or the home directory), which is not read by default: {to_set}."
+            )
+        if self.roots is None:
+            return OutsideAllowedDirs(
+                f"{shown} is outside the working directory ({dirs}), where files are read while "
+                f"MCP_VISION_ALLOWED_DIRS is unset: move the file there, or {to_set}."
+            )
+        where = os.pathsep.join(str(r) for r in self.real) or "none"
         return OutsideAllowedDirs(
-            f"{shown} is outside the directories this client may read ({where}: the allowed directories "
-            "narrowed to the client's roots): move the file there, or open its folder as a root in the "
-            "client (inside MCP_VISION_ALLOWED_DIRS)."
+            f"{shown} is outside the directories this client may read ({where}: the working directory "
+            f"{dirs} narrowed to the client's roots): open its folder as a root in the client, or {to_set}."
         )
 
 
 def read_allowed_file(path: Path, settings: Settings, roots: tuple[Path, ...] | None = None) -> bytes:
-    """Read a regular file inside the allowed directories (narrowed to the client's `roots` when it
-    offers any), opening exactly what was checked."""
+    """Read a regular file inside the file boundary (see `Boundary`: the configured directories, or the
+    client's `roots`, or the default), opening exactly what was checked."""
     boundary = Boundary.of(settings, roots)
     shown = describe_source(str(path))
     outside = boundary.refusal(shown)
