@@ -6,10 +6,10 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
 from . import __version__
-from .settings import DEFAULT_MODEL, ENVIRONMENT, Settings
+from . import limits
+from .settings import DEFAULT_MODEL, ENVIRONMENT, Settings, parse_setting
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-client-roots", action="store_false", dest="client_roots", default=None,
                         help="ignore the roots the client offers (by default they are where files are read while no "
                         "directory is configured)")
-    parser.add_argument("--max-tiles", type=int, help="most 448x448 tiles per image (default 12)")
-    parser.add_argument("--max-new-tokens", type=int, help="default answer length limit in tokens (default 512)")
+    parser.add_argument("--max-tiles", metavar="N",
+                        help=f"most 448x448 tiles per image, 1 to {limits.MAX_TILES_CAP} (default {limits.DEFAULT_MAX_TILES})")
+    parser.add_argument("--max-new-tokens", metavar="N",
+                        help=f"default answer length limit in tokens, 1 to {limits.MAX_NEW_TOKENS_CAP} "
+                        f"(default {limits.DEFAULT_MAX_NEW_TOKENS})")
     parser.add_argument("--allow-download", action="store_true", default=None,
                         help="download the model on first use if it is not cached")
     parser.add_argument("--no-urls", action="store_false", dest="allow_urls", default=None,
@@ -56,17 +59,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags whose text goes through the parser of the variable it overrides (same checks, same words).
+_PARSED_FLAGS = {"model": "--model", "max_tiles": "--max-tiles", "max_new_tokens": "--max-new-tokens"}
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
+    """The environment's settings with the flags on top; a bad value (either) raises one ValueError."""
     settings = Settings.from_env()
+    parsed = {
+        field: parse_setting(field, getattr(args, field), flag)
+        for field, flag in _PARSED_FLAGS.items()
+        if getattr(args, field) is not None
+    }
+    if args.allowed_dirs:
+        parsed["allowed_dirs"] = tuple(
+            d for raw in args.allowed_dirs for d in parse_setting("allowed_dirs", raw, "--allowed-dir")
+        )
     return settings.with_overrides(
-        model=args.model,
+        **parsed,
         device=args.device,
         quantization=args.quantization,
         dtype=args.dtype,
-        allowed_dirs=tuple(Path(d).expanduser() for d in args.allowed_dirs) if args.allowed_dirs else None,
         client_roots=args.client_roots,
-        max_tiles=args.max_tiles,
-        max_new_tokens=args.max_new_tokens,
         allow_download=args.allow_download,
         allow_urls=args.allow_urls,
         preload=args.preload,
@@ -155,8 +169,9 @@ def run(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = settings_from(args)
-    except ValueError as exc:
-        parser.error(str(exc))
+    except ValueError as exc:  # one line saying which setting and what to use; no usage dump
+        print(f"{parser.prog}: {exc} (see --help)", file=sys.stderr)
+        return 2
     if args.command == "download":
         return _download(args.download_model or settings.model)
     loopback = args.transport == "stdio" or args.host in _LOOPBACK

@@ -379,8 +379,8 @@ def build_server(
         log_level=settings.log_level,  # type: ignore[arg-type]
     )
     register_prompts(mcp, service.prompts)
-    for fn, title, annotations in TOOLS:
-        mcp.add_tool(fn, title=title, annotations=annotations, description=inspect.cleandoc(fn.__doc__ or ""))
+    for fn, title, hints in TOOLS:
+        mcp.add_tool(fn, title=title, annotations=hints, description=inspect.cleandoc(fn.__doc__ or ""))
     _state_configured_limits(mcp, settings)
     return mcp
 

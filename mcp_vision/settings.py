@@ -36,11 +36,13 @@ def _parse_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return lowered
 
 
-def _parse_int(name: str, value: str, minimum: int = 1) -> int:
+def _parse_int(name: str, value: str, minimum: int = 1, maximum: int | None = None) -> int:
     try:
-        number = int(value)
+        number = int(value.strip())
     except ValueError:
         raise ValueError(f"{name}={value!r} is not an integer") from None
+    if maximum is not None and not minimum <= number <= maximum:
+        raise ValueError(f"{name}={value!r} is out of range: use {minimum} to {maximum}")
     if number < minimum:
         raise ValueError(f"{name}={value!r} must be at least {minimum}")
     return number
@@ -197,11 +199,11 @@ _PARSERS = {
     "allow_private_urls": _parse_bool,
     "max_file_bytes": _parse_int,
     "max_image_pixels": _parse_int,
-    "max_tiles": lambda n, v: min(_parse_int(n, v), limits.MAX_TILES_CAP),
-    "max_new_tokens": _parse_int,
+    "max_tiles": lambda n, v: _parse_int(n, v, 1, limits.MAX_TILES_CAP),
+    "max_new_tokens": lambda n, v: _parse_int(n, v, 1, limits.MAX_NEW_TOKENS_CAP),
     "max_pages": _parse_int,
-    "ocr_batch": lambda n, v: min(_parse_int(n, v), limits.OCR_BATCH_CAP),
-    "max_frames": lambda n, v: min(_parse_int(n, v), limits.MAX_FRAMES_CAP),
+    "ocr_batch": lambda n, v: _parse_int(n, v, 1, limits.OCR_BATCH_CAP),
+    "max_frames": lambda n, v: _parse_int(n, v, 1, limits.MAX_FRAMES_CAP),
     "max_output_chars": lambda n, v: _parse_int(n, v, limits.MIN_OUTPUT_CHARS),
     "cache_bytes": lambda n, v: _parse_int(n, v, 0),
     "max_sessions": _parse_int,
@@ -215,9 +217,17 @@ _PARSERS = {
     "base_url": _parse_url,
     "api_key": lambda n, v: v.strip(),  # never echoed in an error
     "remote_model": lambda n, v: v.strip(),
-    "remote_concurrency": lambda n, v: min(_parse_int(n, v), limits.REMOTE_CONCURRENCY_CAP),
+    "remote_concurrency": lambda n, v: _parse_int(n, v, 1, limits.REMOTE_CONCURRENCY_CAP),
     "remote_timeout": _parse_float,
-    "remote_retries": lambda n, v: min(_parse_int(n, v, 0), limits.REMOTE_RETRIES_CAP),
+    "remote_retries": lambda n, v: _parse_int(n, v, 0, limits.REMOTE_RETRIES_CAP),
 }
 
-__all__ = ["Settings", "ENVIRONMENT", "DEFAULT_MODEL"]
+
+
+def parse_setting(field_name: str, raw: str, shown: str) -> object:
+    """One setting's value from text, as its variable is read; `shown` names where it came from (the
+    variable or a command-line flag) in the ValueError that says what is wrong."""
+    return _PARSERS[field_name](shown, raw)
+
+
+__all__ = ["Settings", "ENVIRONMENT", "DEFAULT_MODEL", "parse_setting"]

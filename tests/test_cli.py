@@ -158,3 +158,29 @@ def test_started_in_the_root_directory_with_nothing_configured_it_warns_what_to_
     assert proc.stdout == ""
     assert "WARNING" in proc.stderr and "set MCP_VISION_ALLOWED_DIRS" in proc.stderr, proc.stderr
     assert "files: the client's roots, which replace the default nothing" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--max-tiles", "100"], "--max-tiles='100' is out of range: use 1 to 40"),
+        (["--max-tiles", "0"], "--max-tiles='0' is out of range: use 1 to 40"),
+        (["--max-new-tokens", "-5"], "--max-new-tokens='-5' is out of range: use 1 to 8192"),
+        (["--max-tiles", "many"], "--max-tiles='many' is not an integer"),
+    ],
+)
+def test_a_bad_flag_refuses_to_start_in_a_few_lines(tmp_path, argv, message):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_VISION_")}
+    proc = subprocess.run([sys.executable, "-m", "mcp_vision", *argv], env=env, cwd=tmp_path,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_flags_and_variables_are_read_by_the_same_parsers(monkeypatch):
+    monkeypatch.setenv("MCP_VISION_MAX_TILES", "100")
+    with pytest.raises(ValueError, match="MCP_VISION_MAX_TILES='100' is out of range"):
+        cli.settings_from(cli.build_parser().parse_args([]))
+    monkeypatch.setenv("MCP_VISION_MAX_TILES", "6")
+    assert cli.settings_from(cli.build_parser().parse_args(["--max-tiles", " 3 "])).max_tiles == 3

@@ -41,8 +41,8 @@ def test_every_variable_is_parsed(tmp_path):
         "MCP_VISION_MAX_TILES": "6",
         "MCP_VISION_MAX_NEW_TOKENS": "99",
         "MCP_VISION_MAX_PAGES": "7",
-        "MCP_VISION_OCR_BATCH": "99",
-        "MCP_VISION_MAX_FRAMES": "100",
+        "MCP_VISION_OCR_BATCH": "16",
+        "MCP_VISION_MAX_FRAMES": "64",
         "MCP_VISION_MAX_OUTPUT_CHARS": "5000",
         "MCP_VISION_CACHE_BYTES": "0",
         "MCP_VISION_MAX_SESSIONS": "3",
@@ -66,7 +66,7 @@ def test_every_variable_is_parsed(tmp_path):
     assert s.device == "cpu"
     assert s.quantization == "nf4"
     assert s.client_roots is False
-    assert s.ocr_batch == 16  # capped
+    assert s.ocr_batch == 16
     assert s.dtype == "bfloat16"
     assert s.allowed_dirs == (tmp_path,)
     assert s.allow_download is True
@@ -77,7 +77,7 @@ def test_every_variable_is_parsed(tmp_path):
     assert s.max_tiles == 6
     assert s.max_new_tokens == 99
     assert s.max_pages == 7
-    assert s.max_frames == 64  # capped
+    assert s.max_frames == 64
     assert s.max_output_chars == 5000
     assert (s.cache_bytes, s.max_sessions, s.session_ttl) == (0, 3, 60.0)
     assert s.url_timeout == 2.5
@@ -106,8 +106,20 @@ def test_boolean_spellings(raw, expected):
     assert Settings.from_env({"MCP_VISION_PRELOAD": raw}).preload is expected
 
 
-def test_max_tiles_is_capped_at_40():
-    assert Settings.from_env({"MCP_VISION_MAX_TILES": "500"}).max_tiles == 40
+@pytest.mark.parametrize(
+    "var,value,message",
+    [
+        ("MCP_VISION_MAX_TILES", "500", "MCP_VISION_MAX_TILES='500' is out of range: use 1 to 40"),
+        ("MCP_VISION_MAX_TILES", "0", "MCP_VISION_MAX_TILES='0' is out of range: use 1 to 40"),
+        ("MCP_VISION_MAX_NEW_TOKENS", "-5", "MCP_VISION_MAX_NEW_TOKENS='-5' is out of range: use 1 to 8192"),
+        ("MCP_VISION_OCR_BATCH", "99", "MCP_VISION_OCR_BATCH='99' is out of range: use 1 to 16"),
+        ("MCP_VISION_MAX_FRAMES", "100", "MCP_VISION_MAX_FRAMES='100' is out of range: use 1 to 64"),
+    ],
+)
+def test_values_beyond_a_cap_are_refused_not_silently_capped(var, value, message):
+    with pytest.raises(ValueError) as refused:
+        Settings.from_env({var: value})
+    assert str(refused.value) == message
 
 
 @pytest.mark.parametrize(
