@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ListRootsResult, ToolAnnotations
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from . import __version__, limits
 from .backend.base import Backend
@@ -339,6 +339,21 @@ def _state_configured_limits(mcp: MCPServer, settings: Settings) -> None:
                 option["maximum"] = maximum
 
 
+class VisionServer(MCPServer):
+    """The SDK's server, with schema violations told in one sentence (see arguments.py)."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            tool = self._tool_manager.get_tool(name)
+            if tool is None or not isinstance(exc.__cause__, ValidationError):
+                raise
+            from .arguments import argument_error
+
+            raise ToolError(f"Error executing tool {name}: {argument_error(name, exc.__cause__, tool.parameters)}") from exc
+
+
 def build_server(
     settings: Settings | None = None, backend: Backend | None = None, *, service: VisionService | None = None
 ) -> MCPServer:
@@ -369,7 +384,7 @@ def build_server(
             if task is not None and not task.done():
                 task.cancel()
 
-    mcp = MCPServer(
+    mcp = VisionServer(
         name="mcp-vision",
         title="mcp-vision: local eyes for agents",
         description="Describe images, read documents, compare images and ask about video with a local InternVL model.",
@@ -385,4 +400,4 @@ def build_server(
     return mcp
 
 
-__all__ = ["build_server", "AppState", "INSTRUCTIONS", "TOOLS"]
+__all__ = ["build_server", "VisionServer", "AppState", "INSTRUCTIONS", "TOOLS"]
