@@ -14,6 +14,7 @@ from .results import PageText
 from .worker import Progress
 
 if TYPE_CHECKING:
+    from .inputs.images import ImagePages
     from .inputs.pdf import PdfPages
     from .inputs.sources import Media
     from .prompts import PromptLibrary
@@ -108,12 +109,13 @@ class OcrPages:
     note: str | None
 
 
-async def read_pdf(
-    doc: PdfPages, pages: str | None, mode: str, dpi: int, settings: Settings, reader: PageReader,
+async def read_pages(
+    doc: PdfPages | ImagePages, pages: str | None, mode: str, dpi: int, settings: Settings, reader: PageReader,
     progress: Progress | None,
 ) -> OcrPages:
-    """The selected pages' text in order: text layers at once, the others through the model, up to
-    MCP_VISION_OCR_BATCH of them in one batch; stops at the output cap with a note saying what is left."""
+    """The selected pages' text in order (of a PDF, or of a multi-page image, whose pages have no text
+    layer): text layers at once, the others through the model, up to MCP_VISION_OCR_BATCH of them in one
+    batch; stops at the output cap with a note saying what is left."""
     from .inputs.pdf import parse_pages
 
     selected = parse_pages(pages, doc.page_count)
@@ -124,6 +126,7 @@ async def read_pdf(
             f"{selected[settings.max_pages - 1]}\"."
         )
     output = _OutputCap(settings.max_output_chars, selected)
+    empty: list[int] = []  # pages whose text layer, asked for, holds no real text
     total = len(selected)
     position = done = 0  # pages looked at; pages whose text is known (the progress shown)
     while position < total:
@@ -136,6 +139,8 @@ async def read_pdf(
                 await progress(done, total, f"page {number} ({position + 1}/{total})")
             if mode == "text_layer" or (mode == "auto" and await doc.has_text_layer(number)):
                 text = await doc.text_layer(number)
+                if mode == "text_layer" and not await doc.has_text_layer(number):
+                    empty.append(number)
                 known += len(text)
                 done += 1
                 chunk.append([position, number, "text_layer", text])
@@ -153,8 +158,18 @@ async def read_pdf(
             done += len(read)
         for index, number, method, text in chunk:
             if not output.take(index, number, method, text):
-                return OcrPages(output.pages, doc.page_count, True, output.note)
-    return OcrPages(output.pages, doc.page_count, False, None)
+                return OcrPages(output.pages, doc.page_count, True, _notes(output.note, empty))
+    return OcrPages(output.pages, doc.page_count, False, _notes(None, empty))
+
+
+def _notes(cap: str | None, empty: list[int]) -> str | None:
+    """The output cap's note and, when text layers were forced, which pages had none."""
+    notes = [cap] if cap else []
+    if empty:
+        shown = ", ".join(map(str, empty[:20])) + (", ..." if len(empty) > 20 else "")
+        which = f"Page {shown} has" if len(empty) == 1 else f"Pages {shown} have"
+        notes.append(f"{which} no real text layer (scanned): use mode='auto' or 'vision' to read them with the model.")
+    return " ".join(notes) or None
 
 
 async def read_image(image: Any, settings: Settings, reader: PageReader, progress: Progress | None) -> OcrPages:
@@ -167,11 +182,11 @@ async def read_image(image: Any, settings: Settings, reader: PageReader, progres
     return OcrPages(output.pages, 1, output.truncated, output.note)
 
 
-def check_image_request(media: Media, pages: str | None, mode: str) -> None:
-    """What an image (one page, no text layer) cannot be asked for."""
+def check_image_request(media: Media, pages: str | None, mode: str, page_count: int = 1) -> None:
+    """What an image (no text layer; one page unless a multi-page TIFF) cannot be asked for."""
     if mode == "text_layer":
         raise InputError(f"{media.label} is an image, which has no text layer: use mode='auto' or 'vision'.")
-    if pages not in (None, "", "1"):
+    if page_count == 1 and pages not in (None, "", "1"):
         raise InputError(f"{media.label} is a single image (1 page): omit pages or pass pages=\"1\".")
 
 
@@ -185,4 +200,4 @@ def session_turns(result: OcrPages, reader: PageReader, label: str, prompts: Pro
     ]
 
 
-__all__ = ["PageReader", "OcrPages", "check_request", "check_image_request", "read_pdf", "read_image", "session_turns"]
+__all__ = ["PageReader", "OcrPages", "check_request", "check_image_request", "read_pages", "read_image", "session_turns"]

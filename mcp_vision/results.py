@@ -64,7 +64,10 @@ class OcrDocumentResult(BaseModel):
     session_id: str = Field(description="Pass this to follow_up to ask about the pages read.")
     model: str
     truncated: bool = Field(description="True when the output was cut at the size cap; see note.")
-    note: str | None = Field(default=None, description="What was left out and how to ask for it, when truncated.")
+    note: str | None = Field(
+        default=None,
+        description="What was left out and how to ask for it (when truncated), and pages whose forced text layer was empty.",
+    )
     seconds: float
 
 

@@ -211,7 +211,11 @@ async def follow_up(
 async def ocr_document(
     document: Annotated[
         str,
-        Field(description="A PDF, or an image of a page: path, file:// URI, http(s) URL or data: URI.", min_length=1),
+        Field(
+            description="A PDF, or an image of a page (a multi-page TIFF: every frame is a page): path, file:// "
+            "URI, http(s) URL or data: URI.",
+            min_length=1,
+        ),
     ],
     ctx: AppContext,
     pages: Annotated[
@@ -244,9 +248,9 @@ async def ocr_document(
     session_id: SessionArg = None,
     roots: DocumentRoots = None,
 ) -> OcrDocumentResult:
-    """Read the text of a PDF or a page image, page by page. Born-digital PDF pages return their exact text
-    layer; scanned or image-only pages are rendered and read by the model as Markdown (headings, lists,
-    tables), several in one batch. Each page says which method was used. Progress is reported as pages
+    """Read the text of a PDF or a page image (a multi-page TIFF page by page too), page by page. Born-digital
+    PDF pages return their exact text layer; scanned or image-only pages are rendered and read by the model
+    as Markdown (headings, lists, tables), several in one batch. Each page says which method was used. Progress is reported as pages
     finish; at most MCP_VISION_MAX_PAGES pages a call (ask for ranges with `pages`). The pages join the session, so
     follow_up can ask about them."""
     async with _guard():

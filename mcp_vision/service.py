@@ -225,6 +225,7 @@ class VisionService:
         roots: Roots = None,
     ) -> OcrDocumentResult:
         from . import ocr
+        from .inputs.images import ImagePages, is_multipage_candidate
 
         ocr.check_request(mode, dpi)
         started = self._begin(session_id)
@@ -243,9 +244,17 @@ class VisionService:
 
             doc = await open_pdf(media, isolate=self.settings.isolate_decoding)
             try:
-                read = await ocr.read_pdf(doc, pages, mode, dpi, self.settings, reader, progress)
+                read = await ocr.read_pages(doc, pages, mode, dpi, self.settings, reader, progress)
             finally:
                 await doc.aclose()
+        elif is_multipage_candidate(media):  # a TIFF: every frame is a page (scanner and fax output)
+            ocr.check_image_request(media, None, mode)
+            frames = await ImagePages(media, self.settings.max_image_pixels, self.settings.isolate_decoding).open()
+            try:
+                ocr.check_image_request(media, pages, mode, frames.page_count)
+                read = await ocr.read_pages(frames, pages, mode, dpi, self.settings, reader, progress)
+            finally:
+                await frames.aclose()
         else:
             ocr.check_image_request(media, pages, mode)
             decoded = await self.decode_image(media)

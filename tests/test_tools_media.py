@@ -235,3 +235,36 @@ async def test_video_qa_reads_an_animated_gif_and_refuses_text(settings, tiny_ba
     assert not r.is_error, r.content
     assert len(r.structured_content["frames"]) == 3
     assert bad.is_error and "\n" not in bad.content[0].text
+
+
+def _tiff(path: Path, pages: int) -> Path:
+    frames = [Image.new("RGB", (300 + 40 * i, 420), (255, 255 - 60 * i, 255)) for i in range(pages)]
+    frames[0].save(path, format="TIFF", save_all=True, append_images=frames[1:])
+    return path
+
+
+@pytest.mark.parametrize("isolate", [True, False], ids=["isolated", "threads"])
+async def test_ocr_reads_every_page_of_a_multipage_tiff(settings, tiny_backend, media_dir, isolate):
+    tiff = _tiff(media_dir / "fax.tiff", 3)
+    server = build_server(settings.with_overrides(isolate_decoding=isolate), tiny_backend)
+    async with Client(server) as client:
+        every = await client.call_tool("ocr_document", {"document": str(tiff), "max_new_tokens": 4})
+        second = await client.call_tool("ocr_document", {"document": str(tiff), "pages": "2", "max_new_tokens": 4})
+        beyond = await client.call_tool("ocr_document", {"document": str(tiff), "pages": "4"})
+        layer = await client.call_tool("ocr_document", {"document": str(tiff), "mode": "text_layer"})
+    assert not every.is_error, every.content[0].text
+    data = every.structured_content
+    assert data["page_count"] == 3 and [p["page"] for p in data["pages"]] == [1, 2, 3]
+    assert all(p["method"] == "vision" for p in data["pages"])
+    assert not second.is_error and [p["page"] for p in second.structured_content["pages"]] == [2]
+    assert beyond.is_error and "3 pages" in beyond.content[0].text
+    assert layer.is_error and "no text layer" in layer.content[0].text
+
+
+async def test_forcing_the_text_layer_of_a_scanned_page_says_it_has_none(settings, tiny_backend, media_dir):
+    pdf = _pdf(media_dir / "mixed.pdf", scanned_page=True)
+    async with Client(build_server(settings, tiny_backend)) as client:
+        r = await client.call_tool("ocr_document", {"document": str(pdf), "pages": "3-4", "mode": "text_layer"})
+    assert not r.is_error, r.content[0].text
+    assert r.structured_content["pages"][1]["text"].strip() == ""
+    assert "Page 4 has no real text layer" in r.structured_content["note"] and "mode='auto'" in r.structured_content["note"]

@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, TooLarge, summary
 from .sources import Media
@@ -29,9 +31,16 @@ class DecodedImage:
     format: str
 
 
-def decode_image(media: Media, max_pixels: int) -> DecodedImage:
-    """Decode `media` or raise an InputError that names it and says what is wrong."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def decode_image(media: Media, max_pixels: int, frame: int = 0) -> DecodedImage:
+    """Decode `media` (its `frame`, 0-based, of a multi-page file; the first by default) or raise an
+    InputError that names it and says what is wrong."""
+    with _decoding(media, max_pixels):
+        return decode_frame(_open(media, max_pixels), media, max_pixels, frame)
+
+
+def _open(media: Media, max_pixels: int) -> PILImage.Image:
+    """Parse the header of an allow-listed format under the pixel limit (nothing decoded yet)."""
+    from PIL import Image
 
     if media.kind == "pdf":
         raise InputError(f"{media.label} is a PDF document, not an image: use ocr_document to read it.")
@@ -39,26 +48,42 @@ def decode_image(media: Media, max_pixels: int) -> DecodedImage:
         raise InputError(f"{media.label} is a video, not an image: use video_qa to ask about it.")
     Image.init()
     formats = [f for f in ALLOWED_FORMATS if f in Image.OPEN]
+    with _OPEN_LOCK:  # Pillow's limit is process-wide: set it only around the header parse
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            return Image.open(io.BytesIO(media.data), formats=formats)
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
+def decode_frame(img: PILImage.Image, media: Media, max_pixels: int, frame: int) -> DecodedImage:
+    """Frame `frame` (0-based) of an opened image as 8-bit RGB, EXIF orientation applied; call inside
+    `_decoding` so failures become one InputError."""
+    from PIL import Image, ImageOps
+
+    fmt = img.format or "unknown"
+    if frame or getattr(img, "n_frames", 1) > 1:
+        img.seek(frame)
+    width, height = img.size
+    if width * height > max_pixels:
+        raise Image.DecompressionBombError("too many pixels")
+    img.load()
+    oriented = ImageOps.exif_transpose(img) or img
+    rgb = to_rgb(oriented)
+    return DecodedImage(image=rgb, width=rgb.width, height=rgb.height, format=fmt)
+
+
+@contextmanager
+def _decoding(media: Media, max_pixels: int) -> Iterator[None]:
+    """Pillow's failures while decoding `media` as one InputError that says what is wrong."""
+    from PIL import Image, UnidentifiedImageError
+
     with warnings.catch_warnings():
         # Pillow warns between max_pixels and 2x; treat the warning like the error.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with _OPEN_LOCK:  # Pillow's limit is process-wide: set it only around the header parse
-                previous = Image.MAX_IMAGE_PIXELS
-                Image.MAX_IMAGE_PIXELS = max_pixels
-                try:
-                    img = Image.open(io.BytesIO(media.data), formats=formats)
-                finally:
-                    Image.MAX_IMAGE_PIXELS = previous
-            fmt = img.format or "unknown"
-            width, height = img.size
-            if width * height > max_pixels:
-                raise Image.DecompressionBombError("too many pixels")
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)
-            img.load()
-            img = ImageOps.exif_transpose(img) or img
-            rgb = to_rgb(img)
+            yield
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise TooLarge(
                 f"{media.label} has more pixels than the {max_pixels:,} pixel limit (MCP_VISION_MAX_IMAGE_PIXELS): "
@@ -69,7 +94,107 @@ def decode_image(media: Media, max_pixels: int) -> DecodedImage:
             raise InputError(f"{media.label} is not an image in a supported format ({supported}).") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise InputError(f"{media.label} is a corrupt or truncated image ({summary(exc, 120)}).") from None
-    return DecodedImage(image=rgb, width=rgb.width, height=rgb.height, format=fmt)
+
+
+# ------------------------------------------------------------------ multi-page images (TIFF scans and faxes)
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+_HELD = "image-pages"
+
+
+def is_multipage_candidate(media: Media) -> bool:
+    """TIFF is the format whose extra frames are pages (a GIF's are animation)."""
+    return media.kind == "image" and media.data.startswith(_TIFF_MAGIC)
+
+
+def open_held_pages(media: Media, max_pixels: int) -> int:
+    """In a decoder process of a lease: open `media`, keep it open, and return its page count."""
+    from .sandbox import hold
+
+    with _decoding(media, max_pixels):
+        img = _open(media, max_pixels)
+        count = int(getattr(img, "n_frames", 1))
+    hold(_HELD, img)  # closed when the lease ends
+    hold(_HELD + ":label", media.label)
+    return count
+
+
+def held_page(number: int, max_pixels: int) -> DecodedImage:
+    """Page `number` (1-based) of the image `open_held_pages` opened in this process."""
+    from .sandbox import held
+
+    img = held(_HELD)
+    media = Media(b"", held(_HELD + ":label"), "image")
+    with _decoding(media, max_pixels):
+        return decode_frame(img, media, max_pixels, number - 1)
+
+
+class ImagePages:
+    """The pages of a multi-page image (a TIFF scan), read one at a time for one tool call; the same reading
+    interface as `pdf.PdfPages` (no page has a text layer). Isolated, the file stays open in one leased
+    decoder process; otherwise it is opened here."""
+
+    def __init__(self, media: Media, max_pixels: int, isolate: bool) -> None:
+        self.media, self.max_pixels, self.isolate = media, max_pixels, isolate
+        self.page_count = 0
+        self._lease: Any = None
+        self._generation = 0
+        self._img: Any = None
+
+    async def open(self) -> ImagePages:
+        from .sandbox import decoder_pool, run_isolated
+
+        if self.isolate:
+            self._lease = decoder_pool().lease()
+            try:
+                self.page_count = await self._lease.run(open_held_pages, self.media, self.max_pixels, what=self.media.label)
+            except BaseException:
+                self._lease.close()
+                raise
+            self._generation = self._lease.generation
+        else:
+            def opened() -> tuple[Any, int]:
+                with _decoding(self.media, self.max_pixels):
+                    img = _open(self.media, self.max_pixels)
+                    return img, int(getattr(img, "n_frames", 1))
+
+            self._img, self.page_count = await run_isolated(opened, what=self.media.label, isolate=False)
+        return self
+
+    async def page(self, number: int) -> DecodedImage:
+        from .sandbox import run_isolated
+
+        if not 1 <= number <= self.page_count:
+            raise InputError(f"Page {number} is out of range: {self.media.label} has {self.page_count} pages.")
+        if self._lease is None:
+            def decode() -> DecodedImage:
+                with _decoding(self.media, self.max_pixels):
+                    return decode_frame(self._img, self.media, self.max_pixels, number - 1)
+
+            return await run_isolated(decode, what=self.media.label, isolate=False)
+        lease = self._lease
+        if not lease.holding or lease.generation != self._generation:  # that process died: open it again
+            await lease.run(open_held_pages, self.media, self.max_pixels, what=self.media.label)
+            self._generation = lease.generation
+        return await lease.run(held_page, number, self.max_pixels, what=self.media.label)
+
+    async def has_text_layer(self, number: int) -> bool:
+        return False
+
+    async def text_layer(self, number: int) -> str:
+        return ""
+
+    async def render(self, number: int, dpi: float, max_pixels: int) -> PILImage.Image:
+        """The page as scanned (an image page has its own resolution: `dpi` does not apply)."""
+        return (await self.page(number)).image
+
+    async def aclose(self) -> None:
+        import anyio
+
+        if self._lease is not None:
+            await anyio.to_thread.run_sync(self._lease.close)
+        if self._img is not None:
+            self._img.close()
 
 
 def to_rgb(img: PILImage.Image) -> PILImage.Image:
@@ -101,4 +226,4 @@ def to_rgb(img: PILImage.Image) -> PILImage.Image:
     return img.convert("RGB")
 
 
-__all__ = ["decode_image", "DecodedImage", "to_rgb", "ALLOWED_FORMATS"]
+__all__ = ["decode_image", "decode_frame", "DecodedImage", "ImagePages", "is_multipage_candidate", "to_rgb", "ALLOWED_FORMATS"]
