@@ -103,9 +103,9 @@ class VisionService:
             self._backend.forget(session_id)
 
     async def _run_model(self, fn: Callable[[Job], T], progress: Progress | None) -> T:
-        """Run model work on the inference worker (loading the model first if needed)."""
-        label = "loading model" if not self.backend.loaded else "generating"
-        return await self.worker.run(fn, progress=progress, label=label)
+        """Run model work on the inference worker (loading the model first if needed); the work reports its
+        own phases (loading model, reading images, generating)."""
+        return await self.worker.run(fn, progress=progress, label="starting")
 
     async def _chat(
         self, turns: list[Turn], progress: Progress | None, max_new_tokens: int, conversation: str | None = None

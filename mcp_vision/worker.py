@@ -9,6 +9,7 @@ job's stop flag, which generation checks between tokens.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -31,12 +32,17 @@ class InferenceWorker:
         self.max_queue = max_queue
         self.heartbeat_seconds = heartbeat_seconds
         self._pending = 0
+        self._lock = threading.Lock()
+        self._waiting: list[Job] = []  # queued, in order, not yet started
+        self._running = 0
 
     @property
     def pending(self) -> int:
         return self._pending
 
     async def run(self, fn: Callable[[Job], T], progress: Progress | None = None, label: str = "working") -> T:
+        """Run `fn(job)` on the worker. Heartbeats say what is happening as it happens: "waiting for N earlier
+        calls" while queued, then the job's own last message (`label` until it reports one)."""
         if self._pending >= self.max_queue + self.parallel - 1:
             raise BusyError(
                 f"The server is busy with {self._pending} queued model calls: retry in a little while."
@@ -53,11 +59,26 @@ class InferenceWorker:
             loop.call_soon_threadsafe(arrived, (p, total, message))
 
         job = Job(_report=report)
+        began: list[float] = []  # when the job left the queue
+
+        def start() -> T:
+            with self._lock:
+                self._waiting.remove(job)
+                self._running += 1
+            began.append(time.monotonic())
+            try:
+                return fn(job)
+            finally:
+                with self._lock:
+                    self._running -= 1
+
         self._pending += 1
-        started = time.monotonic()
-        future = loop.run_in_executor(self._executor, fn, job)
+        with self._lock:
+            self._waiting.append(job)
+        queued = time.monotonic()
+        future = loop.run_in_executor(self._executor, start)
         try:
-            last: tuple[float, float | None] = (0.0, None)
+            last: tuple[float, float | None, str] = (0.0, None, label)
             while True:
                 waiter = asyncio.ensure_future(wake.wait())
                 await asyncio.wait({future, waiter}, timeout=self.heartbeat_seconds,
@@ -68,20 +89,31 @@ class InferenceWorker:
                 delivered = bool(updates)
                 while updates:
                     p, total, message = updates.popleft()
-                    last = (p, total)
+                    last = (p, total, message or last[2])
                     if progress is not None:
                         await progress(p, total, message)
                 if future.done():
                     return future.result()
                 if not delivered and progress is not None:
-                    waited = time.monotonic() - started
-                    await progress(last[0], last[1], f"{label} ({waited:.0f} s)")
+                    await progress(last[0], last[1], self._heartbeat(job, began, queued, last[2]))
         except asyncio.CancelledError:
             job.stop.set()
             future.cancel()  # never starts if it was still queued
             raise
         finally:
             self._pending -= 1
+            with self._lock:
+                if job in self._waiting:
+                    self._waiting.remove(job)
+
+    def _heartbeat(self, job: Job, began: list[float], queued: float, message: str) -> str:
+        now = time.monotonic()
+        if not began:
+            with self._lock:
+                ahead = self._running + (self._waiting.index(job) if job in self._waiting else 0)
+            calls = "call" if ahead == 1 else "calls"
+            return f"waiting for {ahead} earlier {calls} ({now - queued:.0f} s)"
+        return f"{message} ({now - began[0]:.0f} s)"
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

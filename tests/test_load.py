@@ -122,7 +122,7 @@ async def test_a_cancelled_generation_stops_and_frees_the_worker(settings, tiny_
     generating = anyio.Event()
 
     async def on_progress(progress, total, message) -> None:
-        if message and "generated" in message:
+        if message and message.startswith("generating ("):
             generating.set()
 
     async with Client(server) as client:

@@ -144,7 +144,7 @@ def test_sigterm_mid_generation_ends_the_stdio_server_cleanly(tiny_model_dir, me
             except queue.Empty:
                 pytest.fail("generation never started")
             assert message.get("id") != 2, f"the call ended before it could be stopped: {message}"
-            if "generated" in str(message.get("params", {}).get("message", "")):
+            if str(message.get("params", {}).get("message", "")).startswith("generating ("):
                 break
         helpers = _descendants(proc.pid)  # the decoder fork server and its worker
         assert helpers, "the image was decoded in a worker process"

@@ -89,3 +89,33 @@ async def test_cancelling_the_caller_sets_the_stop_flag():
         await worker.run(work)
     assert started.is_set()
     assert stopped.wait(2), "the job did not see the stop flag"
+
+
+async def test_heartbeats_name_the_phase_as_it_happens():
+    """Queued behind another call: 'waiting for 1 earlier call'; then the job's own last phase, not a label
+    fixed when it was queued."""
+    worker = InferenceWorker(heartbeat_seconds=0.05)
+    gate = threading.Event()
+    seen: list[str | None] = []
+
+    def first(job: Job) -> None:
+        gate.wait(5)
+
+    def second(job: Job) -> None:
+        job.report(0, 10, "generating (0/10 tokens)")
+        time.sleep(0.3)
+
+    async def sink(p, total, message):
+        seen.append(message)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run, first)
+        await anyio.sleep(0.05)
+        tg.start_soon(lambda: worker.run(second, progress=sink, label="loading model"))
+        await anyio.sleep(0.3)
+        gate.set()
+    waiting = [m for m in seen if m and m.startswith("waiting for 1 earlier call (")]
+    later = [m for m in seen if m and m.startswith("generating (0/10 tokens) (")]
+    assert waiting and later, seen
+    assert seen.index(waiting[-1]) < seen.index(later[0])
+    assert not any(m and m.startswith("loading model") for m in seen)

@@ -335,8 +335,8 @@ class InternVLBackend:
                     self.first_token_at = time.monotonic()
                     if native_decode:  # every step from here on is a one-token decode
                         torch.backends.mkldnn.enabled = False
-                if generated % 16 == 0 and generated:
-                    job.report(generated, max_new_tokens, f"generated {generated} tokens")
+                if generated % 16 == 0 or generated == 1:
+                    job.report(generated, max_new_tokens, f"generating ({generated}/{max_new_tokens} tokens)")
                 return torch.full((input_ids.shape[0],), job.cancelled(), dtype=torch.bool, device=input_ids.device)
 
         watch = _StopOnCancel()
@@ -418,12 +418,12 @@ class InternVLBackend:
         inputs = self._prepare(turns, max_new_tokens)
         ids = inputs["input_ids"][0]
         prompt_len, keys = inputs["prompt_len"], inputs["keys"]
-        job.report(0, max_new_tokens, f"prompt of {prompt_len} tokens ({inputs['image_tokens']} image tokens)")
 
         image_token_id = self._model.config.image_token_id
         spans = _image_spans(ids, image_token_id, inputs["num_patches"], self._processor.image_seq_length)
         cache, cached_tokens = self._reusable_prefix(conversation, ids, spans, keys)
         first_new_image = next((i for i, (start, _) in enumerate(spans) if start >= cached_tokens), len(spans))
+        job.report(0, max_new_tokens, _reading(len(spans) - first_new_image, prompt_len - cached_tokens))
         features, encoded = self._image_features(inputs, keys, range(first_new_image, len(inputs["images"])))
         vision_done = time.monotonic()
         output, first_token_at = self._generate(
@@ -469,7 +469,7 @@ class InternVLBackend:
         for row, inputs in enumerate(batch):
             input_ids[row, width - inputs["prompt_len"] :] = inputs["input_ids"][0]
             attention_mask[row, width - inputs["prompt_len"] :] = 1
-        job.report(0, max_new_tokens, f"{len(batch)} prompts of up to {width} tokens")
+        job.report(0, max_new_tokens, f"reading {len(batch)} pages together (prompts of up to {width} tokens)")
         encoded, parts = [], []
         for inputs in batch:  # in row order: the features fill the image placeholders row by row
             features, count = self._image_features(inputs, inputs["keys"], range(len(inputs["images"])))
@@ -570,6 +570,13 @@ def _native_gemv_is_faster(model: Any) -> bool:
 
     seconds(True)  # first use builds oneDNN's kernels
     return seconds(False) < 0.8 * seconds(True)
+
+
+def _reading(images: int, new_tokens: int) -> str:
+    """The phase before the first token: new images through the vision encoder, new tokens through prefill."""
+    if not images:
+        return f"reading the prompt ({new_tokens} new tokens)"
+    return f"reading {images} {'image' if images == 1 else 'images'} ({new_tokens} new prompt tokens)"
 
 
 def _bnb_config(quantization: str, compute_dtype: Any) -> Any:
