@@ -120,7 +120,7 @@ class Reference:
             ids=ids,
         )
         if compare_ids:
-            call.extra["argmax_agreement"] = self._agreement(output.past_key_values, prompt_len, ids, compare_ids)
+            call.extra["argmax_agreement"] = self._agreement(output.cache, prompt_len, ids, compare_ids)
         return answer, call
 
     def _agreement(self, cache: Any, prompt_len: int, own: list[int], other: list[int]) -> dict[str, Any]:
@@ -141,7 +141,7 @@ class Reference:
                     extra = cache.get_seq_length() - (prompt_len + k)
                     if extra > 0:
                         cache.crop(-extra)  # transformers 5: a negative count drops that many tokens from the end
-                    logits = self.model(input_ids=torch.tensor([rest]), past_key_values=cache, use_cache=True).logits[0]
+                    logits = self.model(input_ids=torch.tensor([rest]), cache=cache, use_cache=True).logits[0]
                     eos = self.model.generation_config.eos_token_id
                     for e in eos if isinstance(eos, list) else ([eos] if eos is not None else []):
                         logits[:, e] = float("-inf")  # min_new_tokens kept EOS out of every step

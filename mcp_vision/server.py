@@ -174,7 +174,8 @@ async def describe_image(
         int | None,
         Field(
             description="Most 448x448 tiles to split the image into (more tiles read finer detail but take longer; "
-            f"default MCP_VISION_MAX_TILES, {limits.DEFAULT_MAX_TILES}).",
+            f"default MCP_VISION_MAX_TILES, {limits.DEFAULT_MAX_TILES}). A split image also gets one thumbnail tile, "
+            "so the result's `tiles` can be one more.",
             ge=1,
             le=limits.MAX_TILES_CAP,
         ),

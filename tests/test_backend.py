@@ -121,3 +121,26 @@ def test_each_image_keeps_its_own_tile_budget(tiny_backend):
     turns = [Turn("user", [ImagePart(Image.new("RGB", (1344, 448)), 6), ImagePart(Image.new("RGB", (1344, 448)), 1), "?"])]
     result = tiny_backend.chat(turns, Job(), max_new_tokens=1)
     assert result.tiles == [4, 1] and result.image_tokens == 5 * 256
+
+
+def test_loading_and_answering_write_no_bars_or_deprecation_notes_to_stderr(tiny_model_dir, capfd):
+    """stderr is the server's log: no 'Loading weights' bar, no transformers FutureWarning about its cache API."""
+    import warnings
+
+    from PIL import Image
+
+    from mcp_vision.backend.base import Job, Turn
+    from mcp_vision.backend.internvl import InternVLBackend
+    from mcp_vision.settings import Settings
+
+    backend = InternVLBackend(Settings(model=str(tiny_model_dir), device="cpu", quantization="none", dtype="float32"))
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        backend.load(Job())
+        backend.chat([Turn.user("What is this?", [Image.new("RGB", (64, 64), "red")], max_tiles=1)], Job(),
+                     max_new_tokens=2, conversation="c")
+        backend.chat([Turn.user("What is this?", [Image.new("RGB", (64, 64), "red")], max_tiles=1),
+                      Turn.assistant("x"), Turn.user("And now?")], Job(), max_new_tokens=2, conversation="c")
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "deprecated" not in err, err

@@ -113,7 +113,9 @@ class InternVLBackend:
             device, quantization, dtype = self._choose()
             import torch
             from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+            from transformers.utils import logging as hf_logging
 
+            hf_logging.disable_progress_bar()  # stderr is our log; loading is reported as progress instead
             try:
                 config = AutoConfig.from_pretrained(source, local_files_only=local_only)
             except (OSError, ValueError) as exc:
@@ -344,7 +346,7 @@ class InternVLBackend:
             "max_new_tokens": max_new_tokens,
             "do_sample": False,
             "stopping_criteria": StoppingCriteriaList([watch]),
-            "past_key_values": cache if cache is not None else DynamicCache(config=self._model.config.text_config),
+            "cache": cache if cache is not None else DynamicCache(config=self._model.config.text_config),
             "return_dict_in_generate": True,
         }
         if features is not None:
@@ -433,7 +435,7 @@ class InternVLBackend:
         finished = time.monotonic()
         sequence = output.sequences[0].cpu()
         if self._caching and conversation and not job.cancelled():
-            kv = output.past_key_values
+            kv = output.cache
             kept = kv.get_seq_length()
             self._cache.put("p:" + conversation, (sequence[:kept].clone(), keys, kv), tensor_bytes(kv))
         return self._result(
