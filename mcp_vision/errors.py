@@ -79,6 +79,10 @@ class BusyError(VisionError):
     """Too much work is queued; the caller should retry later."""
 
 
+class ModelLoading(BusyError):
+    """The model is still loading past the call's time budget; the load goes on and the next call finds it."""
+
+
 class Cancelled(Exception):
     """The caller went away (the client cancelled): the work was stopped. Internal, never shown to an agent."""
 
@@ -110,6 +114,7 @@ __all__ = [
     "ContextOverflowError",
     "SessionError",
     "BusyError",
+    "ModelLoading",
     "Cancelled",
     "summary",
 ]

@@ -39,6 +39,10 @@ DEFAULT_OCR_BATCH = 4
 MIN_OUTPUT_CHARS = 1000
 DEFAULT_MAX_OUTPUT_CHARS = 200_000
 
+# Time budgets (seconds from a call's arrival; desktop clients cut calls at about 60 s).
+DEFAULT_CALL_BUDGET = 50.0
+MAX_TIME_BUDGET = 3600.0
+
 # The remote engine.
 REMOTE_CONCURRENCY_CAP = 256
 REMOTE_RETRIES_CAP = 10

@@ -3,12 +3,14 @@ where the output cap stops the reading. MCP-free; the model is reached through a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import limits
-from .backend.base import Backend, ImagePart, Job, Turn
+from .backend.base import Backend, ChatResult, ImagePart, Job, Turn
+from .budget import Budget, Speeds
 from .errors import InputError
 from .results import PageText
 from .worker import Progress
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 T = TypeVar("T")
-ModelRunner = Callable[[Callable[[Job], T], Progress | None], Awaitable[T]]
+ModelRunner = Callable[[Callable[[Job], T], Progress | None, Budget], Awaitable[T]]
 
 
 def check_request(mode: str, dpi: int) -> None:
@@ -40,14 +42,43 @@ class PageReader:
 
     def __init__(
         self, run_model: ModelRunner, backend: Backend, prompt: str, *, max_tiles: int, max_new_tokens: int,
-        progress: Progress | None,
+        progress: Progress | None, budget: Budget | None = None, speeds: Callable[[], Speeds] | None = None,
+        ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._run_model, self._backend, self._prompt = run_model, backend, prompt
         self._max_tiles, self._max_new_tokens, self._progress = max_tiles, max_new_tokens, progress
+        self.budget = budget or Budget(None)
+        self._speeds, self._ready = speeds, ready
         self.page_images: dict[int, ImagePart] = {}
+        self.seconds_per_page: float | None = None  # measured on the batches read so far
 
-    async def read(self, images: list, numbers: list[int], label: str, index: float, total: int) -> list[str]:
-        """The text of each image, in order; progress runs from `index` to `index + len(images)` of `total`."""
+    async def prepare(self) -> None:
+        """Before the first page goes to the model: have it loaded (within the budget)."""
+        if self._ready is not None:
+            await self._ready()
+            self._ready = None
+
+    def pages_that_fit(self, wanted: int, first: bool) -> int:
+        """How many of `wanted` pages the time left allows in one batch (the first batch reads at least one)."""
+        left = self.budget.remaining()
+        if left is None:
+            return wanted
+        if self.seconds_per_page is not None:
+            fits = int(left / self.seconds_per_page)
+        elif self._speeds is not None:
+            speeds = self._speeds()
+            tiles = self._max_tiles + (1 if self._max_tiles > 1 else 0)
+
+            def cost(n: int) -> float:
+                return n * speeds.upfront(tiles, 100) + speeds.answer(self._max_new_tokens)
+
+            fits = max((n for n in range(wanted + 1) if cost(n) <= left), default=0)
+        else:
+            fits = wanted
+        return max(1 if first else 0, min(wanted, fits))
+
+    async def read(self, images: list, numbers: list[int], label: str, index: float, total: int) -> list[ChatResult]:
+        """The answer for each image, in order; progress runs from `index` to `index + len(images)` of `total`."""
         progress = self._progress
 
         async def inner(p: float, t: float | None, message: str | None) -> None:
@@ -59,18 +90,38 @@ class PageReader:
         self.page_images.update(zip(numbers, parts))
         conversations = [[Turn("user", [part, self._prompt])] for part in parts]
         backend, tokens = self._backend, self._max_new_tokens
-        answers = await self._run_model(lambda job: backend.chat_batch(conversations, job, max_new_tokens=tokens), inner)
-        return [answer.text for answer in answers]
+        started = time.monotonic()
+        answers = await self._run_model(
+            lambda job: backend.chat_batch(conversations, job, max_new_tokens=tokens), inner, self.budget
+        )
+        self.seconds_per_page = (time.monotonic() - started) / max(1, len(images))
+        if self._speeds is not None:
+            for answer in answers[:1]:  # the batch's stages are shared by its rows
+                self._speeds().learn(answer)
+        return answers
+
+
+def page_ranges(numbers: list[int]) -> str:
+    """The shortest `pages` value for these page numbers: [3, 4, 5, 7] -> "3-5,7"."""
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 @dataclass
-class _OutputCap:
-    """The characters still allowed (MCP_VISION_MAX_OUTPUT_CHARS), and the note once they run out."""
+class _Output:
+    """The pages kept so far, the characters still allowed (MCP_VISION_MAX_OUTPUT_CHARS), and, once reading
+    stops early (the output cap or the time budget), the note and the `pages` value that asks for the rest."""
 
     cap: int
     selected: list[int]
     left: int = 0
     note: str | None = None
+    next_pages: str | None = None
     pages: list[PageText] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -78,7 +129,7 @@ class _OutputCap:
 
     @property
     def truncated(self) -> bool:
-        return self.note is not None
+        return self.next_pages is not None or self.note is not None
 
     def take(self, index: int, number: int, method: str, text: str) -> bool:
         """Keep the page at `index` of the selection, cut to what is left; False once the cap is reached."""
@@ -94,11 +145,22 @@ class _OutputCap:
         if rest == [number] and len(self.selected) == 1:  # the only page: asking again would cut it again
             self.note = f"Output was cut at the {self.cap:,} character cap ({where}."
         else:
+            self.next_pages = page_ranges(rest)
             self.note = (
                 f"Output reached the {self.cap:,} character cap ({where}: call again with "
-                f"pages=\"{rest[0]}-{rest[-1]}\" for the rest."
+                f"pages=\"{self.next_pages}\" for the rest."
             )
         return False
+
+    def stop_for_time(self, index: int, budget: Budget, cut_page: int | None = None) -> None:
+        """Reading stops before the page at `index` of the selection (or inside it: `cut_page`)."""
+        self.next_pages = page_ranges(self.selected[index:])
+        seconds = f"{budget.seconds:g} s"
+        where = f"in page {cut_page}" if cut_page is not None else f"before page {self.selected[index]}"
+        self.note = (
+            f"Stopped at the {seconds} time budget {where}: call again with pages=\"{self.next_pages}\" for the "
+            "rest (a larger time_budget reads more a call)."
+        )
 
 
 @dataclass(frozen=True)
@@ -107,6 +169,7 @@ class OcrPages:
     page_count: int
     truncated: bool
     note: str | None
+    next_pages: str | None = None
 
 
 async def read_pages(
@@ -115,7 +178,8 @@ async def read_pages(
 ) -> OcrPages:
     """The selected pages' text in order (of a PDF, or of a multi-page image, whose pages have no text
     layer): text layers at once, the others through the model, up to MCP_VISION_OCR_BATCH of them in one
-    batch; stops at the output cap with a note saying what is left."""
+    batch, as many as the time budget allows; stops at the output cap or the budget with a note and the
+    `pages` value for the rest."""
     from .inputs.pdf import parse_pages
 
     selected = parse_pages(pages, doc.page_count)
@@ -125,15 +189,21 @@ async def read_pages(
             f"(MCP_VISION_MAX_PAGES): ask for a range such as pages=\"{selected[0]}-"
             f"{selected[settings.max_pages - 1]}\"."
         )
-    output = _OutputCap(settings.max_output_chars, selected)
+    output = _Output(settings.max_output_chars, selected)
+    budget = reader.budget
     empty: list[int] = []  # pages whose text layer, asked for, holds no real text
     total = len(selected)
     position = done = 0  # pages looked at; pages whose text is known (the progress shown)
+
+    def finished(truncated: bool) -> OcrPages:
+        return OcrPages(output.pages, doc.page_count, truncated, _notes(output.note, empty), output.next_pages)
+
     while position < total:
         chunk: list[list[Any]] = []  # [index in selected, page number, method, text]
         images: list = []
         known = 0  # characters of the chunk's text-layer pages
-        while position < total and len(images) < settings.ocr_batch and known < output.left:
+        batch = settings.ocr_batch
+        while position < total and len(images) < batch and known < output.left:
             number = selected[position]
             if progress is not None:
                 await progress(done, total, f"page {number} ({position + 1}/{total})")
@@ -145,25 +215,43 @@ async def read_pages(
                 done += 1
                 chunk.append([position, number, "text_layer", text])
             else:
+                if not images:  # the batch's first model page: how many fit the time left
+                    await reader.prepare()
+                    batch = reader.pages_that_fit(settings.ocr_batch, first=not output.pages and not chunk)
+                    if batch == 0:
+                        break
                 images.append(await doc.render(number, dpi, settings.max_image_pixels))
                 chunk.append([position, number, "vision", None])
             position += 1
+        cut: int | None = None  # index in `chunk` of the first page the deadline cut
         if images:
             read = [entry for entry in chunk if entry[2] == "vision"]
             numbers = [entry[1] for entry in read]
             shown = ", ".join(map(str, numbers))
             label = f"page {shown}" if len(read) == 1 else f"pages {shown} ({len(read)} together)"
-            for entry, text in zip(read, await reader.read(images, numbers, f"{label} of {total}", done, total)):
-                entry[3] = text
+            answers = await reader.read(images, numbers, f"{label} of {total}", done, total)
+            for entry, answer in zip(read, answers):
+                entry[3] = answer.text
+                if answer.finish_reason == "time" and cut is None:
+                    cut = chunk.index(entry)
             done += len(read)
-        for index, number, method, text in chunk:
+        for offset, (index, number, method, text) in enumerate(chunk):
+            if cut is not None and offset == cut:
+                keep = not output.pages  # nothing read yet: the cut page's text beats nothing
+                if keep:
+                    output.take(index, number, method, text)
+                output.stop_for_time(index, budget, cut_page=number)
+                return finished(True)
             if not output.take(index, number, method, text):
-                return OcrPages(output.pages, doc.page_count, True, _notes(output.note, empty))
-    return OcrPages(output.pages, doc.page_count, False, _notes(None, empty))
+                return finished(True)
+        if position < total and batch == 0:  # the next model page does not fit the time left
+            output.stop_for_time(position, budget)
+            return finished(True)
+    return finished(False)
 
 
 def _notes(cap: str | None, empty: list[int]) -> str | None:
-    """The output cap's note and, when text layers were forced, which pages had none."""
+    """The output cap's (or the budget's) note and, when text layers were forced, which pages had none."""
     notes = [cap] if cap else []
     if empty:
         shown = ", ".join(map(str, empty[:20])) + (", ..." if len(empty) > 20 else "")
@@ -176,10 +264,13 @@ async def read_image(image: Any, settings: Settings, reader: PageReader, progres
     """A single page image, read by the model."""
     if progress is not None:
         await progress(0, 1, "page 1 (1/1)")
-    [text] = await reader.read([image], [1], "page 1 (1/1)", 0, 1)
-    output = _OutputCap(settings.max_output_chars, [1])
-    output.take(0, 1, "vision", text)
-    return OcrPages(output.pages, 1, output.truncated, output.note)
+    await reader.prepare()
+    [answer] = await reader.read([image], [1], "page 1 (1/1)", 0, 1)
+    output = _Output(settings.max_output_chars, [1])
+    output.take(0, 1, "vision", answer.text)
+    if answer.finish_reason == "time":
+        output.stop_for_time(0, reader.budget, cut_page=1)
+    return OcrPages(output.pages, 1, output.truncated, output.note, output.next_pages)
 
 
 def check_image_request(media: Media, pages: str | None, mode: str, page_count: int = 1) -> None:
@@ -200,4 +291,4 @@ def session_turns(result: OcrPages, reader: PageReader, label: str, prompts: Pro
     ]
 
 
-__all__ = ["PageReader", "OcrPages", "check_request", "check_image_request", "read_pages", "read_image", "session_turns"]
+__all__ = ["PageReader", "OcrPages", "page_ranges", "check_request", "check_image_request", "read_pages", "read_image", "session_turns"]

@@ -22,6 +22,19 @@ class Usage(BaseModel):
     )
 
 
+class BudgetReport(BaseModel):
+    """How the call's time budget shaped it."""
+
+    seconds: float | None = Field(description="The call's time budget in seconds (None: no budget).")
+    tiles: int | None = Field(default=None, description="Tiles per image used (None: no images).")
+    frames: int | None = Field(default=None, description="Video frames used (video_qa).")
+    max_new_tokens: int = Field(description="Longest answer allowed.")
+    reduced: bool = Field(
+        description="True when tiles, frames or answer length were reduced to fit the budget: call again with a "
+        "larger time_budget for more."
+    )
+
+
 class ModelAnswer(BaseModel):
     """Fields every answer from the model carries."""
 
@@ -29,8 +42,9 @@ class ModelAnswer(BaseModel):
     session_id: str = Field(description="Pass this to follow_up (or any tool) to continue the conversation.")
     model: str = Field(description="The model that answered.")
     usage: Usage
-    finish_reason: Literal["stop", "length"] = Field(
-        description="'length' when the answer was cut at max_new_tokens: ask again with a larger value."
+    finish_reason: Literal["stop", "length", "time"] = Field(
+        description="'length' when the answer was cut at max_new_tokens: ask again with a larger value; 'time' "
+        "when it was cut at the call's time budget: ask again with a larger time_budget."
     )
     seconds: float = Field(description="Wall-clock seconds for this call, model loading included.")
     dropped_turns: int = Field(
@@ -38,6 +52,7 @@ class ModelAnswer(BaseModel):
         description="Oldest exchanges dropped from the session (with their media) to fit the model's context "
         "or the session's bounds during this call.",
     )
+    budget: BudgetReport | None = Field(default=None, description="How the time budget shaped this call.")
 
 
 class DescribeImageResult(ModelAnswer):
@@ -63,7 +78,13 @@ class OcrDocumentResult(BaseModel):
     page_count: int = Field(description="Pages in the whole document.")
     session_id: str = Field(description="Pass this to follow_up to ask about the pages read.")
     model: str
-    truncated: bool = Field(description="True when the output was cut at the size cap; see note.")
+    truncated: bool = Field(
+        description="True when not every page asked for was read (the output cap or the time budget); see note "
+        "and next_pages."
+    )
+    next_pages: str | None = Field(
+        default=None, description="When truncated: the exact `pages` value that asks for the rest."
+    )
     note: str | None = Field(
         default=None,
         description="What was left out and how to ask for it (when truncated), and pages whose forced text layer was empty.",
@@ -105,6 +126,7 @@ class VideoQaResult(ModelAnswer):
 __all__ = [
     "ImageInfo",
     "Usage",
+    "BudgetReport",
     "ModelAnswer",
     "DescribeImageResult",
     "FollowUpResult",

@@ -61,6 +61,17 @@ MaxNewTokens = Annotated[
     ),
 ]
 
+TimeBudget = Annotated[
+    float | None,
+    Field(
+        description="Seconds this call may take, from its arrival (default MCP_VISION_CALL_BUDGET, "
+        f"{limits.DEFAULT_CALL_BUDGET:g}: under the ~60 s desktop clients allow). Within it the call reduces tiles, "
+        "frames or answer length (see `budget` in the result) or returns what it finished; raise it for more.",
+        gt=0,
+        le=limits.MAX_TIME_BUDGET,
+    ),
+]
+
 _READ_ONLY_OPEN = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 _READ_ONLY_CLOSED = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 
@@ -181,6 +192,7 @@ async def describe_image(
         ),
     ] = None,
     session_id: SessionArg = None,
+    time_budget: TimeBudget = None,
     roots: ImageRoots = None,
 ) -> DescribeImageResult:
     """Look at one image (photo, screenshot, diagram, chart, scanned page) and answer a question about it,
@@ -190,7 +202,7 @@ async def describe_image(
     async with _guard():
         return await _service(ctx).describe_image(
             image, question=question, max_new_tokens=max_new_tokens, max_tiles=max_tiles, session_id=session_id,
-            progress=_progress(ctx), roots=_root_dirs(roots),
+            time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
         )
 
 
@@ -199,13 +211,14 @@ async def follow_up(
     question: Annotated[str, Field(description="The next question about the media and answers already in the session.", min_length=1)],
     ctx: AppContext,
     max_new_tokens: MaxNewTokens = None,
+    time_budget: TimeBudget = None,
 ) -> FollowUpResult:
     """Ask another question in an existing session: the images and earlier answers are already there, so
     nothing is sent again. Sessions live in the server's memory and end when it restarts or after an hour
     unused."""
     async with _guard():
         return await _service(ctx).follow_up(
-            session_id, question, max_new_tokens=max_new_tokens, progress=_progress(ctx)
+            session_id, question, max_new_tokens=max_new_tokens, time_budget=time_budget, progress=_progress(ctx)
         )
 
 
@@ -247,6 +260,7 @@ async def ocr_document(
         ),
     ] = None,
     session_id: SessionArg = None,
+    time_budget: TimeBudget = None,
     roots: DocumentRoots = None,
 ) -> OcrDocumentResult:
     """Read the text of a PDF or a page image (a multi-page TIFF page by page too), page by page. Born-digital
@@ -257,7 +271,7 @@ async def ocr_document(
     async with _guard():
         return await _service(ctx).ocr_document(
             document, pages=pages, dpi=dpi, mode=mode, max_new_tokens=max_new_tokens, session_id=session_id,
-            progress=_progress(ctx), roots=_root_dirs(roots),
+            time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
         )
 
 
@@ -275,6 +289,7 @@ async def compare_images(
     question: Annotated[str | None, Field(description="What to compare; omit to list the differences.")] = None,
     max_new_tokens: MaxNewTokens = None,
     session_id: SessionArg = None,
+    time_budget: TimeBudget = None,
     roots: ImagesRoots = None,
 ) -> CompareImagesResult:
     """Compare 2 to 4 images (before/after screenshots, UI states, two photos or charts). Returns a measured,
@@ -284,7 +299,7 @@ async def compare_images(
     async with _guard():
         return await _service(ctx).compare_images(
             images, question=question, max_new_tokens=max_new_tokens, session_id=session_id,
-            progress=_progress(ctx), roots=_root_dirs(roots),
+            time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
         )
 
 
@@ -313,6 +328,7 @@ async def video_qa(
     end: Annotated[float | None, Field(description="End of the span to sample, in seconds.", ge=0)] = None,
     max_new_tokens: MaxNewTokens = None,
     session_id: SessionArg = None,
+    time_budget: TimeBudget = None,
     roots: VideoRoots = None,
 ) -> VideoQaResult:
     """Answer a question about a video (a screen recording, a clip) from frames sampled uniformly over a
@@ -321,7 +337,7 @@ async def video_qa(
     async with _guard():
         return await _service(ctx).video_qa(
             video, question=question, num_frames=num_frames, start=start, end=end, max_new_tokens=max_new_tokens,
-            session_id=session_id, progress=_progress(ctx), roots=_root_dirs(roots),
+            session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
         )
 
 

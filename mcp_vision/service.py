@@ -5,6 +5,7 @@ Each tool's path: service -> (ocr | inputs | sessions | compose) -> backend.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -15,9 +16,11 @@ import anyio
 
 from . import limits
 from .backend.base import Backend, ChatResult, Job, Turn
-from .errors import ContextOverflowError, InputError
+from .budget import MARGIN_SECONDS, Budget, Plan, Speeds, plan
+from .errors import ContextOverflowError, InputError, ModelLoading
 from .prompts import PromptLibrary
 from .results import (
+    BudgetReport,
     CompareImagesResult,
     DescribeImageResult,
     FollowUpResult,
@@ -47,6 +50,9 @@ class VisionService:
         remote = settings.backend == "openai"
         self.worker = InferenceWorker(parallel=settings.remote_concurrency if remote else 1)
         self._backend = backend
+        self._speeds: Speeds | None = None
+        self._loading: asyncio.Future | None = None  # the model load, shared by the calls that wait for it
+        self._load_started = 0.0
 
     @property
     def backend(self) -> Backend:
@@ -80,50 +86,105 @@ class VisionService:
             raise InputError(f"The question is {len(value):,} characters; the limit is {limits.MAX_QUESTION_CHARS:,}.")
         return value.strip()
 
-    def _answer(self, result: ChatResult, session: Session, started: float, dropped: int) -> dict:
+    def _answer(self, result: ChatResult, session: Session, budget: Budget, dropped: int, fitted: Plan) -> dict:
         """The fields every model answer carries (see results.ModelAnswer)."""
+        finish = result.finish_reason if result.finish_reason in {"length", "time"} else "stop"
         return {
             "answer": result.text,
             "session_id": session.id,
             "model": self.backend.model_name,
             "usage": _usage(result),
-            "finish_reason": "length" if result.finish_reason == "length" else "stop",
-            "seconds": round(time.monotonic() - started, 3),
+            "finish_reason": finish,
+            "seconds": round(budget.elapsed(), 3),
             "dropped_turns": dropped,
+            "budget": BudgetReport(**fitted.as_dict()),
         }
 
-    def _begin(self, session_id: str | None) -> float:
-        """The call's start; fails before any work on an unknown or expired session."""
-        started = time.monotonic()
+    def _begin(self, session_id: str | None, time_budget: float | None = None) -> Budget:
+        """The call's time budget (from now); fails before any work on an unknown or expired session."""
+        budget = Budget.of(self.settings.call_budget, time_budget)
+        if time_budget is not None and not 0 < time_budget <= limits.MAX_TIME_BUDGET:
+            raise InputError(f"time_budget={time_budget:g} is out of range: use more than 0 to {limits.MAX_TIME_BUDGET:g} seconds.")
         self.sessions.check(session_id)
-        return started
+        return budget
+
+    @property
+    def speeds(self) -> Speeds:
+        """What this process has measured (first guesses by the device, once the model is loaded)."""
+        if self._speeds is None:
+            remote = self.settings.backend == "openai"
+            device = "remote" if remote else getattr(self._backend, "device", None) or "cpu"
+            counts = getattr(self._backend, "parameter_counts", lambda: None)()
+            self._speeds = Speeds(device, *(counts or (None, None)))
+        return self._speeds
+
+    async def _ensure_loaded(self, budget: Budget, progress: Progress | None) -> None:
+        """Have the model loaded (or the remote engine checked). A load that cannot finish within the call's
+        budget goes on in the background, and the call says to come back (ModelLoading)."""
+        backend = self.backend
+        if backend.loaded:
+            return
+        failed = self._loading is not None and self._loading.done() and (
+            self._loading.cancelled() or self._loading.exception() is not None
+        )
+        if self._loading is None or failed:
+            self._load_started = time.monotonic()
+            self._loading = asyncio.ensure_future(self.worker.run(backend.load, label="loading model"))
+        while not self._loading.done():
+            left = budget.remaining()
+            if left is not None and left <= MARGIN_SECONDS:
+                raise ModelLoading(
+                    f"The model is still loading ({time.monotonic() - self._load_started:.0f} s so far, past this "
+                    "call's time budget): call again in a minute; the loading goes on meanwhile."
+                )
+            wait = 2.0 if left is None else min(2.0, left - MARGIN_SECONDS)
+            await asyncio.wait({self._loading}, timeout=max(wait, 0.05))
+            if not self._loading.done() and progress is not None:
+                await progress(0, None, f"loading model ({time.monotonic() - self._load_started:.0f} s)")
+        self._loading.result()  # the load's own error, if it failed
 
     def _forget(self, session_id: str) -> None:
         if self._backend is not None:
             self._backend.forget(session_id)
 
-    async def _run_model(self, fn: Callable[[Job], T], progress: Progress | None) -> T:
-        """Run model work on the inference worker (loading the model first if needed); the work reports its
-        own phases (loading model, reading images, generating)."""
-        return await self.worker.run(fn, progress=progress, label="starting")
+    async def _run_model(self, fn: Callable[[Job], T], progress: Progress | None, budget: Budget | None = None) -> T:
+        """Run model work on the inference worker; the work reports its own phases (reading images,
+        generating) and its generation stops at the budget's deadline."""
+        deadline = budget.deadline - MARGIN_SECONDS if budget is not None and budget.deadline is not None else None
+        return await self.worker.run(fn, progress=progress, label="starting", deadline=deadline)
 
     async def _chat(
-        self, turns: list[Turn], progress: Progress | None, max_new_tokens: int, conversation: str | None = None
+        self, turns: list[Turn], progress: Progress | None, max_new_tokens: int, budget: Budget,
+        conversation: str | None = None,
     ) -> ChatResult:
         backend = self.backend
-        return await self._run_model(
-            lambda job: backend.chat(turns, job, max_new_tokens=max_new_tokens, conversation=conversation), progress
+        result = await self._run_model(
+            lambda job: backend.chat(turns, job, max_new_tokens=max_new_tokens, conversation=conversation),
+            progress, budget,
+        )
+        self.speeds.learn(result)
+        return result
+
+    async def _fit(
+        self, budget: Budget, progress: Progress | None, *, images: int = 0, tiles: int | None = None,
+        frames: int | None = None, max_new_tokens: int, text_tokens: int = 200,
+    ) -> Plan:
+        """Have the model ready, then fit the call into what is left of its budget."""
+        await self._ensure_loaded(budget, progress)
+        return plan(
+            budget, self.speeds, images=images, tiles=tiles, frames=frames, max_new_tokens=max_new_tokens,
+            text_tokens=text_tokens,
         )
 
     async def _ask(
-        self, session: Session, user: Turn, progress: Progress | None, max_new_tokens: int
+        self, session: Session, user: Turn, progress: Progress | None, max_new_tokens: int, budget: Budget
     ) -> tuple[ChatResult, int]:
         """Ask `user` after the session's history; the oldest exchanges (and their media) are dropped when the
         history exceeds the session's bounds or the model's context. Returns (result, exchanges dropped)."""
         async with session.lock:
             for history, dropped in self.sessions.histories(session, [user]):
                 try:
-                    result = await self._chat([*history, user], progress, max_new_tokens, conversation=session.id)
+                    result = await self._chat([*history, user], progress, max_new_tokens, budget, conversation=session.id)
                     break
                 except ContextOverflowError:
                     if not history:
@@ -160,8 +221,9 @@ class VisionService:
     async def preload(self) -> float:
         """Load the model now (and start a decoder process meanwhile) instead of on the first call."""
         self.warm_decoders()
-        backend = self.backend
-        return await self.worker.run(backend.load, label="loading model")
+        started = time.monotonic()
+        await self._ensure_loaded(Budget(None), None)
+        return time.monotonic() - started
 
     # ------------------------------------------------------------ tools
 
@@ -173,19 +235,21 @@ class VisionService:
         max_new_tokens: int | None = None,
         max_tiles: int | None = None,
         session_id: str | None = None,
+        time_budget: float | None = None,
         progress: Progress | None = None,
         roots: Roots = None,
     ) -> DescribeImageResult:
         tokens = self._max_new_tokens(max_new_tokens)
         tiles = self._max_tiles(max_tiles)
         asked = self._question(question, self.prompts.task("describe").text.strip())
-        started = self._begin(session_id)
+        budget = self._begin(session_id, time_budget)
         decoded = await self.load_image(image, roots)
+        fitted = await self._fit(budget, progress, images=1, tiles=tiles, max_new_tokens=tokens)
         session = self.sessions.get_or_create(session_id)
-        user = Turn.user(asked, [decoded.image], max_tiles=tiles)
-        result, dropped = await self._ask(session, user, progress, tokens)
+        user = Turn.user(asked, [decoded.image], max_tiles=fitted.tiles or tiles)
+        result, dropped = await self._ask(session, user, progress, fitted.max_new_tokens, budget)
         return DescribeImageResult(
-            **self._answer(result, session, started, dropped),
+            **self._answer(result, session, budget, dropped, fitted),
             image=ImageInfo(width=decoded.width, height=decoded.height, format=decoded.format),
             tiles=result.tiles[0] if result.tiles else 0,
             load_seconds=round(result.load_seconds, 3),
@@ -197,18 +261,20 @@ class VisionService:
         question: str,
         *,
         max_new_tokens: int | None = None,
+        time_budget: float | None = None,
         progress: Progress | None = None,
     ) -> FollowUpResult:
-        started = time.monotonic()
         tokens = self._max_new_tokens(max_new_tokens)
         if not question or not question.strip():
             raise InputError("The question is empty: say what you want to know about the session's media.")
         asked = self._question(question, question)  # checks the length; the question is never empty here
+        budget = self._begin(None, time_budget)
         session = self.sessions.get(session_id)
+        fitted = await self._fit(budget, progress, max_new_tokens=tokens, text_tokens=len(asked) // 3 + 50)
         user = Turn.user(asked)
-        result, dropped = await self._ask(session, user, progress, tokens)
+        result, dropped = await self._ask(session, user, progress, fitted.max_new_tokens, budget)
         return FollowUpResult(
-            **self._answer(result, session, started, dropped),
+            **self._answer(result, session, budget, dropped, fitted),
             turns=session.turn_count,
         )
 
@@ -221,6 +287,7 @@ class VisionService:
         mode: str = "auto",
         max_new_tokens: int | None = None,
         session_id: str | None = None,
+        time_budget: float | None = None,
         progress: Progress | None = None,
         roots: Roots = None,
     ) -> OcrDocumentResult:
@@ -228,7 +295,7 @@ class VisionService:
         from .inputs.images import ImagePages, is_multipage_candidate
 
         ocr.check_request(mode, dpi)
-        started = self._begin(session_id)
+        budget = self._begin(session_id, time_budget)
         media = await self.load_media(document, roots)
         # A full page of text needs more room than a typical answer.
         tokens = (
@@ -238,6 +305,7 @@ class VisionService:
         reader = ocr.PageReader(
             self._run_model, self.backend, self.prompts.task("ocr").text.strip(),
             max_tiles=self.settings.max_tiles, max_new_tokens=tokens, progress=progress,
+            budget=budget, speeds=lambda: self.speeds, ready=lambda: self._ensure_loaded(budget, progress),
         )
         if media.kind in {"pdf", "unknown"}:  # open_pdf says what an unknown file is, if not a PDF
             from .inputs.pdf import open_pdf
@@ -270,8 +338,9 @@ class VisionService:
             session_id=session.id,
             model=self.backend.model_name,
             truncated=read.truncated,
+            next_pages=read.next_pages,
             note=read.note,
-            seconds=round(time.monotonic() - started, 3),
+            seconds=round(budget.elapsed(), 3),
         )
 
     async def compare_images(
@@ -281,6 +350,7 @@ class VisionService:
         question: str | None = None,
         max_new_tokens: int | None = None,
         session_id: str | None = None,
+        time_budget: float | None = None,
         progress: Progress | None = None,
         roots: Roots = None,
     ) -> CompareImagesResult:
@@ -295,7 +365,7 @@ class VisionService:
             )
         tokens = self._max_new_tokens(max_new_tokens)
         asked = self._question(question, self.prompts.task("compare").text.strip())
-        started = self._begin(session_id)
+        budget = self._begin(session_id, time_budget)
         decoded = [await self.load_image(source, roots) for source in images]
         if progress is not None:
             await progress(0, None, "measuring pixel differences")
@@ -307,11 +377,12 @@ class VisionService:
         ]
         # Share one tile budget between the images so the whole prompt fits the context.
         tiles = max(1, min(self.settings.max_tiles, limits.COMPARE_TILE_BUDGET // len(decoded)))
-        parts = compare_parts(self.prompts, [d.image for d in decoded], diffs, tiles, asked)
+        fitted = await self._fit(budget, progress, images=len(decoded), tiles=tiles, max_new_tokens=tokens)
+        parts = compare_parts(self.prompts, [d.image for d in decoded], diffs, fitted.tiles or tiles, asked)
         session = self.sessions.get_or_create(session_id)
-        result, dropped = await self._ask(session, Turn("user", parts), progress, tokens)
+        result, dropped = await self._ask(session, Turn("user", parts), progress, fitted.max_new_tokens, budget)
         return CompareImagesResult(
-            **self._answer(result, session, started, dropped),
+            **self._answer(result, session, budget, dropped, fitted),
             diffs=[
                 ImageDiff(
                     image=index,
@@ -334,6 +405,7 @@ class VisionService:
         end: float | None = None,
         max_new_tokens: int | None = None,
         session_id: str | None = None,
+        time_budget: float | None = None,
         progress: Progress | None = None,
         roots: Roots = None,
     ) -> VideoQaResult:
@@ -345,23 +417,25 @@ class VisionService:
         asked = self._question(question, self.prompts.task("video").text.strip())
         if not 1 <= num_frames <= self.settings.max_frames:
             raise InputError(f"num_frames={num_frames} is out of range: use 1 to {self.settings.max_frames} (MCP_VISION_MAX_FRAMES).")
-        started = self._begin(session_id)
+        budget = self._begin(session_id, time_budget)
         media = await self.load_media(video, roots)
         if media.kind == "pdf":
             raise InputError(f"{media.label} is a PDF document, not a video: use ocr_document to read it.")
+        fitted = await self._fit(budget, progress, frames=num_frames, max_new_tokens=tokens)
+        frames = fitted.frames or num_frames
         if progress is not None:
-            await progress(0, None, f"decoding {num_frames} frames")
+            await progress(0, None, f"decoding {frames} frames")
         sample = await run_isolated(
-            sample_frames, media, num_frames, start, end,
+            sample_frames, media, frames, start, end,
             max_frames=self.settings.max_frames, max_pixels=self.settings.max_image_pixels,
             time_budget=DECODE_TIMEOUT, timeout=DECODE_TIMEOUT + 15,  # sample_frames keeps its own budget first
             what=media.label, isolate=self.settings.isolate_decoding,
         )
         parts = video_parts(self.prompts, sample.frames, sample.timestamps, sample.duration, asked)
         session = self.sessions.get_or_create(session_id)
-        result, dropped = await self._ask(session, Turn("user", parts), progress, tokens)
+        result, dropped = await self._ask(session, Turn("user", parts), progress, fitted.max_new_tokens, budget)
         return VideoQaResult(
-            **self._answer(result, session, started, dropped),
+            **self._answer(result, session, budget, dropped, fitted),
             frames=[FrameInfo(index=i, timestamp=round(t, 3)) for i, t in enumerate(sample.timestamps, start=1)],
             duration=round(sample.duration, 3),
             width=sample.width,

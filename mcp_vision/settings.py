@@ -58,6 +58,17 @@ def _parse_float(name: str, value: str) -> float:
     return number
 
 
+def _parse_seconds(name: str, value: str, maximum: float) -> float:
+    """Seconds from 0 (off) to `maximum`."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a number of seconds") from None
+    if not math.isfinite(number) or not 0 <= number <= maximum:
+        raise ValueError(f"{name}={value!r} is out of range: use 0 (no budget) to {maximum:g} seconds")
+    return number
+
+
 def _parse_url(name: str, value: str) -> str:
     url = value.strip().rstrip("/")
     parts = urlsplit(url)
@@ -101,6 +112,7 @@ class Settings:
     max_sessions: int = 64
     session_ttl: float = 3600.0
     url_timeout: float = 20.0
+    call_budget: float = limits.DEFAULT_CALL_BUDGET  # seconds a call may take; 0: no budget
     isolate_decoding: bool = True
     prompts_dir: Path | None = None
     preload: bool = False
@@ -174,6 +186,7 @@ ENVIRONMENT: dict[str, str] = {
     "max_sessions": "MCP_VISION_MAX_SESSIONS",
     "session_ttl": "MCP_VISION_SESSION_TTL",
     "url_timeout": "MCP_VISION_URL_TIMEOUT",
+    "call_budget": "MCP_VISION_CALL_BUDGET",
     "isolate_decoding": "MCP_VISION_ISOLATE_DECODING",
     "prompts_dir": "MCP_VISION_PROMPTS_DIR",
     "preload": "MCP_VISION_PRELOAD",
@@ -209,6 +222,7 @@ _PARSERS = {
     "max_sessions": _parse_int,
     "session_ttl": _parse_float,
     "url_timeout": _parse_float,
+    "call_budget": lambda n, v: _parse_seconds(n, v, limits.MAX_TIME_BUDGET),
     "isolate_decoding": _parse_bool,
     "prompts_dir": lambda n, v: Path(v).expanduser(),
     "preload": _parse_bool,

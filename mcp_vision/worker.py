@@ -40,9 +40,13 @@ class InferenceWorker:
     def pending(self) -> int:
         return self._pending
 
-    async def run(self, fn: Callable[[Job], T], progress: Progress | None = None, label: str = "working") -> T:
+    async def run(
+        self, fn: Callable[[Job], T], progress: Progress | None = None, label: str = "working",
+        deadline: float | None = None,
+    ) -> T:
         """Run `fn(job)` on the worker. Heartbeats say what is happening as it happens: "waiting for N earlier
-        calls" while queued, then the job's own last message (`label` until it reports one)."""
+        calls" while queued, then the job's own last message (`label` until it reports one). `deadline`
+        (time.monotonic()) is when the job's generation stops (Job.out_of_time)."""
         if self._pending >= self.max_queue + self.parallel - 1:
             raise BusyError(
                 f"The server is busy with {self._pending} queued model calls: retry in a little while."
@@ -58,7 +62,7 @@ class InferenceWorker:
         def report(p: float, total: float | None, message: str | None) -> None:
             loop.call_soon_threadsafe(arrived, (p, total, message))
 
-        job = Job(_report=report)
+        job = Job(_report=report, deadline=deadline)
         began: list[float] = []  # when the job left the queue
 
         def start() -> T:

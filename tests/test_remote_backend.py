@@ -147,6 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
         with engine._lock:
             engine.active += 1
             engine.max_active = max(engine.max_active, engine.active)
+        counted = True
         try:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -168,6 +169,11 @@ class _Handler(BaseHTTPRequestHandler):
                 choice = {"index": 0, "delta": {"content": piece}, "finish_reason": reply.finish if last else None}
                 self._event(json.dumps({**base, "choices": [choice]}).encode())
                 engine.sent_pieces += 1
+            # Generation is over: counted as no longer active before the client can see the end of the
+            # stream (and send its next request), so max_active counts only overlapping generations.
+            with engine._lock:
+                engine.active -= 1
+                counted = False
             if reply.usage:
                 self._event(json.dumps({**base, "choices": [], "usage": reply.usage}).encode())
             if reply.done:
@@ -181,7 +187,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             with engine._lock:
-                engine.active -= 1
+                if counted:
+                    engine.active -= 1
 
 
 # ---------------------------------------------------------------- fixtures and helpers

@@ -48,6 +48,7 @@ def test_every_variable_is_parsed(tmp_path):
         "MCP_VISION_MAX_SESSIONS": "3",
         "MCP_VISION_SESSION_TTL": "60",
         "MCP_VISION_URL_TIMEOUT": "2.5",
+        "MCP_VISION_CALL_BUDGET": "25",
         "MCP_VISION_ISOLATE_DECODING": "off",
         "MCP_VISION_PROMPTS_DIR": str(tmp_path / "p"),
         "MCP_VISION_PRELOAD": "true",
@@ -81,6 +82,7 @@ def test_every_variable_is_parsed(tmp_path):
     assert s.max_output_chars == 5000
     assert (s.cache_bytes, s.max_sessions, s.session_ttl) == (0, 3, 60.0)
     assert s.url_timeout == 2.5
+    assert s.call_budget == 25.0
     assert s.isolate_decoding is False
     assert s.prompts_dir == tmp_path / "p"
     assert s.preload is True
@@ -221,3 +223,9 @@ def test_command_line_flags_override_the_environment(tmp_path, monkeypatch):
     s = settings_from(args)
     assert (s.client_roots, s.allow_urls, s.max_tiles, s.allowed_dirs) == (False, False, 3, (tmp_path,))
     assert settings_from(build_parser().parse_args([])).client_roots is True  # absent flags leave the env
+
+
+def test_the_call_budget_can_be_switched_off_and_is_bounded():
+    assert Settings.from_env({"MCP_VISION_CALL_BUDGET": "0"}).call_budget == 0
+    with pytest.raises(ValueError, match="MCP_VISION_CALL_BUDGET='-1' is out of range: use 0 \\(no budget\\) to 3600"):
+        Settings.from_env({"MCP_VISION_CALL_BUDGET": "-1"})

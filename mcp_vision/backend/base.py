@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, Union
@@ -17,12 +18,16 @@ class Job:
 
     stop: threading.Event = field(default_factory=threading.Event)
     _report: Callable[[float, float | None, str | None], None] = lambda *_: None
+    deadline: float | None = None  # time.monotonic() by which generation stops (the call's time budget)
 
     def report(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         self._report(progress, total, message)
 
     def cancelled(self) -> bool:
         return self.stop.is_set()
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class ChatResult:
     output_tokens: int
     image_tokens: int
     tiles: list[int]  # tiles per image of the newest turn, in order
-    finish_reason: Literal["stop", "length", "cancelled"]
+    finish_reason: Literal["stop", "length", "cancelled", "time"]  # time: stopped at the call's deadline
     seconds: float
     load_seconds: float = 0.0
     cached_tokens: int = 0  # prompt tokens whose KV came from the conversation's cache

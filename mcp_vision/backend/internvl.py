@@ -13,7 +13,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ContextOverflowError, InputError, ModelUnavailableError, summary
+from ..errors import Cancelled, ContextOverflowError, InputError, ModelUnavailableError, summary
 from .base import ChatResult, ImagePart, Turn
 from .cache import ByteBudgetLRU, tensor_bytes
 
@@ -42,6 +42,7 @@ class InternVLBackend:
         self._cache: ByteBudgetLRU[Any] = ByteBudgetLRU(settings.cache_bytes)
         self._image_keys: dict[int, tuple[ImagePart, str]] = {}
         self.native_decode = False  # decode steps without oneDNN (see _native_gemv_is_faster)
+        self._interrupting: Job | None = None  # the job whose vision pass or prefill is running
 
     @property
     def model_name(self) -> str:
@@ -143,6 +144,7 @@ class InternVLBackend:
             if "device_map" not in kwargs:
                 model = model.to(device)
             model.eval()
+            self._install_interrupts(model)
             if device == "cpu" and model.config.text_config._attn_implementation == "sdpa":
                 from .attention import register
 
@@ -161,6 +163,30 @@ class InternVLBackend:
             job.report(0, None, f"model loaded in {seconds:.1f} s")
             del torch
             return seconds
+
+    def parameter_counts(self) -> tuple[int, int] | None:
+        """(vision tower + projector, language model) parameters, once loaded: the time budget's first guess."""
+        if self._model is None:
+            return None
+        inner = self._model.model
+        vision = sum(p.numel() for m in (inner.vision_tower, inner.multi_modal_projector) for p in m.parameters())
+        return vision, sum(p.numel() for p in inner.language_model.parameters())
+
+    def _install_interrupts(self, model: Any) -> None:
+        """A check before every layer of the vision encoder and the language model, so a cancelled call
+        stops within a layer during the long uninterruptible parts (the vision pass, the prefill), not
+        after them. Decoding is stopped between tokens by the stopping criterion instead."""
+        import torch
+
+        def check(_module: Any, _args: Any) -> None:
+            job = self._interrupting
+            if job is not None and job.cancelled():
+                raise Cancelled
+
+        for module in model.modules():
+            if isinstance(module, torch.nn.ModuleList):
+                for layer in module:
+                    layer.register_forward_pre_hook(check)
 
     # ---------------------------------------------------------------- chat
 
@@ -327,6 +353,7 @@ class InternVLBackend:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         prompt_len = int(input_ids.shape[1])
+        backend = self
 
         class _StopOnCancel(StoppingCriteria):
             first_token_at: float | None = None
@@ -335,11 +362,13 @@ class InternVLBackend:
                 generated = int(input_ids.shape[1]) - prompt_len
                 if self.first_token_at is None:
                     self.first_token_at = time.monotonic()
+                    backend._interrupting = None  # decoding: this criterion stops within a token
                     if native_decode:  # every step from here on is a one-token decode
                         torch.backends.mkldnn.enabled = False
                 if generated % 16 == 0 or generated == 1:
                     job.report(generated, max_new_tokens, f"generating ({generated}/{max_new_tokens} tokens)")
-                return torch.full((input_ids.shape[0],), job.cancelled(), dtype=torch.bool, device=input_ids.device)
+                stop = job.cancelled() or job.out_of_time()
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
         watch = _StopOnCancel()
         gen_kwargs: dict[str, Any] = {
@@ -387,8 +416,10 @@ class InternVLBackend:
             finish = "cancelled"
         elif len(new_tokens) and int(new_tokens[-1]) in self._eos_ids():
             finish = "stop"
+        elif len(new_tokens) >= max_new_tokens:
+            finish = "length"
         else:
-            finish = "length" if len(new_tokens) >= max_new_tokens else "stop"
+            finish = "time" if job.out_of_time() else "stop"
         last_count = len(turns[-1].images)
         num_patches = inputs["num_patches"]
         return ChatResult(
@@ -426,12 +457,21 @@ class InternVLBackend:
         cache, cached_tokens = self._reusable_prefix(conversation, ids, spans, keys)
         first_new_image = next((i for i, (start, _) in enumerate(spans) if start >= cached_tokens), len(spans))
         job.report(0, max_new_tokens, _reading(len(spans) - first_new_image, prompt_len - cached_tokens))
-        features, encoded = self._image_features(inputs, keys, range(first_new_image, len(inputs["images"])))
-        vision_done = time.monotonic()
-        output, first_token_at = self._generate(
-            inputs["input_ids"], inputs["attention_mask"], features, cache, job,
-            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, native_decode=self.native_decode,
-        )
+        self._interrupting = job
+        try:
+            features, encoded = self._image_features(inputs, keys, range(first_new_image, len(inputs["images"])))
+            vision_done = time.monotonic()
+            output, first_token_at = self._generate(
+                inputs["input_ids"], inputs["attention_mask"], features, cache, job,
+                max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, native_decode=self.native_decode,
+            )
+        except Cancelled:  # stopped inside the vision pass or the prefill
+            import torch
+
+            return self._result(inputs, turns, torch.empty(0, dtype=torch.long), job, max_new_tokens,
+                                seconds=time.monotonic() - started, load_seconds=load_seconds)
+        finally:
+            self._interrupting = None
         finished = time.monotonic()
         sequence = output.sequences[0].cpu()
         if self._caching and conversation and not job.cancelled():
@@ -473,17 +513,27 @@ class InternVLBackend:
             attention_mask[row, width - inputs["prompt_len"] :] = 1
         job.report(0, max_new_tokens, f"reading {len(batch)} pages together (prompts of up to {width} tokens)")
         encoded, parts = [], []
-        for inputs in batch:  # in row order: the features fill the image placeholders row by row
-            features, count = self._image_features(inputs, inputs["keys"], range(len(inputs["images"])))
-            encoded.append(count)
-            if features is not None:
-                parts.append(features)
-        vision_done = time.monotonic()
-        output, first_token_at = self._generate(
-            input_ids, attention_mask, torch.cat(parts) if parts else None, None, job,
-            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-            native_decode=False,  # several rows a step: oneDNN's matrix kernels are the faster ones
-        )
+        self._interrupting = job
+        try:
+            for inputs in batch:  # in row order: the features fill the image placeholders row by row
+                features, count = self._image_features(inputs, inputs["keys"], range(len(inputs["images"])))
+                encoded.append(count)
+                if features is not None:
+                    parts.append(features)
+            vision_done = time.monotonic()
+            output, first_token_at = self._generate(
+                input_ids, attention_mask, torch.cat(parts) if parts else None, None, job,
+                max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                native_decode=False,  # several rows a step: oneDNN's matrix kernels are the faster ones
+            )
+        except Cancelled:  # stopped inside the vision pass or the prefill: every row is dropped
+            return [
+                self._result(inputs, turns, torch.empty(0, dtype=torch.long), job, max_new_tokens,
+                             seconds=time.monotonic() - started, load_seconds=load_seconds, batch_size=len(batch))
+                for turns, inputs in zip(conversations, batch)
+            ]
+        finally:
+            self._interrupting = None
         finished = time.monotonic()
         stages = _stages(started, vision_done, first_token_at, finished)
         eos_ids = self._eos_ids()

@@ -197,7 +197,8 @@ class OpenAIBackend:
         def cancelled(text: str = "") -> ChatResult:
             return ChatResult(
                 text=text, prompt_tokens=0, output_tokens=0, image_tokens=0, tiles=tiles,
-                finish_reason="cancelled", seconds=time.monotonic() - started, load_seconds=load_seconds,
+                finish_reason="time" if job.out_of_time() and not job.cancelled() else "cancelled",
+                seconds=time.monotonic() - started, load_seconds=load_seconds,
             )
 
         if job.cancelled():
@@ -251,7 +252,7 @@ class OpenAIBackend:
             output_tokens=_count(usage.get("completion_tokens")),
             image_tokens=0,
             tiles=tiles,
-            finish_reason="length" if finish == "length" else "stop",
+            finish_reason="length" if finish == "length" else "time" if finish == "time" else "stop",
             seconds=ended - started,
             load_seconds=load_seconds,
             cached_tokens=_count(details.get("cached_tokens")),
@@ -328,7 +329,7 @@ class OpenAIBackend:
                             job.report(min(chunks, max_new_tokens), max_new_tokens, f"received {chunks} chunks")
                     if choice.get("finish_reason"):
                         finish = str(choice["finish_reason"])
-                if job.cancelled():
+                if job.cancelled() or job.out_of_time():
                     break
         except (OSError, ValueError, http.client.HTTPException) as exc:
             if watch.reason is None and not job.cancelled():
@@ -339,6 +340,8 @@ class OpenAIBackend:
         text = "".join(pieces)
         if watch.reason == "cancelled" or job.cancelled():
             return text, "cancelled", usage, first_token
+        if (watch.reason == "budget" or job.out_of_time()) and not done and finish is None:
+            return text, "time", usage, first_token
         if watch.reason == "timeout":
             raise self._timeout_error()
         if not done and finish is None:
@@ -517,7 +520,7 @@ class OpenAIBackend:
 
     def _raise_if_stopped(self, watch: _ConnectionWatch) -> None:
         watch.check()
-        if watch.reason == "cancelled":
+        if watch.reason in {"cancelled", "budget"}:  # before any text: nothing to return either way
             raise Cancelled
         if watch.reason == "timeout":
             raise self._timeout_error()
@@ -568,7 +571,7 @@ class _ConnectionWatch:
     def __init__(self, job: Job, deadline: float) -> None:
         self.job = job
         self.deadline = deadline
-        self.reason: str | None = None  # "cancelled" or "timeout" once stopped
+        self.reason: str | None = None  # "cancelled", "budget" or "timeout" once stopped
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
         self._done = threading.Event()
@@ -591,6 +594,8 @@ class _ConnectionWatch:
         if self.reason is None:
             if self.job.cancelled():
                 self.reason = "cancelled"
+            elif self.job.out_of_time():
+                self.reason = "budget"  # the call's time budget: what was streamed is the answer
             elif time.monotonic() >= self.deadline:
                 self.reason = "timeout"
 
