@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import limits
 from .backend.base import Backend, ChatResult, ImagePart, Job, Turn
-from .budget import Budget, Speeds
+from .budget import MARGIN_SECONDS, Budget, Speeds
 from .errors import InputError
 from .results import PageText
 from .worker import Progress
@@ -63,6 +63,7 @@ class PageReader:
         left = self.budget.remaining()
         if left is None:
             return wanted
+        left -= MARGIN_SECONDS  # generation stops that much before the deadline
         if self.seconds_per_page is not None:
             fits = int(left / self.seconds_per_page)
         elif self._speeds is not None:
