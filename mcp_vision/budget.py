@@ -136,13 +136,19 @@ def plan(
     max_new_tokens: int,
     text_tokens: int = 200,
     min_new_tokens: int = 32,
+    context: int | None = None,
 ) -> Plan:
     """Fit a call into what is left of `budget`: fewer frames first, then fewer tiles per image, so that
     vision and prefill take at most half the time left; then the answer length the measured decode speed
     allows in the rest (only once decoding has been measured: a guess never cuts an answer, the deadline
-    does). `images` images of up to `tiles` tiles each; or `frames` frames of one tile each."""
+    does). `images` images of up to `tiles` tiles each; or `frames` frames of one tile each, never more than
+    the model's `context` (tokens) holds."""
     left = budget.remaining()
     result = Plan(seconds=budget.seconds, tiles=tiles, frames=frames, max_new_tokens=max_new_tokens)
+    if context and result.frames:  # frames beyond the model's context could never be read at all
+        room = (context - max_new_tokens - text_tokens) // TOKENS_PER_TILE
+        if result.frames > room:
+            result.frames, result.reduced = max(1, room), True
     if left is None:
         return result
     left -= MARGIN_SECONDS

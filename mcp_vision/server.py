@@ -37,7 +37,9 @@ Media arguments take a local path (absolute, ~, or relative to the server's work
 inside the allowed directories), a file:// URI, an http(s) URL or a data: URI (base64).
 Every tool returns a session_id; pass it to follow_up to ask more about the same media without
 sending it again. The first call loads the model (or checks the engine), which can take a while;
-progress is reported.
+progress is reported. Each call keeps within a time budget (MCP_VISION_CALL_BUDGET, default 50 s, or the
+call's time_budget): a result's `budget` says what was reduced to fit, and ocr_document's `next_pages`
+says which pages to ask for next.
 """
 
 MediaSource = Annotated[

@@ -171,9 +171,10 @@ class VisionService:
     ) -> Plan:
         """Have the model ready, then fit the call into what is left of its budget."""
         await self._ensure_loaded(budget, progress)
+        context = getattr(self.backend, "context_length", None)
         return plan(
             budget, self.speeds, images=images, tiles=tiles, frames=frames, max_new_tokens=max_new_tokens,
-            text_tokens=text_tokens,
+            text_tokens=text_tokens, context=context if isinstance(context, int) else None,
         )
 
     async def _ask(

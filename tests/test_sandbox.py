@@ -344,3 +344,24 @@ def test_an_error_that_cannot_cross_the_pipe_intact_keeps_its_message():
     assert type(kept) is OutsideAllowedDirs and str(kept) == "outside"
     plain = _portable(ContextOverflowError(10, 2, 8))  # its constructor takes numbers, not a message
     assert type(plain) is InputError and str(plain) == str(ContextOverflowError(10, 2, 8))
+
+
+async def test_cancelling_a_page_read_kills_the_leased_decoder_and_frees_it():
+    """A render or frame decode cancelled mid-way: the lease's process is killed at once, the pool's slot
+    is free again, and the next call decodes normally."""
+    pool = decoder_pool()
+    media = _media(hostile.pdf(2), "'doc.pdf'")
+    doc = await open_pdf(media)
+    try:
+        started = time.monotonic()
+        with anyio.move_on_after(0.3):
+            await doc._lease.run(hostile.hang)
+        assert time.monotonic() - started < 2
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and doc._lease.holding:
+            await anyio.sleep(0.05)
+        assert not doc._lease.holding and pool._leased == 0
+        assert "Page 2 says hello" in await doc.text_layer(2)  # opened again in a fresh process
+    finally:
+        doc.close()
+    await _decode_ok()
