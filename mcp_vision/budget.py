@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from .backend.base import ChatResult
 
 TOKENS_PER_TILE = 256  # image tokens one 448 px tile becomes (InternVL's pixel shuffle)
+FRAME_TEXT_TOKENS = 16  # a frame's label and timestamp in the prompt ("Frame7: ", "Frame7: 12.50 s, ")
 # Of the time left, the share vision and prefill may take: the rest is for the answer and the reply.
 UPFRONT_SHARE = 0.5
 MARGIN_SECONDS = 0.5  # kept back for shaping and sending the result
@@ -146,7 +147,7 @@ def plan(
     left = budget.remaining()
     result = Plan(seconds=budget.seconds, tiles=tiles, frames=frames, max_new_tokens=max_new_tokens)
     if context and result.frames:  # frames beyond the model's context could never be read at all
-        room = (context - max_new_tokens - text_tokens) // TOKENS_PER_TILE
+        room = (context - max_new_tokens - text_tokens) // (TOKENS_PER_TILE + FRAME_TEXT_TOKENS)
         if result.frames > room:
             result.frames, result.reduced = max(1, room), True
     if left is None:

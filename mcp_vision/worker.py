@@ -85,9 +85,11 @@ class InferenceWorker:
             last: tuple[float, float | None, str] = (0.0, None, label)
             while True:
                 waiter = asyncio.ensure_future(wake.wait())
-                await asyncio.wait({future, waiter}, timeout=self.heartbeat_seconds,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
+                try:
+                    await asyncio.wait({future, waiter}, timeout=self.heartbeat_seconds,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()  # also when this call is cancelled: no waiter is left pending
                 wake.clear()
                 # Updates reported before the job returned are queued before its completion: relay them all.
                 delivered = bool(updates)

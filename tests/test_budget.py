@@ -91,7 +91,7 @@ def test_a_plan_drops_frames_then_tiles_and_keeps_what_fits():
 
 def test_frames_beyond_the_context_are_dropped_even_without_a_budget():
     fitted = plan(Budget(None), Speeds("cpu"), frames=32, max_new_tokens=512, context=8192)
-    assert fitted.reduced and fitted.frames == (8192 - 512 - 200) // 256
+    assert fitted.reduced and fitted.frames == (8192 - 512 - 200) // (256 + 16)
 
 
 def test_answer_length_is_cut_only_once_decoding_was_measured():
