@@ -12,11 +12,15 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _range(schema: dict[str, Any]) -> tuple[Any, Any]:
-    """(minimum, maximum) of an argument's schema, looking inside `anyOf` (optional arguments)."""
+def _range(schema: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(lowest, highest) of an argument's schema in words, looking inside `anyOf` (optional arguments)."""
     for option in [schema, *schema.get("anyOf", [])]:
-        if "minimum" in option or "maximum" in option:
-            return option.get("minimum"), option.get("maximum")
+        low = f"{option['minimum']:g}" if "minimum" in option else (
+            f"more than {option['exclusiveMinimum']:g}" if "exclusiveMinimum" in option else None
+        )
+        high = f"{option['maximum']:g}" if "maximum" in option else None
+        if low is not None or high is not None:
+            return low, high
     return None, None
 
 
@@ -34,7 +38,7 @@ def argument_error(tool: str, error: ValidationError, parameters: dict[str, Any]
     if kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
         low, high = _range(schema)
         if low is not None and high is not None:
-            return f"{name}={_shown(value)} is out of range: use {low:g} to {high:g}."
+            return f"{name}={_shown(value)} is out of range: use {low} to {high}."
         bound = ctx.get("ge", ctx.get("gt", ctx.get("le", ctx.get("lt"))))
         relation = {"greater_than_equal": "at least", "greater_than": "more than",
                     "less_than_equal": "at most", "less_than": "less than"}[kind]

@@ -217,7 +217,7 @@ def _boundary(settings: Settings) -> str:
     """Where the tools read files, in words for the start-up log."""
     if settings.allowed_dirs is not None:
         return "the allowed directories " + os.pathsep.join(map(str, settings.allowed_dirs))
-    default = os.pathsep.join(map(str, settings.default_dirs())) or "nothing"
+    default = os.pathsep.join(map(str, settings.default_dirs())) or "(none)"
     if not settings.client_roots:
         return f"{default} (MCP_VISION_ALLOWED_DIRS unset; client roots ignored)"
     how = "replace" if settings.roots_replace_default else "narrow"

@@ -24,6 +24,7 @@ CASES = [
     ("video_qa", {"video": "v.mp4", "num_frames": 0}, "num_frames=0 is out of range: use 1 to 32."),
     ("video_qa", {"video": "v.mp4", "start": -1}, "start=-1 is out of range: use a value at least 0."),
     ("follow_up", {"session_id": "", "question": "q"}, "session_id is empty: pass a value."),
+    ("describe_image", {"image": "a.png", "time_budget": 0}, "time_budget=0 is out of range: use more than 0 to 3600."),
 ]
 
 

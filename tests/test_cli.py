@@ -157,7 +157,7 @@ def test_started_in_the_root_directory_with_nothing_configured_it_warns_what_to_
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     assert "WARNING" in proc.stderr and "set MCP_VISION_ALLOWED_DIRS" in proc.stderr, proc.stderr
-    assert "files: the client's roots, which replace the default nothing" in proc.stderr, proc.stderr
+    assert "files: the client's roots, which replace the default (none)" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize(

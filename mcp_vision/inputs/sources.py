@@ -242,7 +242,7 @@ class Boundary:
         if not self.allowed:
             return OutsideAllowedDirs(
                 f"{shown} cannot be read: MCP_VISION_ALLOWED_DIRS is unset and the server runs in {os.getcwd()} "
-                f"(/ or the home directory), which is not read by default: {to_set}."
+                f"(the root or home directory), which is not read by default: {to_set}."
             )
         if self.roots is None:
             return OutsideAllowedDirs(
