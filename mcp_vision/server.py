@@ -268,8 +268,9 @@ async def ocr_document(
     """Read the text of a PDF or a page image (a multi-page TIFF page by page too), page by page. Born-digital
     PDF pages return their exact text layer; scanned or image-only pages are rendered and read by the model
     as Markdown (headings, lists, tables), several in one batch. Each page says which method was used. Progress is reported as pages
-    finish; at most MCP_VISION_MAX_PAGES pages a call (ask for ranges with `pages`). The pages join the session, so
-    follow_up can ask about them."""
+    finish; at most MCP_VISION_MAX_PAGES pages a call (ask for ranges with `pages`). When the time budget or the
+    output cap stops it early, it returns the pages it finished with truncated: true and next_pages, the
+    exact `pages` value for the rest. The pages join the session, so follow_up can ask about them."""
     async with _guard():
         return await _service(ctx).ocr_document(
             document, pages=pages, dpi=dpi, mode=mode, max_new_tokens=max_new_tokens, session_id=session_id,
