@@ -58,3 +58,19 @@ def tiny_backend(tiny_model_dir: Path):
     )
     backend.load(Job())
     return backend
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` run only with CUDA present and MCP_VISION_TEST_CUDA=1 (pyproject's marker says so)."""
+    wanted = os.environ.get("MCP_VISION_TEST_CUDA") == "1"
+    reason = "needs CUDA: set MCP_VISION_TEST_CUDA=1 on a machine with a GPU"
+    if wanted:
+        import torch
+
+        if torch.cuda.is_available():
+            return
+        reason = "MCP_VISION_TEST_CUDA=1 but no CUDA device is available"
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
