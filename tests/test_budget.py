@@ -121,18 +121,18 @@ def test_page_ranges_are_exact():
 async def test_ocr_returns_the_pages_that_fit_and_the_exact_rest(settings, tiny_backend, media_dir):
     pdf = media_dir / "scan.pdf"
     pdf.write_bytes(_scanned_pdf([(300, 420)] * 4 + [None] + [(300, 420)] * 3))
-    backend = SlowPages(tiny_backend, 0.6)
+    backend = SlowPages(tiny_backend, 1.0)  # 8 pages: 8 s or more without a budget
     service = VisionService(settings.with_overrides(ocr_batch=1), backend)
     await service.ocr_document(str(pdf), dpi=40, max_new_tokens=1, pages="5")  # decoder processes started
     started = time.monotonic()
-    result = await service.ocr_document(str(pdf), dpi=40, max_new_tokens=4, time_budget=1.6)
+    result = await service.ocr_document(str(pdf), dpi=40, max_new_tokens=4, time_budget=2.5)
     took = time.monotonic() - started
     assert 1 <= len(result.pages) < 8 and result.truncated
     read = [p.page for p in result.pages]
     assert read == list(range(1, len(read) + 1))
     assert result.next_pages == page_ranges(list(range(len(read) + 1, 9)))
     assert "time budget" in result.note and f'pages="{result.next_pages}"' in result.note
-    assert took < 1.6 + 1.0, took
+    assert took < 6.0, took  # near the budget, far from the 8 s the whole document takes
     again = await service.ocr_document(str(pdf), dpi=40, max_new_tokens=4, pages=result.next_pages, time_budget=60)
     assert [p.page for p in again.pages] == list(range(len(read) + 1, 9)) and not again.truncated
 
@@ -157,7 +157,7 @@ async def test_an_answer_cut_at_the_deadline_says_time(settings, tiny_backend, m
     took = time.monotonic() - started
     assert result.finish_reason == "time" and 0 < result.usage.output_tokens < 7000
     assert result.budget is not None and result.budget.seconds == 2.0
-    assert took < 2.0 + 1.0, took
+    assert took < 10.0, took  # near the budget, far from what 7000 tokens take
     follow = await service.follow_up(result.session_id, "And?", max_new_tokens=2, time_budget=30)
     assert follow.finish_reason in {"stop", "length"}  # the cut answer is a normal turn of the session
 
@@ -178,12 +178,12 @@ async def test_a_tight_budget_reduces_tiles_and_says_so(settings, tiny_backend, 
 async def test_a_load_past_the_budget_goes_on_and_the_next_call_finds_the_model(settings, tiny_backend, media_dir):
     image = media_dir / "a.png"
     Image.new("RGB", (64, 64), "red").save(image)
-    backend = SlowLoad(tiny_backend, 2.0)
+    backend = SlowLoad(tiny_backend, 4.0)
     async with Client(build_server(settings, backend)) as client:
         started = time.monotonic()
         first = await client.call_tool("describe_image", {"image": str(image), "time_budget": 0.8})
         assert first.is_error and "still loading" in first.content[0].text, first.content[0].text
-        assert time.monotonic() - started < 1.8
+        assert time.monotonic() - started < 3.5  # answered before the 4 s load finished
         second = await client.call_tool("describe_image", {"image": str(image), "time_budget": 30, "max_tiles": 1})
     assert not second.is_error, second.content[0].text
     assert backend.loads == 1  # one load, shared by both calls
