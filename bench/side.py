@@ -110,6 +110,7 @@ async def _server(spec: dict[str, Any], result: ProcessResult) -> None:
         allowed_dirs=(Path(media["photo"]).parent,),
         max_tiles=spec["tiles"],
         max_new_tokens=tokens,
+        call_budget=0,  # the same work on both sides: no time budget reducing tiles, frames or pages
     )
     backend = _recording_backend(settings, tokens)
     service = VisionService(settings, backend)
