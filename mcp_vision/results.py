@@ -55,8 +55,16 @@ class ModelAnswer(BaseModel):
     budget: BudgetReport | None = Field(default=None, description="How the time budget shaped this call.")
 
 
+class Region(BaseModel):
+    x: int
+    y: int
+    width: int
+    height: int
+
+
 class DescribeImageResult(ModelAnswer):
     image: ImageInfo
+    region: Region | None = Field(default=None, description="The part of the image that was read (original pixels).")
     tiles: int = Field(description="448x448 tiles the image was split into (a thumbnail tile included).")
     load_seconds: float = Field(description="Seconds spent loading the model during this call (0 once loaded).")
 
@@ -75,6 +83,7 @@ class PageText(BaseModel):
 
 class OcrDocumentResult(BaseModel):
     pages: list[PageText]
+    region: Region | None = Field(default=None, description="The part of the page image that was read (original pixels).")
     page_count: int = Field(description="Pages in the whole document.")
     session_id: str = Field(description="Pass this to follow_up to ask about the pages read.")
     model: str
@@ -92,13 +101,6 @@ class OcrDocumentResult(BaseModel):
     seconds: float
 
 
-class Region(BaseModel):
-    x: int
-    y: int
-    width: int
-    height: int
-
-
 class ImageDiff(BaseModel):
     image: int = Field(description="1-based index of the image compared against image 1.")
     similarity: float = Field(description="1.0 means pixel-identical after resizing to a common size.")
@@ -109,6 +111,34 @@ class CompareImagesResult(ModelAnswer):
     diffs: list[ImageDiff] = Field(description="Measured pixel differences of each image against image 1.")
     images: list[ImageInfo]
     tiles: list[int] = Field(description="Tiles each image was split into.")
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+class FoundBox(BaseModel):
+    label: str = Field(description="What the box holds, in the model's words (the target, or an object's name).")
+    x: int = Field(description="Left edge in pixels of the original image.")
+    y: int = Field(description="Top edge in pixels of the original image.")
+    width: int
+    height: int
+    center: Point = Field(description="The box's center: where to click.")
+
+
+COORDINATE_FRAME = "pixels of the original image, origin top-left, x right, y down, after EXIF orientation"
+
+
+class LocateResult(ModelAnswer):
+    boxes: list[FoundBox] = Field(description="What was found, in pixels of the original image; empty: nothing found.")
+    coordinate_frame: str = Field(default=COORDINATE_FRAME, description="The frame every box is in.")
+    image: ImageInfo
+    region: Region | None = Field(default=None, description="The part of the image that was searched (original pixels).")
+    tiles: int = Field(description="448x448 tiles the searched image was split into.")
+    dropped_boxes: int = Field(
+        default=0, description="Boxes the model wrote out of range or malformed, left out (never an error)."
+    )
 
 
 class FrameInfo(BaseModel):
@@ -136,5 +166,9 @@ __all__ = [
     "ImageDiff",
     "CompareImagesResult",
     "FrameInfo",
+    "Point",
+    "FoundBox",
+    "LocateResult",
+    "COORDINATE_FRAME",
     "VideoQaResult",
 ]

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ListRootsResult, ToolAnnotations
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from . import __version__, limits
 from .backend.base import Backend
@@ -22,7 +22,9 @@ from .results import (
     CompareImagesResult,
     DescribeImageResult,
     FollowUpResult,
+    LocateResult,
     OcrDocumentResult,
+    Region,
     VideoQaResult,
 )
 from .service import VisionService
@@ -72,6 +74,27 @@ TimeBudget = Annotated[
         gt=0,
         le=limits.MAX_TIME_BUDGET,
     ),
+]
+
+class RegionArg(BaseModel):
+    """A rectangle of the original image, in pixels (after EXIF orientation), origin top-left."""
+
+    x: int = Field(description="Left edge in pixels.", ge=0)
+    y: int = Field(description="Top edge in pixels.", ge=0)
+    width: int = Field(description="Width in pixels.", ge=1)
+    height: int = Field(description="Height in pixels.", ge=1)
+
+
+RegionParam = Annotated[
+    RegionArg | None,
+    Field(
+        description="Read only this part of the image {x, y, width, height} (original pixels, origin top-left), "
+        "at the full tile budget: a zoom for small print. Coordinates in the result stay in the original image."
+    ),
+]
+AnnotateArg = Annotated[
+    bool,
+    Field(description="Add a PNG after the text with what was found drawn on the image (false: text only)."),
 ]
 
 _READ_ONLY_OPEN = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
@@ -193,6 +216,7 @@ async def describe_image(
             le=limits.MAX_TILES_CAP,
         ),
     ] = None,
+    region: RegionParam = None,
     session_id: SessionArg = None,
     time_budget: TimeBudget = None,
     roots: ImageRoots = None,
@@ -203,8 +227,8 @@ async def describe_image(
     size, tiles and token counts."""
     async with _guard():
         return await _service(ctx).describe_image(
-            image, question=question, max_new_tokens=max_new_tokens, max_tiles=max_tiles, session_id=session_id,
-            time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
+            image, question=question, max_new_tokens=max_new_tokens, max_tiles=max_tiles, region=_region(region),
+            session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
         )
 
 
@@ -261,6 +285,10 @@ async def ocr_document(
             le=limits.MAX_NEW_TOKENS_CAP,
         ),
     ] = None,
+    region: Annotated[
+        RegionArg | None,
+        Field(description="For an image document: read only this part {x, y, width, height} (original pixels)."),
+    ] = None,
     session_id: SessionArg = None,
     time_budget: TimeBudget = None,
     roots: DocumentRoots = None,
@@ -273,9 +301,71 @@ async def ocr_document(
     exact `pages` value for the rest. The pages join the session, so follow_up can ask about them."""
     async with _guard():
         return await _service(ctx).ocr_document(
-            document, pages=pages, dpi=dpi, mode=mode, max_new_tokens=max_new_tokens, session_id=session_id,
-            time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
+            document, pages=pages, dpi=dpi, mode=mode, max_new_tokens=max_new_tokens, region=_region(region),
+            session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
         )
+
+
+async def locate(
+    image: MediaSource,
+    ctx: AppContext,
+    target: Annotated[
+        str | None,
+        Field(
+            description="What to find, in words: \"the Submit button\", \"every error message\", \"the cat\". Omit to "
+            "find every salient object."
+        ),
+    ] = None,
+    region: RegionParam = None,
+    max_tiles: Annotated[
+        int | None,
+        Field(
+            description="Most 448x448 tiles to split the image into (more find smaller things; default "
+            f"MCP_VISION_MAX_TILES, {limits.DEFAULT_MAX_TILES}).",
+            ge=1,
+            le=limits.MAX_TILES_CAP,
+        ),
+    ] = None,
+    max_new_tokens: MaxNewTokens = None,
+    session_id: SessionArg = None,
+    time_budget: TimeBudget = None,
+    annotate: AnnotateArg = True,
+    roots: ImageRoots = None,
+) -> LocateResult:
+    """Find things in an image (a screenshot, a photo, a diagram) and return click-ready boxes: each box's label,
+    x, y, width, height and center in PIXELS OF THE ORIGINAL IMAGE, origin top-left, x right, y down, after
+    EXIF orientation (coordinate_frame says so), whether or not a region was searched. Name a target ("the
+    Submit button", "every error message") or omit it for all salient objects. No box found is a normal
+    answer. A PNG with the boxes drawn follows the text (annotate: false omits it). Returns a session_id:
+    follow_up can ask about what was found."""
+    async with _guard():
+        shown = await _service(ctx).locate(
+            image, target=target, region=_region(region), max_tiles=max_tiles, max_new_tokens=max_new_tokens,
+            session_id=session_id, time_budget=time_budget, annotate=annotate, progress=_progress(ctx),
+            roots=_root_dirs(roots),
+        )
+    return _with_picture(shown.result, shown.picture)
+
+
+def _region(region: RegionArg | None) -> Region | None:
+    return None if region is None else Region(x=region.x, y=region.y, width=region.width, height=region.height)
+
+
+def _with_picture(result: BaseModel, picture: bytes | None) -> Any:
+    """The result as usual (a text block holding the whole answer first: several hosts drop images), then
+    the PNG, when there is one."""
+    if picture is None:
+        return result
+    import pydantic_core
+    from mcp.server.mcpserver import Image
+    from mcp_types import CallToolResult, TextContent
+
+    data = result.model_dump(mode="json", by_alias=True)
+    text = pydantic_core.to_json(result, fallback=str, indent=2).decode()
+    return CallToolResult(
+        content=[TextContent(type="text", text=text), Image(data=picture, format="png").to_image_content()],
+        structured_content=data,
+    )
 
 
 async def compare_images(
@@ -293,6 +383,7 @@ async def compare_images(
     max_new_tokens: MaxNewTokens = None,
     session_id: SessionArg = None,
     time_budget: TimeBudget = None,
+    annotate: AnnotateArg = True,
     roots: ImagesRoots = None,
 ) -> CompareImagesResult:
     """Compare 2 to 4 images (before/after screenshots, UI states, two photos or charts). Returns a measured,
@@ -300,10 +391,11 @@ async def compare_images(
     boxes in that image's own pixels) and the model's explanation of what changed where; the measured
     regions are given to the model too."""
     async with _guard():
-        return await _service(ctx).compare_images(
+        shown = await _service(ctx).compare_images(
             images, question=question, max_new_tokens=max_new_tokens, session_id=session_id,
-            time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
+            time_budget=time_budget, annotate=annotate, progress=_progress(ctx), roots=_root_dirs(roots),
         )
+    return _with_picture(shown.result, shown.picture)
 
 
 async def video_qa(
@@ -348,6 +440,7 @@ TOOLS = (
     (describe_image, "Describe an image", _READ_ONLY_OPEN),
     (follow_up, "Ask a follow-up question", _READ_ONLY_CLOSED),
     (ocr_document, "Read a document (OCR)", _READ_ONLY_OPEN),
+    (locate, "Locate things in an image", _READ_ONLY_OPEN),
     (compare_images, "Compare images", _READ_ONLY_OPEN),
     (video_qa, "Ask about a video", _READ_ONLY_OPEN),
 )
@@ -355,7 +448,11 @@ TOOLS = (
 
 def _state_configured_limits(mcp: MCPServer, settings: Settings) -> None:
     """The schemas advertise the limits this server enforces (the configured ones, not the caps)."""
-    configured = {("describe_image", "max_tiles"): settings.max_tiles, ("video_qa", "num_frames"): settings.max_frames}
+    configured = {
+        ("describe_image", "max_tiles"): settings.max_tiles,
+        ("locate", "max_tiles"): settings.max_tiles,
+        ("video_qa", "num_frames"): settings.max_frames,
+    }
     for (tool_name, argument), maximum in configured.items():
         schema = mcp._tool_manager.get_tool(tool_name).parameters["properties"][argument]
         for option in [schema, *schema.get("anyOf", [])]:

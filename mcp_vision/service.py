@@ -9,8 +9,9 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import anyio
 
@@ -23,6 +24,9 @@ from .results import (
     BudgetReport,
     CompareImagesResult,
     DescribeImageResult,
+    FoundBox,
+    LocateResult,
+    Point,
     FollowUpResult,
     FrameInfo,
     ImageDiff,
@@ -37,7 +41,51 @@ from .settings import Settings
 from .worker import InferenceWorker, Progress
 
 T = TypeVar("T")
-Roots = tuple[Path, ...] | None  # the client's root directories: they narrow the allowed directories
+R = TypeVar("R")
+Roots = tuple[Path, ...] | None  # the client's root directories (where files are read when none are configured)
+
+
+@dataclass(frozen=True)
+class Shown(Generic[R]):
+    """A tool's result and, for a person (and a client that shows images), a PNG of what it found."""
+
+    result: R
+    picture: bytes | None = None
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """One image asked about: what was decoded, the part shown, the plan, the session and the answer."""
+
+    decoded: object
+    shown: tuple[int, int, int, int]
+    fitted: Plan
+    session: Session
+    result: ChatResult
+    dropped: int
+
+
+def crop(decoded, region: Region | None):
+    """The part of a decoded image to read: (image, (left, top, width, height) in original pixels); the whole
+    image without a region. A region that is empty or not inside the image is one InputError."""
+    width, height = decoded.width, decoded.height
+    if region is None:
+        return decoded.image, (0, 0, width, height)
+    if region.width < 1 or region.height < 1 or region.x < 0 or region.y < 0:
+        raise InputError(
+            f"region {_shown_region(region)} is empty or starts before the image: use x, y >= 0 and width, height >= 1."
+        )
+    if region.x + region.width > width or region.y + region.height > height:
+        raise InputError(
+            f"region {_shown_region(region)} falls outside the {width}x{height} image: keep x + width <= {width} "
+            f"and y + height <= {height} (pixels of the original image, after EXIF orientation)."
+        )
+    box = (region.x, region.y, region.x + region.width, region.y + region.height)
+    return decoded.image.crop(box), (region.x, region.y, region.width, region.height)
+
+
+def _shown_region(region: Region) -> str:
+    return f"{{x: {region.x}, y: {region.y}, width: {region.width}, height: {region.height}}}"
 
 
 class VisionService:
@@ -226,6 +274,19 @@ class VisionService:
         await self._ensure_loaded(Budget(None), None)
         return time.monotonic() - started
 
+    async def _ask_about_image(
+        self, image: str, asked: str, region: Region | None, tiles: int, tokens: int, session_id: str | None,
+        budget: Budget, progress: Progress | None, roots: Roots,
+    ) -> _Asked:
+        """Load one image, read `region` of it (or all of it) within the budget, and ask `asked` in the session."""
+        decoded = await self.load_image(image, roots)
+        picture, shown = crop(decoded, region)
+        fitted = await self._fit(budget, progress, images=1, tiles=tiles, max_new_tokens=tokens)
+        session = self.sessions.get_or_create(session_id)
+        user = Turn.user(asked, [picture], max_tiles=fitted.tiles or tiles)
+        result, dropped = await self._ask(session, user, progress, fitted.max_new_tokens, budget)
+        return _Asked(decoded, shown, fitted, session, result, dropped)
+
     # ------------------------------------------------------------ tools
 
     async def describe_image(
@@ -235,6 +296,7 @@ class VisionService:
         question: str | None = None,
         max_new_tokens: int | None = None,
         max_tiles: int | None = None,
+        region: Region | None = None,
         session_id: str | None = None,
         time_budget: float | None = None,
         progress: Progress | None = None,
@@ -244,17 +306,78 @@ class VisionService:
         tiles = self._max_tiles(max_tiles)
         asked = self._question(question, self.prompts.task("describe").text.strip())
         budget = self._begin(session_id, time_budget)
-        decoded = await self.load_image(image, roots)
-        fitted = await self._fit(budget, progress, images=1, tiles=tiles, max_new_tokens=tokens)
-        session = self.sessions.get_or_create(session_id)
-        user = Turn.user(asked, [decoded.image], max_tiles=fitted.tiles or tiles)
-        result, dropped = await self._ask(session, user, progress, fitted.max_new_tokens, budget)
+        asked_image = await self._ask_about_image(image, asked, region, tiles, tokens, session_id, budget, progress, roots)
+        decoded, result = asked_image.decoded, asked_image.result
         return DescribeImageResult(
-            **self._answer(result, session, budget, dropped, fitted),
+            **self._answer(result, asked_image.session, budget, asked_image.dropped, asked_image.fitted),
             image=ImageInfo(width=decoded.width, height=decoded.height, format=decoded.format),
+            region=region,
             tiles=result.tiles[0] if result.tiles else 0,
             load_seconds=round(result.load_seconds, 3),
         )
+
+    async def locate(
+        self,
+        image: str,
+        *,
+        target: str | None = None,
+        region: Region | None = None,
+        max_tiles: int | None = None,
+        max_new_tokens: int | None = None,
+        session_id: str | None = None,
+        time_budget: float | None = None,
+        annotate: bool = True,
+        progress: Progress | None = None,
+        roots: Roots = None,
+    ) -> Shown[LocateResult]:
+        """Boxes around `target` (or every salient object), in pixels of the original image."""
+        from .grounding import parse_boxes, to_pixels
+
+        tokens = self._max_new_tokens(max_new_tokens)
+        tiles = self._max_tiles(max_tiles)
+        if target is not None and len(target) > limits.MAX_QUESTION_CHARS:
+            raise InputError(f"The target is {len(target):,} characters; the limit is {limits.MAX_QUESTION_CHARS:,}.")
+        wanted = (target or "").strip()
+        asked = (
+            self.prompts.task("locate").render(target=wanted).strip() if wanted
+            else self.prompts.task("locate-all").text.strip()
+        )
+        budget = self._begin(session_id, time_budget)
+        asked_image = await self._ask_about_image(image, asked, region, tiles, tokens, session_id, budget, progress, roots)
+        decoded, result, shown = asked_image.decoded, asked_image.result, asked_image.shown
+        session, dropped, fitted = asked_image.session, asked_image.dropped, asked_image.fitted
+        parsed = parse_boxes(result.text, self.grounding_family(), shown_size=(shown[2], shown[3]))
+        boxes = [b for b in (to_pixels(f, shown, (decoded.width, decoded.height)) for f in parsed.found) if b]
+        found = [
+            FoundBox(label=b.label or wanted, x=b.x, y=b.y, width=b.width, height=b.height,
+                     center=Point(x=b.center[0], y=b.center[1]))
+            for b in boxes
+        ]
+        located = LocateResult(
+            **self._answer(result, session, budget, dropped, fitted),
+            boxes=found,
+            image=ImageInfo(width=decoded.width, height=decoded.height, format=decoded.format),
+            region=region,
+            tiles=result.tiles[0] if result.tiles else 0,
+            dropped_boxes=parsed.dropped + len(parsed.found) - len(boxes),
+        )
+        drawn = None
+        if annotate:
+            from .inputs.annotate import annotate as draw
+
+            marks = [(b.label, b.x, b.y, b.width, b.height) for b in found]  # annotate numbers them
+            drawn = await anyio.to_thread.run_sync(lambda: draw(decoded.image, marks))
+        return Shown(located, drawn)
+
+    def grounding_family(self) -> str:
+        """Whose box syntax the answers use (MCP_VISION_GROUNDING, else from the model)."""
+        from .grounding import grounding_family
+
+        if self.settings.grounding != "auto":
+            return self.settings.grounding
+        if self.settings.backend == "openai":
+            return grounding_family(self.settings.remote_model or self.backend.model_name)
+        return grounding_family(getattr(self.backend, "model_type", None) or self.settings.model)
 
     async def follow_up(
         self,
@@ -287,6 +410,7 @@ class VisionService:
         dpi: int = limits.DEFAULT_DPI,
         mode: str = "auto",
         max_new_tokens: int | None = None,
+        region: Region | None = None,
         session_id: str | None = None,
         time_budget: float | None = None,
         progress: Progress | None = None,
@@ -308,6 +432,11 @@ class VisionService:
             max_tiles=self.settings.max_tiles, max_new_tokens=tokens, progress=progress,
             budget=budget, speeds=lambda: self.speeds, ready=lambda: self._ensure_loaded(budget, progress),
         )
+        if region is not None and (media.kind in {"pdf", "unknown"} or is_multipage_candidate(media)):
+            raise InputError(
+                f"region reads part of a single page image, and {media.label} is a document of pages: omit region, "
+                "or pass an image of the page."
+            )
         if media.kind in {"pdf", "unknown"}:  # open_pdf says what an unknown file is, if not a PDF
             from .inputs.pdf import open_pdf
 
@@ -327,7 +456,8 @@ class VisionService:
         else:
             ocr.check_image_request(media, pages, mode)
             decoded = await self.decode_image(media)
-            read = await ocr.read_image(decoded.image, self.settings, reader, progress)
+            picture, _ = crop(decoded, region)
+            read = await ocr.read_image(picture, self.settings, reader, progress)
         if progress is not None:
             await progress(len(read.pages), len(read.pages), "done")
         session = self.sessions.get_or_create(session_id)
@@ -335,6 +465,7 @@ class VisionService:
             self.sessions.append(session, ocr.session_turns(read, reader, media.label, self.prompts))
         return OcrDocumentResult(
             pages=read.pages,
+            region=region,
             page_count=read.page_count,
             session_id=session.id,
             model=self.backend.model_name,
@@ -352,9 +483,10 @@ class VisionService:
         max_new_tokens: int | None = None,
         session_id: str | None = None,
         time_budget: float | None = None,
+        annotate: bool = True,
         progress: Progress | None = None,
         roots: Roots = None,
-    ) -> CompareImagesResult:
+    ) -> Shown[CompareImagesResult]:
         from .compose import compare_parts
         from .inputs.diff import compare_pixels
         from .inputs.sandbox import run_isolated
@@ -382,7 +514,7 @@ class VisionService:
         parts = compare_parts(self.prompts, [d.image for d in decoded], diffs, fitted.tiles or tiles, asked)
         session = self.sessions.get_or_create(session_id)
         result, dropped = await self._ask(session, Turn("user", parts), progress, fitted.max_new_tokens, budget)
-        return CompareImagesResult(
+        compared = CompareImagesResult(
             **self._answer(result, session, budget, dropped, fitted),
             diffs=[
                 ImageDiff(
@@ -395,6 +527,12 @@ class VisionService:
             images=[ImageInfo(width=d.width, height=d.height, format=d.format) for d in decoded],
             tiles=result.tiles,
         )
+        drawn = None
+        if annotate:
+            drawn = await anyio.to_thread.run_sync(
+                lambda: _draw_changes([d.image for d in decoded[1:]], compared.diffs)
+            )
+        return Shown(compared, drawn)
 
     async def video_qa(
         self,
@@ -442,6 +580,28 @@ class VisionService:
             width=sample.width,
             height=sample.height,
         )
+
+
+def _draw_changes(images: list, diffs: list[ImageDiff]) -> bytes:
+    """Images 2..N side by side (one height), each with its changed regions outlined and numbered."""
+    from PIL import Image
+
+    from .inputs.annotate import annotate
+
+    height = min(768, max(image.height for image in images))
+    scaled, marks, left = [], [], 0
+    for image, diff in zip(images, diffs):
+        factor = height / image.height
+        width = max(1, round(image.width * factor))
+        scaled.append((image.resize((width, height)) if factor != 1 else image, left))
+        for r in diff.regions:
+            marks.append((f"image {diff.image}", left + round(r.x * factor), round(r.y * factor),
+                          max(1, round(r.width * factor)), max(1, round(r.height * factor))))
+        left += width + (8 if len(images) > 1 else 0)
+    strip = Image.new("RGB", (max(1, left - (8 if len(images) > 1 else 0)), height), "white")
+    for image, offset in scaled:
+        strip.paste(image, (offset, 0))
+    return annotate(strip, marks)
 
 
 def _usage(result: ChatResult) -> Usage:

@@ -17,6 +17,7 @@ DEFAULT_MODEL = "OpenGVLab/InternVL3-2B-hf"
 Device = Literal["auto", "cuda", "cpu"]
 Quantization = Literal["auto", "nf4", "int8", "none"]
 DType = Literal["auto", "bfloat16", "float16", "float32"]
+Grounding = Literal["auto", "internvl", "qwen2_vl", "qwen2_5_vl"]
 BackendKind = Literal["local", "openai"]  # our local backend, or the remote one (an engine over HTTP)
 
 
@@ -113,6 +114,7 @@ class Settings:
     session_ttl: float = 3600.0
     url_timeout: float = 20.0
     call_budget: float = limits.DEFAULT_CALL_BUDGET  # seconds a call may take; 0: no budget
+    grounding: Grounding = "auto"  # whose box syntax locate parses; auto: from the model
     isolate_decoding: bool = True
     prompts_dir: Path | None = None
     preload: bool = False
@@ -187,6 +189,7 @@ ENVIRONMENT: dict[str, str] = {
     "session_ttl": "MCP_VISION_SESSION_TTL",
     "url_timeout": "MCP_VISION_URL_TIMEOUT",
     "call_budget": "MCP_VISION_CALL_BUDGET",
+    "grounding": "MCP_VISION_GROUNDING",
     "isolate_decoding": "MCP_VISION_ISOLATE_DECODING",
     "prompts_dir": "MCP_VISION_PROMPTS_DIR",
     "preload": "MCP_VISION_PRELOAD",
@@ -223,6 +226,7 @@ _PARSERS = {
     "session_ttl": _parse_float,
     "url_timeout": _parse_float,
     "call_budget": lambda n, v: _parse_seconds(n, v, limits.MAX_TIME_BUDGET),
+    "grounding": lambda n, v: _parse_choice(n, v, ("auto", "internvl", "qwen2_vl", "qwen2_5_vl")),
     "isolate_decoding": _parse_bool,
     "prompts_dir": lambda n, v: Path(v).expanduser(),
     "preload": _parse_bool,

@@ -205,6 +205,7 @@ def media_tool_calls(source: str, first: str | None = None) -> list[tuple[str, d
     """Every tool that reads media, called with `source` (compare_images: after `first`, default itself)."""
     return [
         ("describe_image", {"image": source}),
+        ("locate", {"image": source}),
         ("ocr_document", {"document": source}),
         ("compare_images", {"images": [first or source, source]}),
         ("video_qa", {"video": source}),

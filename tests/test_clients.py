@@ -24,7 +24,7 @@ from .servers import SERVER
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / ".ci" / "node"
-TOOLS = {"describe_image", "follow_up", "ocr_document", "compare_images", "video_qa"}
+TOOLS = {"describe_image", "follow_up", "ocr_document", "compare_images", "video_qa", "locate"}
 
 pytestmark = pytest.mark.slow
 

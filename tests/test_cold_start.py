@@ -27,7 +27,7 @@ def test_import_and_tools_list_do_not_import_heavy_libraries(tmp_path):
             server = build_server(Settings(model={str(tmp_path)!r}))
             async with Client(server) as client:
                 tools = await client.list_tools()
-                assert len(tools.tools) == 5
+                assert len(tools.tools) == 6
         anyio.run(main)
         print(",".join(m for m in {HEAVY!r} if m in sys.modules))
         """
@@ -87,5 +87,5 @@ def test_stdio_initialize_and_list_without_torch(tmp_path):
     rest, stderr = proc.communicate(timeout=60)
     replies = {m["id"]: m for m in map(json.loads, lines + rest.splitlines()) if "id" in m}
     assert replies[1]["result"]["serverInfo"]["name"] == "mcp-vision"
-    assert len(replies[2]["result"]["tools"]) == 5
+    assert len(replies[2]["result"]["tools"]) == 6
     assert "TORCH_LOADED=False" in stderr

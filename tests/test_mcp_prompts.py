@@ -19,7 +19,7 @@ from mcp_vision.server import build_server
 pytestmark = pytest.mark.anyio
 
 MODES = ["auto", "legacy"]  # auto negotiates the stateless 2026-07-28 protocol; legacy the 2025-11-25 handshake
-TOOLS = {"describe_image", "follow_up", "ocr_document", "compare_images", "video_qa"}
+TOOLS = {"describe_image", "follow_up", "ocr_document", "compare_images", "video_qa", "locate"}
 MENU = {
     "review-ui-screenshot": ({"screenshot"}, {"focus"}),
     "extract-table": ({"document"}, {"pages", "table"}),

@@ -459,7 +459,7 @@ async def test_gives_up_after_the_configured_retries(engine, remote_settings, me
     assert r.is_error
     message = r.content[0].text
     assert "HTTP 503: The engine is busy." in message and "MCP_VISION_REMOTE_RETRIES" in message
-    assert "\n" not in message and len(listed.tools) == 5
+    assert "\n" not in message and len(listed.tools) == 6
     assert len(engine.chats) == 3  # the first try and 2 retries
 
 
@@ -474,7 +474,7 @@ async def test_unreachable_engine_names_the_base_url_and_the_server_keeps_servin
     assert r.is_error
     message = r.content[0].text
     assert f"MCP_VISION_BASE_URL={url}" in message and "connection refused" in message and "2 attempts" in message
-    assert len(listed.tools) == 5
+    assert len(listed.tools) == 6
 
 
 @pytest.mark.anyio

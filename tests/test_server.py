@@ -15,7 +15,7 @@ from mcp_vision.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
-TOOLS = {"describe_image", "follow_up", "ocr_document", "compare_images", "video_qa"}
+TOOLS = {"describe_image", "follow_up", "ocr_document", "compare_images", "video_qa", "locate"}
 
 
 def _write(path: Path, data: bytes) -> str:

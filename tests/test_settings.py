@@ -49,6 +49,7 @@ def test_every_variable_is_parsed(tmp_path):
         "MCP_VISION_SESSION_TTL": "60",
         "MCP_VISION_URL_TIMEOUT": "2.5",
         "MCP_VISION_CALL_BUDGET": "25",
+        "MCP_VISION_GROUNDING": "Qwen2_VL",
         "MCP_VISION_ISOLATE_DECODING": "off",
         "MCP_VISION_PROMPTS_DIR": str(tmp_path / "p"),
         "MCP_VISION_PRELOAD": "true",
@@ -83,6 +84,7 @@ def test_every_variable_is_parsed(tmp_path):
     assert (s.cache_bytes, s.max_sessions, s.session_ttl) == (0, 3, 60.0)
     assert s.url_timeout == 2.5
     assert s.call_budget == 25.0
+    assert s.grounding == "qwen2_vl"
     assert s.isolate_decoding is False
     assert s.prompts_dir == tmp_path / "p"
     assert s.preload is True

@@ -84,7 +84,7 @@ async def test_http_binds_loopback_and_refuses_rebound_hosts(http_server):
     async with Client(f"http://127.0.0.1:{port}/mcp") as client:
         tools = await client.list_tools()
         bad = await client.call_tool("describe_image", {"image": "/etc/passwd"})
-    assert len(tools.tools) == 5
+    assert len(tools.tools) == 6
     assert bad.is_error and "outside the allowed directories" in bad.content[0].text
     proc.send_signal(signal.SIGTERM)
     # uvicorn shuts down gracefully, then re-raises the signal: the conventional 143 (-15 here).
