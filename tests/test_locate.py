@@ -134,3 +134,21 @@ async def test_locate_on_the_local_model_answers_and_follow_up_continues(setting
         assert not everything.is_error, everything.content[0].text
         follow = await client.call_tool("follow_up", {"session_id": data["session_id"], "question": "Where is it?"})
     assert not follow.is_error and follow.structured_content["turns"] == 2
+
+
+async def test_boxes_are_in_the_upright_frame_of_an_exif_rotated_photo(engine, remote_settings, media_dir):  # noqa: F811
+    """A camera JPEG stored 300x451 with EXIF orientation 6 (rotate 90) is read upright, 451x300: boxes are
+    in that frame, the one the image is shown in."""
+    stored = Image.new("RGB", (300, 451), (240, 240, 240))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = media_dir / "photo.jpg"
+    stored.save(path, format="JPEG", exif=exif.tobytes())
+    engine.replies.append(Reply(pieces=(CAT,)))
+    async with Client(build_server(remote_settings)) as client:
+        result = await client.call_tool("locate", {"image": str(path), "target": "the cat", "annotate": False})
+    assert not result.is_error, result.content[0].text
+    assert result.structured_content["image"]["width"] == 451 and result.structured_content["image"]["height"] == 300
+    [box] = result.structured_content["boxes"]
+    assert (box["x"], box["y"], box["height"]) == (45, 60, 180) and abs(box["width"] - 180) <= 1
+    assert [im.size for im in _sent_images(engine)] == [(451, 300)]
