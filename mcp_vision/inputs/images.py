@@ -137,8 +137,7 @@ class ImagePages:
     def __init__(self, media: Media, max_pixels: int, isolate: bool) -> None:
         self.media, self.max_pixels, self.isolate = media, max_pixels, isolate
         self.page_count = 0
-        self._lease: Any = None
-        self._generation = 0
+        self._lease: Any = None  # a DecoderLease holding the file when isolated (reopened there after a crash)
         self._img: Any = None
 
     async def open(self) -> ImagePages:
@@ -146,12 +145,7 @@ class ImagePages:
 
         if self.isolate:
             self._lease = decoder_pool().lease()
-            try:
-                self.page_count = await self._lease.run(open_held_pages, self.media, self.max_pixels, what=self.media.label)
-            except BaseException:
-                self._lease.close()
-                raise
-            self._generation = self._lease.generation
+            self.page_count = await self._lease.open(open_held_pages, self.media, self.max_pixels, what=self.media.label)
         else:
             def opened() -> tuple[Any, int]:
                 with _decoding(self.media, self.max_pixels):
@@ -172,11 +166,7 @@ class ImagePages:
                     return decode_frame(self._img, self.media, self.max_pixels, number - 1)
 
             return await run_isolated(decode, what=self.media.label, isolate=False)
-        lease = self._lease
-        if not lease.holding or lease.generation != self._generation:  # that process died: open it again
-            await lease.run(open_held_pages, self.media, self.max_pixels, what=self.media.label)
-            self._generation = lease.generation
-        return await lease.run(held_page, number, self.max_pixels, what=self.media.label)
+        return await self._lease.run(held_page, number, self.max_pixels, what=self.media.label)
 
     async def has_text_layer(self, number: int) -> bool:
         return False

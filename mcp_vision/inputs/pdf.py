@@ -388,17 +388,12 @@ class PdfPages:
         self.media = media
         self.page_count = page_count
         self._doc = doc  # an open PdfDocument when not isolated
-        self._lease = lease  # a DecoderLease holding the document when isolated
-        self._generation = lease.generation if lease is not None else 0
+        self._lease = lease  # a DecoderLease holding the document when isolated (reopened there after a crash)
         self._texts: dict[int, str] = {}
 
     async def _held(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """`fn(*args)` where the document is held; opened again first when that process was replaced."""
-        lease = self._lease
-        if not lease.holding or lease.generation != self._generation:
-            await lease.run(open_held, self.media, what=self.media.label)
-            self._generation = lease.generation
-        return await lease.run(fn, *args, what=self.media.label)
+        """`fn(*args)` in the decoder process that holds the document."""
+        return await self._lease.run(fn, *args, what=self.media.label)
 
     async def text_layer(self, page_number: int) -> str:
         from .sandbox import run_isolated
@@ -453,11 +448,7 @@ async def open_pdf(media: Media, *, isolate: bool = True) -> PdfPages:
 
     if isolate:
         lease = decoder_pool().lease()
-        try:
-            summary = await lease.run(open_held, media, what=media.label)
-        except BaseException:
-            lease.close()
-            raise
+        summary = await lease.open(open_held, media, what=media.label)
         return PdfPages(media, summary.page_count, lease=lease)
     doc = await run_isolated(open_document, media, what=media.label, isolate=False)
     return PdfPages(media, doc.page_count, doc=doc)

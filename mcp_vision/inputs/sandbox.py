@@ -465,12 +465,13 @@ def _outcome(reply: tuple, what: str, memory_mb: int) -> Any:
 class DecoderLease:
     """One decoder process kept for a sequence of calls (one tool call reading a document page by page), so
     what a call `hold`s there is still there for the next. When the process dies or is killed, the next
-    call gets a fresh one: `generation` then changes, and whatever was held must be opened again."""
+    call gets a fresh one (`generation` changes) and, first, the lease's opener runs there again."""
 
     def __init__(self, pool: DecoderPool) -> None:
         self._pool = pool
         self._decoder: _Decoder | None = None
         self._lock = threading.Lock()  # one call at a time on the process
+        self._opener: tuple[Callable[..., Any], tuple, dict] | None = None
         self.generation = 0  # incremented each time a new process is taken
 
     @property
@@ -483,35 +484,47 @@ class DecoderLease:
         cancelled: threading.Event,
     ) -> T:
         with self._lock:
-            job = self._pool._job(fn, args, kwargs, timeout, memory_mb)
-            if self._decoder is None:
-                self._decoder = self._pool._send(job, what, cancelled, leased=True)
-                self.generation += 1
-            else:
-                try:
-                    self._pool._send(job, what, cancelled, decoder=self._decoder)
-                except BaseException:
-                    self._decoder = None  # _send checked it in as unhealthy
-                    raise
+            if self._decoder is None and self._opener is not None and fn is not self._opener[0]:
+                opener, opener_args, opener_kwargs = self._opener  # a fresh process: open what was held again
+                self._call(opener, opener_args, opener_kwargs, timeout, memory_mb, what, cancelled)
+            return self._call(fn, args, kwargs, timeout, memory_mb, what, cancelled)
+
+    def _call(
+        self, fn: Callable[..., T], args: tuple, kwargs: dict, timeout: float, memory_mb: int, what: str,
+        cancelled: threading.Event,
+    ) -> T:
+        job = self._pool._job(fn, args, kwargs, timeout, memory_mb)
+        if self._decoder is None:
+            self._decoder = self._pool._send(job, what, cancelled, leased=True)
+            self.generation += 1
+        else:
             try:
-                reply = self._pool._receive(self._decoder, timeout, memory_mb, what, cancelled)
+                self._pool._send(job, what, cancelled, decoder=self._decoder)
             except BaseException:
-                self._pool._checkin(self._decoder, healthy=False)
-                self._decoder = None
+                self._decoder = None  # _send checked it in as unhealthy
                 raise
-            return _outcome(reply, what, memory_mb)
+        try:
+            reply = self._pool._receive(self._decoder, timeout, memory_mb, what, cancelled)
+        except BaseException:
+            self._pool._checkin(self._decoder, healthy=False)
+            self._decoder = None
+            raise
+        return _outcome(reply, what, memory_mb)
 
     async def run(self, fn: Callable[..., T], /, *args: Any, what: str = "the input", timeout: float = DECODE_TIMEOUT,
                   memory_mb: int = MEMORY_MB, **kwargs: Any) -> T:
         """`fn(*args, **kwargs)` in this lease's decoder process; errors and cancellation as `run_isolated`."""
-        cancelled = threading.Event()
-        call = functools.partial(
-            self.call, fn, args, kwargs, timeout=timeout, memory_mb=memory_mb, what=what, cancelled=cancelled
-        )
+        return await _waiting(self.call, fn, args, kwargs, timeout=timeout, memory_mb=memory_mb, what=what)
+
+    async def open(self, opener: Callable[..., T], /, *args: Any, what: str = "the input", **kwargs: Any) -> T:
+        """Run `opener(*args, **kwargs)`, which `hold`s something in the process, and again in every process
+        that replaces this one; the lease is closed when the first opening fails."""
+        self._opener = (opener, args, kwargs)
         try:
-            return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
-        finally:
-            cancelled.set()
+            return await self.run(opener, *args, what=what, **kwargs)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         """Hand the process back to the pool, after it closed what it held (or kill it, when it cannot)."""
@@ -528,6 +541,18 @@ class DecoderLease:
             except BaseException:
                 healthy = False
             self._pool._checkin(decoder, healthy)
+
+
+async def _waiting(call: Callable[..., T], fn: Callable[..., Any], args: tuple, kwargs: dict, **limits: Any) -> T:
+    """`call(fn, args, kwargs, ...)` in a thread the caller waits on; cancelling the caller sets the event
+    the call polls, so its decoder process is killed."""
+    cancelled = threading.Event()
+    try:
+        return await anyio.to_thread.run_sync(
+            functools.partial(call, fn, args, kwargs, cancelled=cancelled, **limits), abandon_on_cancel=True
+        )
+    finally:
+        cancelled.set()  # when the caller was cancelled, the waiting thread kills the decoder process
 
 
 _POOL: DecoderPool | None = None
@@ -570,14 +595,7 @@ async def run_isolated(
         except Exception as exc:
             log.warning("decoding %s failed", what, exc_info=True)
             raise _failed(what, _first_line(exc)) from None
-    cancelled = threading.Event()
-    call = functools.partial(
-        decoder_pool().call, fn, args, kwargs, timeout=timeout, memory_mb=memory_mb, what=what, cancelled=cancelled
-    )
-    try:
-        return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
-    finally:
-        cancelled.set()  # when the caller was cancelled, the waiting thread kills the decoder process
+    return await _waiting(decoder_pool().call, fn, args, kwargs, timeout=timeout, memory_mb=memory_mb, what=what)
 
 
 __all__ = [
