@@ -56,10 +56,12 @@ class ModelAnswer(BaseModel):
 
 
 class Region(BaseModel):
-    x: int
-    y: int
-    width: int
-    height: int
+    """A rectangle of an image in its original pixels (after EXIF orientation), origin top-left."""
+
+    x: int = Field(description="Left edge in pixels.", ge=0)
+    y: int = Field(description="Top edge in pixels.", ge=0)
+    width: int = Field(description="Width in pixels.", ge=1)
+    height: int = Field(description="Height in pixels.", ge=1)
 
 
 class DescribeImageResult(ModelAnswer):

@@ -76,17 +76,8 @@ TimeBudget = Annotated[
     ),
 ]
 
-class RegionArg(BaseModel):
-    """A rectangle of the original image, in pixels (after EXIF orientation), origin top-left."""
-
-    x: int = Field(description="Left edge in pixels.", ge=0)
-    y: int = Field(description="Top edge in pixels.", ge=0)
-    width: int = Field(description="Width in pixels.", ge=1)
-    height: int = Field(description="Height in pixels.", ge=1)
-
-
 RegionParam = Annotated[
-    RegionArg | None,
+    Region | None,
     Field(
         description="Read only this part of the image {x, y, width, height} (original pixels, origin top-left), "
         "at the full tile budget: a zoom for small print. Coordinates in the result stay in the original image."
@@ -227,7 +218,7 @@ async def describe_image(
     size, tiles and token counts."""
     async with _guard():
         return await _service(ctx).describe_image(
-            image, question=question, max_new_tokens=max_new_tokens, max_tiles=max_tiles, region=_region(region),
+            image, question=question, max_new_tokens=max_new_tokens, max_tiles=max_tiles, region=region,
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
         )
 
@@ -286,7 +277,7 @@ async def ocr_document(
         ),
     ] = None,
     region: Annotated[
-        RegionArg | None,
+        Region | None,
         Field(description="For an image document: read only this part {x, y, width, height} (original pixels)."),
     ] = None,
     session_id: SessionArg = None,
@@ -301,7 +292,7 @@ async def ocr_document(
     exact `pages` value for the rest. The pages join the session, so follow_up can ask about them."""
     async with _guard():
         return await _service(ctx).ocr_document(
-            document, pages=pages, dpi=dpi, mode=mode, max_new_tokens=max_new_tokens, region=_region(region),
+            document, pages=pages, dpi=dpi, mode=mode, max_new_tokens=max_new_tokens, region=region,
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
         )
 
@@ -340,15 +331,11 @@ async def locate(
     follow_up can ask about what was found."""
     async with _guard():
         shown = await _service(ctx).locate(
-            image, target=target, region=_region(region), max_tiles=max_tiles, max_new_tokens=max_new_tokens,
+            image, target=target, region=region, max_tiles=max_tiles, max_new_tokens=max_new_tokens,
             session_id=session_id, time_budget=time_budget, annotate=annotate, progress=_progress(ctx),
             roots=_root_dirs(roots),
         )
     return _with_picture(shown.result, shown.picture)
-
-
-def _region(region: RegionArg | None) -> Region | None:
-    return None if region is None else Region(x=region.x, y=region.y, width=region.width, height=region.height)
 
 
 def _with_picture(result: BaseModel, picture: bytes | None) -> Any:

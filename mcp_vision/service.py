@@ -67,14 +67,11 @@ class _Asked:
 
 def crop(decoded, region: Region | None):
     """The part of a decoded image to read: (image, (left, top, width, height) in original pixels); the whole
-    image without a region. A region that is empty or not inside the image is one InputError."""
+    image without a region. A region not inside the image is one InputError (Region itself refuses an empty
+    one or one starting before the image)."""
     width, height = decoded.width, decoded.height
     if region is None:
         return decoded.image, (0, 0, width, height)
-    if region.width < 1 or region.height < 1 or region.x < 0 or region.y < 0:
-        raise InputError(
-            f"region {_shown_region(region)} is empty or starts before the image: use x, y >= 0 and width, height >= 1."
-        )
     if region.x + region.width > width or region.y + region.height > height:
         raise InputError(
             f"region {_shown_region(region)} falls outside the {width}x{height} image: keep x + width <= {width} "
