@@ -16,6 +16,11 @@ UPFRONT_SHARE = 0.5
 MARGIN_SECONDS = 0.5  # kept back for shaping and sending the result
 
 
+def tiles_read(max_tiles: int) -> int:
+    """The tiles an image split into up to `max_tiles` costs at most: a split image gets a thumbnail tile too."""
+    return max_tiles + (1 if max_tiles > 1 else 0)
+
+
 @dataclass(frozen=True)
 class Budget:
     """A call's time: `seconds` from `started` (monotonic), or none."""
@@ -84,7 +89,7 @@ class Speeds:
         self.decode = _Rate(decode)  # tokens a second, one answer
         self._lock = threading.Lock()
 
-    def learn(self, result: ChatResult, cached_tokens: int = 0) -> None:
+    def learn(self, result: ChatResult) -> None:
         """Update from one answer's stage timings (a batch's are shared by its rows)."""
         stages = result.stages
         if not stages:
@@ -156,8 +161,7 @@ def plan(
     upfront_limit = max(0.0, left * UPFRONT_SHARE)
 
     def cost(t: int | None, f: int | None) -> float:
-        per_image = (t or 0) + (1 if t and t > 1 else 0)  # a split image gets a thumbnail tile too
-        return speeds.upfront((f or 0) + images * per_image, text_tokens)
+        return speeds.upfront((f or 0) + images * (tiles_read(t) if t else 0), text_tokens)
 
     while result.frames and result.frames > 1 and cost(result.tiles, result.frames) > upfront_limit:
         result.frames = max(1, result.frames * 3 // 4)
@@ -174,4 +178,4 @@ def plan(
     return result
 
 
-__all__ = ["Budget", "Speeds", "Plan", "plan", "TOKENS_PER_TILE"]
+__all__ = ["Budget", "Speeds", "Plan", "plan", "tiles_read", "TOKENS_PER_TILE"]

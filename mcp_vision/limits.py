@@ -6,6 +6,8 @@ tool call may use, and the schema an agent reads states that configured value (s
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 # Answer length.
 MAX_NEW_TOKENS_CAP = 8192  # the most tokens one answer may ask for
 DEFAULT_MAX_NEW_TOKENS = 512
@@ -29,7 +31,8 @@ DEFAULT_MAX_FRAMES = 32
 DEFAULT_NUM_FRAMES = 8
 
 # ocr_document.
-OCR_MODES = ("auto", "text_layer", "vision")
+OcrMode = Literal["auto", "text_layer", "vision"]
+OCR_MODES = get_args(OcrMode)
 MIN_DPI = 36
 MAX_DPI = 600
 DEFAULT_DPI = 150
@@ -47,4 +50,4 @@ MAX_TIME_BUDGET = 3600.0
 REMOTE_CONCURRENCY_CAP = 256
 REMOTE_RETRIES_CAP = 10
 
-__all__ = [name for name in dir() if name.isupper()]
+__all__ = [name for name in dir() if name.isupper()] + ["OcrMode"]

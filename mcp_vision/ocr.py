@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import limits
 from .backend.base import Backend, ChatResult, ImagePart, Job, Turn
-from .budget import MARGIN_SECONDS, Budget, Speeds
+from .budget import MARGIN_SECONDS, Budget, Speeds, tiles_read
 from .errors import InputError
 from .results import PageText
 from .worker import Progress
@@ -68,7 +68,7 @@ class PageReader:
             fits = int(left / self.seconds_per_page)
         elif self._speeds is not None:
             speeds = self._speeds()
-            tiles = self._max_tiles + (1 if self._max_tiles > 1 else 0)
+            tiles = tiles_read(self._max_tiles)
 
             def cost(n: int) -> float:
                 return n * speeds.upfront(tiles, 100) + speeds.answer(self._max_new_tokens)
@@ -96,9 +96,8 @@ class PageReader:
             lambda job: backend.chat_batch(conversations, job, max_new_tokens=tokens), inner, self.budget
         )
         self.seconds_per_page = (time.monotonic() - started) / max(1, len(images))
-        if self._speeds is not None:
-            for answer in answers[:1]:  # the batch's stages are shared by its rows
-                self._speeds().learn(answer)
+        if self._speeds is not None and answers:
+            self._speeds().learn(answers[0])  # the batch's stages are shared by its rows
         return answers
 
 
@@ -120,7 +119,7 @@ class _Output:
 
     cap: int
     selected: list[int]
-    left: int = 0
+    left: int = field(init=False)
     note: str | None = None
     next_pages: str | None = None
     pages: list[PageText] = field(default_factory=list)

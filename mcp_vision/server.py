@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
@@ -262,7 +262,7 @@ async def ocr_document(
         ),
     ] = limits.DEFAULT_DPI,
     mode: Annotated[
-        Literal["auto", "text_layer", "vision"],
+        limits.OcrMode,
         Field(
             description="'auto': a page's own text layer when it has real text (exact, fast), the model otherwise "
             "(scanned pages); 'text_layer' or 'vision' force one method."

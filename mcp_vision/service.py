@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio
 
@@ -40,6 +40,9 @@ from .sessions import Session, SessionStore
 from .settings import Settings
 from .worker import InferenceWorker, Progress
 
+if TYPE_CHECKING:
+    from .inputs.images import DecodedImage
+
 T = TypeVar("T")
 R = TypeVar("R")
 Roots = tuple[Path, ...] | None  # the client's root directories (where files are read when none are configured)
@@ -57,7 +60,7 @@ class Shown(Generic[R]):
 class _Asked:
     """One image asked about: what was decoded, the part shown, the plan, the session and the answer."""
 
-    decoded: object
+    decoded: DecodedImage
     shown: tuple[int, int, int, int]
     fitted: Plan
     session: Session
@@ -284,6 +287,16 @@ class VisionService:
         result, dropped = await self._ask(session, user, progress, fitted.max_new_tokens, budget)
         return _Asked(decoded, shown, fitted, session, result, dropped)
 
+    def _image_answer(self, asked: _Asked, budget: Budget, region: Region | None) -> dict:
+        """The fields of an answer about one image: the model answer's, the image, the region read, its tiles."""
+        decoded, result = asked.decoded, asked.result
+        return {
+            **self._answer(result, asked.session, budget, asked.dropped, asked.fitted),
+            "image": ImageInfo(width=decoded.width, height=decoded.height, format=decoded.format),
+            "region": region,
+            "tiles": result.tiles[0] if result.tiles else 0,
+        }
+
     # ------------------------------------------------------------ tools
 
     async def describe_image(
@@ -304,13 +317,9 @@ class VisionService:
         asked = self._question(question, self.prompts.task("describe").text.strip())
         budget = self._begin(session_id, time_budget)
         asked_image = await self._ask_about_image(image, asked, region, tiles, tokens, session_id, budget, progress, roots)
-        decoded, result = asked_image.decoded, asked_image.result
         return DescribeImageResult(
-            **self._answer(result, asked_image.session, budget, asked_image.dropped, asked_image.fitted),
-            image=ImageInfo(width=decoded.width, height=decoded.height, format=decoded.format),
-            region=region,
-            tiles=result.tiles[0] if result.tiles else 0,
-            load_seconds=round(result.load_seconds, 3),
+            **self._image_answer(asked_image, budget, region),
+            load_seconds=round(asked_image.result.load_seconds, 3),
         )
 
     async def locate(
@@ -341,9 +350,8 @@ class VisionService:
         )
         budget = self._begin(session_id, time_budget)
         asked_image = await self._ask_about_image(image, asked, region, tiles, tokens, session_id, budget, progress, roots)
-        decoded, result, shown = asked_image.decoded, asked_image.result, asked_image.shown
-        session, dropped, fitted = asked_image.session, asked_image.dropped, asked_image.fitted
-        parsed = parse_boxes(result.text, self.grounding_family(), shown_size=(shown[2], shown[3]))
+        decoded, shown = asked_image.decoded, asked_image.shown
+        parsed = parse_boxes(asked_image.result.text, self.grounding_family(), shown_size=(shown[2], shown[3]))
         boxes = [b for b in (to_pixels(f, shown, (decoded.width, decoded.height)) for f in parsed.found) if b]
         found = [
             FoundBox(label=b.label or wanted, x=b.x, y=b.y, width=b.width, height=b.height,
@@ -351,11 +359,8 @@ class VisionService:
             for b in boxes
         ]
         located = LocateResult(
-            **self._answer(result, session, budget, dropped, fitted),
+            **self._image_answer(asked_image, budget, region),
             boxes=found,
-            image=ImageInfo(width=decoded.width, height=decoded.height, format=decoded.format),
-            region=region,
-            tiles=result.tiles[0] if result.tiles else 0,
             dropped_boxes=parsed.dropped + len(parsed.found) - len(boxes),
         )
         drawn = None
@@ -374,7 +379,7 @@ class VisionService:
             return self.settings.grounding
         if self.settings.backend == "openai":
             return grounding_family(self.settings.remote_model or self.backend.model_name)
-        return grounding_family(getattr(self.backend, "model_type", None) or self.settings.model)
+        return "internvl"  # the local engine loads InternVL checkpoints only
 
     async def follow_up(
         self,
@@ -586,6 +591,7 @@ def _draw_changes(images: list, diffs: list[ImageDiff]) -> bytes:
     from .inputs.annotate import annotate
 
     height = min(768, max(image.height for image in images))
+    gap = 8 if len(images) > 1 else 0  # white between the images
     scaled, marks, left = [], [], 0
     for image, diff in zip(images, diffs):
         factor = height / image.height
@@ -594,8 +600,8 @@ def _draw_changes(images: list, diffs: list[ImageDiff]) -> bytes:
         for r in diff.regions:
             marks.append((f"image {diff.image}", left + round(r.x * factor), round(r.y * factor),
                           max(1, round(r.width * factor)), max(1, round(r.height * factor))))
-        left += width + (8 if len(images) > 1 else 0)
-    strip = Image.new("RGB", (max(1, left - (8 if len(images) > 1 else 0)), height), "white")
+        left += width + gap
+    strip = Image.new("RGB", (max(1, left - gap), height), "white")
     for image, offset in scaled:
         strip.paste(image, (offset, 0))
     return annotate(strip, marks)
