@@ -9,6 +9,7 @@ import sys
 
 from . import __version__
 from . import limits
+from .errors import summary
 from .settings import DEFAULT_MODEL, ENVIRONMENT, Settings, parse_setting
 
 
@@ -138,9 +139,7 @@ def _download(model: str) -> int:
 
 
 def _download_failure(model: str, exc: Exception, hub, endpoint: str) -> str:
-    detail = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-    if len(detail) > 200:
-        detail = detail[:200] + "..."
+    detail = summary(exc, 200)
     local = "or copy the model to this machine and set MCP_VISION_MODEL to its directory"
     if isinstance(exc, hub.GatedRepoError):
         return (f"{model} is gated on {endpoint}: accept its terms on the model's page, then log in "

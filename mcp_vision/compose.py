@@ -19,7 +19,7 @@ def labelled(prompts: PromptLibrary, template: str, images: list[PILImage.Image]
     parts: list[Part] = []
     for index, image in enumerate(images, start=1):
         before, after = split_at_image(prompts.scaffold(template, index=index))
-        parts += [text for text in (before,) if text] + [ImagePart(image, max_tiles)] + [text for text in (after,) if text]
+        parts += [part for part in (before, ImagePart(image, max_tiles), after) if part]
     return parts
 
 

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from . import limits
@@ -226,7 +226,7 @@ _PARSERS = {
     "session_ttl": _parse_float,
     "url_timeout": _parse_float,
     "call_budget": lambda n, v: _parse_seconds(n, v, limits.MAX_TIME_BUDGET),
-    "grounding": lambda n, v: _parse_choice(n, v, ("auto", "internvl", "qwen2_vl", "qwen2_5_vl")),
+    "grounding": lambda n, v: _parse_choice(n, v, get_args(Grounding)),
     "isolate_decoding": _parse_bool,
     "prompts_dir": lambda n, v: Path(v).expanduser(),
     "preload": _parse_bool,

@@ -6,6 +6,7 @@ the functions that need them, so importing the package stays cheap.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -117,8 +118,6 @@ class InternVLBackend:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()  # stderr is our log; loading is reported as progress instead
-            global _CACHE_KWARG
-            _CACHE_KWARG = _cache_kwarg()
             try:
                 config = AutoConfig.from_pretrained(source, local_files_only=local_only)
             except (OSError, ValueError) as exc:
@@ -377,7 +376,7 @@ class InternVLBackend:
             "max_new_tokens": max_new_tokens,
             "do_sample": False,
             "stopping_criteria": StoppingCriteriaList([watch]),
-            _CACHE_KWARG: cache if cache is not None else DynamicCache(config=self._model.config.text_config),
+            _cache_kwarg(): cache if cache is not None else DynamicCache(config=self._model.config.text_config),
             "return_dict_in_generate": True,
         }
         if features is not None:
@@ -477,7 +476,7 @@ class InternVLBackend:
         finished = time.monotonic()
         sequence = output.sequences[0].cpu()
         if self._caching and conversation and not job.cancelled():
-            kv = output.cache if _CACHE_KWARG == "cache" else output.past_key_values
+            kv = getattr(output, _cache_kwarg())
             kept = kv.get_seq_length()
             self._cache.put("p:" + conversation, (sequence[:kept].clone(), keys, kv), tensor_bytes(kv))
         return self._result(
@@ -626,6 +625,7 @@ def _native_gemv_is_faster(model: Any) -> bool:
     return seconds(False) < 0.8 * seconds(True)
 
 
+@functools.cache
 def _cache_kwarg() -> str:
     """generate's name for the KV cache: `cache` since transformers renamed `past_key_values` (a warning on
     every call under the old name), `past_key_values` before."""
@@ -634,9 +634,6 @@ def _cache_kwarg() -> str:
     except ImportError:  # pragma: no cover - transformers is a dependency
         return "past_key_values"
     return "cache" if hasattr(generic, "_BCCacheNameMeta") else "past_key_values"
-
-
-_CACHE_KWARG = "cache"  # set at load (see _cache_kwarg); importing transformers here would slow the import
 
 
 def _reading(images: int, new_tokens: int) -> str:
