@@ -18,9 +18,8 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 from pydantic import Field
 
-from .prompts import PromptFile, PromptLibrary
+from .prompts import PLACEHOLDER, PromptFile, PromptLibrary
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")
 
 
 def render(prompt: PromptFile, values: Mapping[str, str]) -> str:
@@ -34,10 +33,10 @@ def render(prompt: PromptFile, values: Mapping[str, str]) -> str:
 
     lines = []
     for line in prompt.text.splitlines():
-        named = set(_PLACEHOLDER.findall(line)) & declared
+        named = set(PLACEHOLDER.findall(line)) & declared
         if named - given.keys():
             continue
-        lines.append(_PLACEHOLDER.sub(fill, line))
+        lines.append(PLACEHOLDER.sub(fill, line))
     return "\n".join(lines).strip() + "\n"
 
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")  # `{name}` in a prompt file's text
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class PromptFile:
 
     def render(self, **values: str) -> str:
         """Fill `{name}` placeholders in one pass (a value's own braces stay as they are); unknown ones are left."""
-        return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), self.text)
+        return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), self.text)
 
 
 def shipped_prompts_dir() -> Path:
@@ -129,4 +129,4 @@ def split_at_image(text: str) -> tuple[str, str]:
     return before, after
 
 
-__all__ = ["split_at_image", "PromptLibrary", "PromptFile", "PromptArgumentSpec", "parse_prompt", "shipped_prompts_dir"]
+__all__ = ["PLACEHOLDER", "split_at_image", "PromptLibrary", "PromptFile", "PromptArgumentSpec", "parse_prompt", "shipped_prompts_dir"]
