@@ -40,9 +40,12 @@ def _layout(turn: Any) -> list[dict[str, Any]]:
 
 
 def _recording_backend(settings: Any, tokens: int) -> Any:
-    from mcp_vision.backend.internvl import InternVLBackend
+    if settings.backend == "openvino":
+        from mcp_vision.backend.openvino_engine import OpenVINOBackend as Engine
+    else:
+        from mcp_vision.backend.internvl import InternVLBackend as Engine
 
-    class RecordingBackend(InternVLBackend):
+    class RecordingBackend(Engine):
         """The stock backend with a fixed output length; keeps every ChatResult for the benchmark."""
 
         records: list[tuple[list[dict[str, Any]], Any]]
@@ -102,6 +105,10 @@ async def _server(spec: dict[str, Any], result: ProcessResult) -> None:
     from mcp_vision.settings import Settings
 
     media, tokens, row = spec["media"], spec["tokens"], spec["row"]
+    engine: dict[str, Any] = {}
+    if spec.get("engine") == "openvino":  # bench/openvino.py: the OpenVINO engine with the server's defaults
+        engine = {"backend": "openvino", "openvino_cache": Path(spec["openvino_cache"]), "threads": spec.get("threads", 0),
+                  **{k: spec[k] for k in ("openvino_weights", "openvino_vision") if k in spec}}
     settings = Settings(
         model=spec["model"],
         device="cpu",
@@ -111,6 +118,7 @@ async def _server(spec: dict[str, Any], result: ProcessResult) -> None:
         max_tiles=spec["tiles"],
         max_new_tokens=tokens,
         call_budget=0,  # the same work on both sides: no time budget reducing tiles, frames or pages
+        **engine,
     )
     backend = _recording_backend(settings, tokens)
     service = VisionService(settings, backend)
@@ -148,7 +156,9 @@ async def _server(spec: dict[str, Any], result: ProcessResult) -> None:
                 started = time.perf_counter()
                 r = backend.chat([Turn.user(STORY)], Job(), max_new_tokens=tokens)
                 result.calls.append(_chat_call(f"story {i + 1}", time.perf_counter() - started, backend.records[-1:]))
-            result.info["bytes_per_token"] = weight_bytes_per_token(backend._model)
+            result.info["bytes_per_token"] = (
+                openvino_bytes_per_token(backend) if settings.backend == "openvino" else weight_bytes_per_token(backend._model)
+            )
             result.info["output_text"] = r.text[:120]
             return
         if row in {"describe_1", "describe"}:
@@ -191,6 +201,13 @@ async def _server(spec: dict[str, Any], result: ProcessResult) -> None:
             result.calls.append(call)
         else:
             raise ValueError(f"unknown row {row!r}")
+
+
+def openvino_bytes_per_token(backend: Any) -> dict[str, Any]:
+    """Bytes one decode step reads under OpenVINO: the compressed language model's weights file, which holds
+    every layer, the final norm and `lm_head` (embeddings are a separate model, one row read a step)."""
+    total = Path(backend._manifest_dir, "language.bin").stat().st_size
+    return {"total": total, "layers": total, "lm_head": 0, "head_dtype": backend._settings.openvino_weights}
 
 
 def weight_bytes_per_token(model: Any) -> dict[str, Any]:

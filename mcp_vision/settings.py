@@ -18,7 +18,11 @@ Device = Literal["auto", "cuda", "cpu"]
 Quantization = Literal["auto", "nf4", "int8", "none"]
 DType = Literal["auto", "bfloat16", "float16", "float32"]
 Grounding = Literal["auto", "internvl", "qwen2_vl", "qwen2_5_vl"]
-BackendKind = Literal["local", "openai"]  # our local backend, or the remote one (an engine over HTTP)
+# auto: OpenVINO on a machine without CUDA when the `openvino` extra is installed (and no PyTorch-only knob is
+# set), else local; local: PyTorch; openvino: the OpenVINO engine; openai: a remote engine over HTTP.
+BackendKind = Literal["auto", "local", "openvino", "openai"]
+OpenVINOWeights = Literal["int8", "int4", "f16"]  # the language model's weights under OpenVINO
+OpenVINOVision = Literal["int8", "f16"]  # the vision tower under OpenVINO (int8: weights and activations)
 
 
 def _parse_bool(name: str, value: str) -> bool:
@@ -119,7 +123,11 @@ class Settings:
     prompts_dir: Path | None = None
     preload: bool = False
     log_level: str = "INFO"
-    backend: BackendKind = "local"
+    backend: BackendKind = "auto"
+    openvino_weights: OpenVINOWeights = "int8"
+    openvino_vision: OpenVINOVision = "int8"
+    openvino_cache: Path | None = None  # where conversions are kept; None: ~/.cache/mcp-vision/openvino
+    threads: int = 0  # CPU threads for the OpenVINO engine; 0: OpenVINO's choice (the physical cores)
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)  # a secret: never in repr, logs or errors
     remote_model: str | None = None
@@ -195,6 +203,10 @@ ENVIRONMENT: dict[str, str] = {
     "preload": "MCP_VISION_PRELOAD",
     "log_level": "MCP_VISION_LOG_LEVEL",
     "backend": "MCP_VISION_BACKEND",
+    "openvino_weights": "MCP_VISION_OPENVINO_WEIGHTS",
+    "openvino_vision": "MCP_VISION_OPENVINO_VISION",
+    "openvino_cache": "MCP_VISION_OPENVINO_CACHE",
+    "threads": "MCP_VISION_THREADS",
     "base_url": "MCP_VISION_BASE_URL",
     "api_key": "MCP_VISION_API_KEY",
     "remote_model": "MCP_VISION_REMOTE_MODEL",
@@ -231,7 +243,11 @@ _PARSERS = {
     "prompts_dir": lambda n, v: Path(v).expanduser(),
     "preload": _parse_bool,
     "log_level": lambda n, v: _parse_choice(n, v.upper().lower(), ("debug", "info", "warning", "error")).upper(),
-    "backend": lambda n, v: _parse_choice(n, v, ("local", "openai")),
+    "backend": lambda n, v: _parse_choice(n, v, get_args(BackendKind)),
+    "openvino_weights": lambda n, v: _parse_choice(n, v, get_args(OpenVINOWeights)),
+    "openvino_vision": lambda n, v: _parse_choice(n, v, get_args(OpenVINOVision)),
+    "openvino_cache": lambda n, v: Path(v).expanduser(),
+    "threads": lambda n, v: _parse_int(n, v, 0, 256),
     "base_url": _parse_url,
     "api_key": lambda n, v: v.strip(),  # never echoed in an error
     "remote_model": lambda n, v: v.strip(),

@@ -16,9 +16,28 @@ def create_backend(settings: Settings) -> Backend:
         from .remote import OpenAIBackend  # standard library only: never torch
 
         return OpenAIBackend(settings)
+    if settings.backend == "openvino":
+        from .openvino_engine import OpenVINOBackend
+
+        return OpenVINOBackend(settings)
+    if settings.backend == "auto" and openvino_candidate(settings):
+        from .auto import AutoBackend
+
+        return AutoBackend(settings)
     from .internvl import InternVLBackend
 
     return InternVLBackend(settings)
+
+
+def openvino_candidate(settings: Settings) -> bool:
+    """Whether `auto` may pick OpenVINO: its extra is installed and nothing asks for PyTorch (CUDA, or a
+    PyTorch-only quantization or dtype). Whether CUDA is present is known only once torch is imported, at
+    load (AutoBackend decides then). Nothing is imported here."""
+    from importlib.util import find_spec
+
+    if find_spec("openvino") is None or find_spec("nncf") is None:
+        return False
+    return settings.device != "cuda" and settings.quantization == "auto" and settings.dtype == "auto"
 
 
 __all__ = ["Backend", "ChatResult", "Turn", "create_backend"]

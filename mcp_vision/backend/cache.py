@@ -71,6 +71,8 @@ def tensor_bytes(obj: Any) -> int:
     """Bytes held by a tensor, or by the tensors inside a KV cache / nested containers."""
     if hasattr(obj, "element_size") and hasattr(obj, "nelement"):
         return int(obj.element_size() * obj.nelement())
+    if isinstance(getattr(obj, "nbytes", None), int):  # numpy arrays, and caches copied out of OpenVINO
+        return int(obj.nbytes)
     if isinstance(obj, (list, tuple)):
         return sum(tensor_bytes(o) for o in obj)
     if isinstance(obj, dict):

@@ -31,6 +31,8 @@ KEEP_UNQUANTIZED = ["model.vision_tower", "model.multi_modal_projector", "lm_hea
 class InternVLBackend:
     """Loads lazily, once, under a lock; `chat` runs on the inference worker thread."""
 
+    engine = "pytorch"
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._lock = threading.Lock()
@@ -250,6 +252,21 @@ class InternVLBackend:
             self._image_keys.pop(next(iter(self._image_keys)))
         return key
 
+    def _encode_tiles(self, pixels: Any) -> Any:
+        """Projected vision features [tiles, tokens per tile, hidden] of a tensor of tiles."""
+        import torch
+
+        model = self._model
+        # Without inference mode autograd records the whole vision pass, and a cached feature tensor keeps
+        # every saved activation alive (GBs at 13 tiles) besides running slower.
+        with torch.inference_mode():
+            return model.model.get_image_features(
+                pixel_values=pixels,
+                vision_feature_layer=model.config.vision_feature_layer,
+                vision_feature_select_strategy=model.config.vision_feature_select_strategy,
+                return_dict=True,
+            ).pooler_output
+
     def _image_features(self, inputs: dict[str, Any], keys: list[str], needed: range) -> tuple[Any, int]:
         """Projected vision features of images `needed` (indices), from the cache or one vision pass.
         Returns (features [tokens, hidden] in placeholder order, number of images encoded now)."""
@@ -266,15 +283,7 @@ class InternVLBackend:
                 found[i] = cached
         if missing:
             pixels = torch.cat([inputs["pixel_values"][i] for i in missing]).to(model.device, self._vision_dtype())
-            # Without inference mode autograd records the whole vision pass, and a cached feature tensor keeps
-            # every saved activation alive (GBs at 13 tiles) besides running slower.
-            with torch.inference_mode():
-                features = model.model.get_image_features(
-                    pixel_values=pixels,
-                    vision_feature_layer=model.config.vision_feature_layer,
-                    vision_feature_select_strategy=model.config.vision_feature_select_strategy,
-                    return_dict=True,
-                ).pooler_output
+            features = self._encode_tiles(pixels)
             offset = 0
             for i in missing:
                 n = inputs["num_patches"][i]

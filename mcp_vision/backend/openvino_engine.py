@@ -1,0 +1,389 @@
+"""The OpenVINO engine: the same checkpoint, converted once (openvino_convert.py), run by OpenVINO on a CPU.
+
+What it shares with the PyTorch engine (it is one, with three parts replaced): the stock processor and chat
+template, the inputs and their checks, the vision-feature cache, the KV prefix reuse across a conversation,
+batching, results. What it replaces: loading (conversion on first use, in a child process, then compiling),
+the vision pass (the converted vision tower, int8), and generation: a greedy loop of our own on the stateful
+language model (openvino-genai's VLMPipeline takes no `inputs_embeds` layout like this one), with the prompt
+read in chunks so a cancelled call stops within a chunk, and the KV cache of a conversation kept by copying
+the model's state out after a call and back in, cropped to the shared prefix, on the next.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import Cancelled, InputError, ModelUnavailableError, summary
+from .internvl import InternVLBackend, _cache_kwarg
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from .base import ChatResult, Job, Turn
+
+log = logging.getLogger(__name__)
+
+PREFILL_CHUNK = 256  # prompt tokens per forward pass while reading the prompt: the cancellation grain
+VISION_CHUNK = 2  # tiles per vision pass, for the same reason
+
+
+def openvino_installed() -> bool:
+    """Whether the `openvino` extra is installed, without importing it."""
+    from importlib.util import find_spec
+
+    return find_spec("openvino") is not None and find_spec("nncf") is not None
+
+
+def cache_root(settings: Settings) -> Path:
+    if settings.openvino_cache is not None:
+        return settings.openvino_cache
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mcp-vision" / "openvino"
+
+
+def local_checkpoint(settings: Settings, source: str, local_only: bool) -> Path:
+    """The checkpoint as a directory on disk (a hub id resolves to its snapshot in the Hugging Face cache)."""
+    if os.path.isdir(source):
+        return Path(source)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, local_files_only=local_only))
+    except Exception as exc:  # noqa: BLE001 - the hub raises many kinds; one sentence says what to do
+        raise ModelUnavailableError(
+            f"MCP_VISION_MODEL={settings.model!r} could not be found on disk for conversion ({summary(exc, 160)}): "
+            "run `mcp-vision download` first or set MCP_VISION_MODEL to a local directory."
+        ) from None
+
+
+def run_conversion(source: Path, target: Path, *, language: str, vision: str, report) -> None:  # noqa: ANN001
+    """Convert in a child process: its float32 PyTorch copy of the model is gone when it exits, and whatever
+    the converters print cannot reach our stdout (the MCP channel). Progress lines come back on a pipe."""
+    read_fd, write_fd = os.pipe()
+    command = [
+        sys.executable, "-m", "mcp_vision.backend.openvino_convert", str(source), str(target),
+        "--language", language, "--vision", vision, "--progress-fd", str(write_fd),
+    ]
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(), stderr=sys.stderr.fileno(),
+                             pass_fds=(write_fd,))
+    os.close(write_fd)
+    last = ""
+    with os.fdopen(read_fd, "r", encoding="utf-8", errors="replace") as progress:
+        for line in progress:
+            last = line.strip()
+            if last:
+                report(last)
+    if child.wait() != 0:
+        raise ModelUnavailableError(
+            f"Converting the model to OpenVINO failed (exit {child.returncode}; last step: {last or 'none'}): "
+            "see the server's log, or set MCP_VISION_BACKEND=local to use the PyTorch engine."
+        )
+
+
+class _Config:
+    """What the shared code reads of `model.config` / `model.generation_config`."""
+
+    def __init__(self, config: Any, generation: Any, device: str = "cpu") -> None:
+        self.config = config
+        self.generation_config = generation
+        self.device = device
+
+
+class StateKV:
+    """A conversation's KV cache copied out of the stateful model: per layer a key and a value array
+    [rows, kv_heads, tokens, head_dim], in the state variables' order."""
+
+    def __init__(self, names: list[str], arrays: list[Any]) -> None:
+        self.names, self.arrays = names, arrays
+
+    def get_seq_length(self) -> int:
+        return int(self.arrays[0].shape[2]) if self.arrays else 0
+
+    def crop(self, count: int) -> None:
+        """Keep the first `count` tokens; a negative count removes that many from the end (as transformers)."""
+        keep = count if count >= 0 else self.get_seq_length() + count
+        self.arrays = [a[:, :, :keep] for a in self.arrays]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(a.nbytes) for a in self.arrays)
+
+
+class _Output:
+    def __init__(self, sequences: Any, kv: StateKV | None) -> None:
+        self.sequences = sequences
+        setattr(self, _cache_kwarg(), kv)
+
+
+class OpenVINOBackend(InternVLBackend):
+    """InternVL on OpenVINO: loads lazily, once, under a lock; `chat` runs on the inference worker thread."""
+
+    engine = "openvino"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._vision: Any = None
+        self._embeddings: Any = None
+        self._request: Any = None
+        self._state_names: list[str] = []
+        self._manifest: dict[str, Any] = {}
+        self._manifest_dir: Path | None = None
+        self._keep_kv = False
+        self._run_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- loading
+
+    def runs_checkpoint(self) -> bool:
+        """Whether the configured checkpoint is one this engine runs (InternVL); True when it cannot be read,
+        so that loading says why."""
+        try:
+            source, local_only = self._locate()
+            from transformers import AutoConfig
+
+            return getattr(AutoConfig.from_pretrained(source, local_files_only=local_only), "model_type", None) == "internvl"
+        except (ModelUnavailableError, OSError, ValueError):
+            return True
+
+    def load(self, job: Job) -> float:
+        if self._model is not None:
+            return 0.0
+        with self._lock:
+            if self._model is not None:
+                return 0.0
+            started = time.monotonic()
+            s = self._settings
+            job.report(0, None, f"loading model {s.model} (OpenVINO)")
+            source, local_only = self._locate()
+            from transformers import AutoConfig
+
+            try:
+                config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+            except (OSError, ValueError) as exc:
+                raise ModelUnavailableError(
+                    f"MCP_VISION_MODEL={s.model!r} could not be read as a model ({summary(exc, 200)}): "
+                    "set it to an InternVL -hf checkpoint or its local directory."
+                ) from None
+            if getattr(config, "model_type", None) != "internvl":
+                raise ModelUnavailableError(
+                    f"The OpenVINO engine runs InternVL checkpoints, and MCP_VISION_MODEL={s.model!r} is a "
+                    f"{getattr(config, 'model_type', 'unknown')!r} model: set MCP_VISION_BACKEND=local for it."
+                )
+            checkpoint = local_checkpoint(s, source, local_only)
+            from .openvino_convert import converted_dir, is_converted
+
+            target = converted_dir(cache_root(s), checkpoint, s.openvino_weights, s.openvino_vision)
+            if not is_converted(target):
+                job.report(0, None, "converting the model to OpenVINO (once; minutes)")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                run_conversion(checkpoint, target, language=s.openvino_weights, vision=s.openvino_vision,
+                               report=lambda step: job.report(0, None, f"converting to OpenVINO: {step}"))
+            self._compile(target, job)
+            seconds = time.monotonic() - started
+            log.info("loaded %s with OpenVINO (language model %s, vision %s) from %s in %.1f s",
+                     s.model, s.openvino_weights, s.openvino_vision, target, seconds)
+            job.report(0, None, f"model loaded in {seconds:.1f} s")
+            return seconds
+
+    def _compile(self, target: Path, job: Job) -> None:
+        import openvino as ov
+        from transformers import AutoProcessor, GenerationConfig
+
+        s = self._settings
+        manifest = json.loads((target / "mcp_vision_openvino.json").read_text())
+        core = ov.Core()
+        core.set_property({"CACHE_DIR": str(target / "compiled")})
+        options: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if s.threads:
+            options["INFERENCE_NUM_THREADS"] = s.threads
+        language_options = dict(options)
+        if s.openvino_weights == "f16" and s.threads == 1:
+            # OpenVINO 2026.4 crashes (SIGFPE) compiling the bf16 language model for one thread.
+            language_options["INFERENCE_PRECISION_HINT"] = "f32"
+        job.report(0, None, "compiling the OpenVINO models")
+        try:
+            self._vision = core.compile_model(target / "vision.xml", "CPU", options)
+            self._embeddings = core.compile_model(target / "embeddings.xml", "CPU", options)
+            language = core.compile_model(target / "language.xml", "CPU", language_options)
+            processor = AutoProcessor.from_pretrained(target / "processor", local_files_only=True)
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise ModelUnavailableError(
+                f"The OpenVINO conversion in {target} could not be loaded ({summary(exc, 200)}): delete that "
+                "directory to convert again, or set MCP_VISION_BACKEND=local."
+            ) from None
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(target / "processor", local_files_only=True)
+        try:
+            generation = GenerationConfig.from_pretrained(target / "processor", local_files_only=True)
+        except OSError:
+            generation = GenerationConfig.from_model_config(config)
+        self._request = language.create_infer_request()
+        self._state_names = sorted((state.name for state in self._request.query_state()), key=_layer_order)
+        self._vision_request = self._vision.create_infer_request()
+        self._embeddings_request = self._embeddings.create_infer_request()
+        self._manifest = manifest
+        self._manifest_dir = target
+        self._processor = processor
+        self.device, self.dtype = "cpu", f"openvino {s.openvino_weights}"
+        self.quantization = f"language {s.openvino_weights}, vision {s.openvino_vision}"
+        self._model = _Config(config, generation)
+
+    def parameter_counts(self) -> tuple[int, int] | None:
+        params = self._manifest.get("parameters")
+        return (int(params["vision"]), int(params["language"])) if params else None
+
+    # ---------------------------------------------------------------- the replaced parts
+
+    def chat(self, turns: list[Turn], job: Job, *, max_new_tokens: int, min_new_tokens: int | None = None,
+             conversation: str | None = None) -> ChatResult:
+        with self._run_lock:  # one generation at a time owns the stateful request
+            self._keep_kv = bool(self._caching and conversation)
+            try:
+                return super().chat(turns, job, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                                    conversation=conversation)
+            finally:
+                self._keep_kv = False
+
+    def chat_batch(self, conversations: list[list[Turn]], job: Job, *, max_new_tokens: int,
+                   min_new_tokens: int | None = None) -> list[ChatResult]:
+        if len(conversations) == 1:
+            return [self.chat(conversations[0], job, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)]
+        with self._run_lock:
+            return super().chat_batch(conversations, job, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
+
+    def _vision_dtype(self) -> Any:
+        import torch
+
+        return torch.float32
+
+    def _encode_tiles(self, pixels: Any) -> Any:
+        """Projected features [tiles, tokens per tile, hidden] of a tensor of tiles, a few tiles a pass, so a
+        cancelled call stops between passes."""
+        import numpy as np
+        import torch
+
+        array = pixels.numpy().astype(np.float32, copy=False)
+        parts = []
+        for start in range(0, len(array), VISION_CHUNK):
+            job = self._interrupting
+            if job is not None and job.cancelled():
+                raise Cancelled
+            self._vision_request.infer({"pixel_values": array[start : start + VISION_CHUNK]})
+            parts.append(self._vision_request.get_output_tensor(0).data.copy())
+        return torch.from_numpy(np.concatenate(parts))
+
+    def _embed(self, ids: Any) -> Any:
+        self._embeddings_request.infer({"input_ids": ids})
+        return self._embeddings_request.get_output_tensor(0).data.copy()
+
+    def _set_state(self, cache: StateKV | None, rows: int) -> None:
+        import numpy as np
+        import openvino as ov
+
+        heads, dim = int(self._manifest["kv_heads"]), int(self._manifest["head_dim"])
+        states = {state.name: state for state in self._request.query_state()}
+        for i, name in enumerate(self._state_names):
+            if cache is not None:
+                value = np.ascontiguousarray(cache.arrays[i])
+            else:
+                value = np.zeros((rows, heads, 0, dim), dtype=np.float32)
+            states[name].state = ov.Tensor(value)
+
+    def _read_state(self) -> StateKV:
+        states = {state.name: state for state in self._request.query_state()}
+        return StateKV(list(self._state_names), [states[name].state.data.copy() for name in self._state_names])
+
+    def prefill(self, ids: Any, mask: Any, features: Any, cache: StateKV | None, job: Job) -> tuple[Any, Any]:
+        """Read the prompt (after the cached prefix) into the model's state, a chunk a pass. Returns (the last
+        position's logits [rows, vocab], every position's rotary position [rows, tokens])."""
+        import numpy as np
+
+        rows = ids.shape[0]
+        past = cache.get_seq_length() if cache is not None else 0
+        self._set_state(cache, rows)
+        new = ids[:, past:]
+        embeds = self._embed(new)
+        if features is not None:
+            where = new == self._model.config.image_token_id
+            if int(where.sum()) != len(features):
+                raise InputError(
+                    f"The prompt holds {int(where.sum())} image tokens for {len(features)} image features: "
+                    "this checkpoint's processor and model disagree."
+                )
+            embeds[where] = features.numpy() if hasattr(features, "numpy") else features
+        positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+        for start in range(0, new.shape[1], PREFILL_CHUNK):
+            if job.cancelled():
+                raise Cancelled
+            end = min(start + PREFILL_CHUNK, new.shape[1])
+            self._request.infer({
+                "inputs_embeds": embeds[:, start:end],
+                "attention_mask": mask[:, : past + end],
+                "position_ids": positions[:, past + start : past + end],
+            })
+        return self._request.get_tensor("logits").data[:, -1, :].copy(), positions
+
+    def step(self, tokens: Any, mask: Any, positions: Any) -> Any:
+        """One decode step: `tokens` [rows] at `positions` [rows, 1], `mask` covering every token so far
+        including these. Returns the logits [rows, vocab]."""
+        self._request.infer({"inputs_embeds": self._embed(tokens[:, None]), "attention_mask": mask,
+                             "position_ids": positions})
+        return self._request.get_tensor("logits").data[:, -1, :]
+
+    def _generate(self, input_ids: Any, attention_mask: Any, features: Any, cache: Any, job: Job, *,
+                  max_new_tokens: int, min_new_tokens: int | None, native_decode: bool) -> tuple[Any, float | None]:
+        """Greedy generation on the stateful model; stops within a token of `job` being cancelled or out of
+        time, and within a prompt chunk while the prompt is read. Returns (output, when the first token was
+        ready) like the PyTorch engine's."""
+        import numpy as np
+        import torch
+
+        ids = input_ids.numpy().astype(np.int64)
+        mask = attention_mask.numpy().astype(np.int64)
+        rows = ids.shape[0]
+        logits, positions = self.prefill(ids, mask, features, cache, job)
+        first_token_at = time.monotonic()
+        self._interrupting = None  # decoding: the loop below stops within a token
+        eos = np.array(sorted(self._eos_ids()), dtype=np.int64)
+        pad = self._pad_id()
+        done = np.zeros(rows, dtype=bool)
+        next_position = positions[:, -1:] + 1
+        generated: list[Any] = []
+        while True:
+            if min_new_tokens and len(generated) < min_new_tokens and len(eos):
+                logits = logits.copy()
+                logits[:, eos] = -np.inf
+            token = logits.argmax(-1).astype(np.int64)
+            token[done] = pad
+            generated.append(token)
+            done |= np.isin(token, eos)
+            count = len(generated)
+            if count % 16 == 0 or count == 1:
+                job.report(count, max_new_tokens, f"generating ({count}/{max_new_tokens} tokens)")
+            if done.all() or count >= max_new_tokens or job.cancelled() or job.out_of_time():
+                break
+            mask = np.concatenate([mask, np.ones((rows, 1), dtype=np.int64)], axis=1)
+            logits = self.step(token, mask, next_position)
+            next_position = next_position + 1
+        sequences = torch.from_numpy(np.concatenate([ids, np.stack(generated, axis=1)], axis=1))
+        kv = self._read_state() if self._keep_kv and rows == 1 and not job.cancelled() else None
+        return _Output(sequences, kv), first_token_at
+
+
+def _layer_order(name: str) -> tuple[int, int]:
+    """past.3.key -> (3, 0); past.3.value -> (3, 1)."""
+    parts = name.split(".")
+    try:
+        return int(parts[1]), 0 if parts[2] == "key" else 1
+    except (IndexError, ValueError):
+        return 10**6, 0
+
+
+__all__ = ["OpenVINOBackend", "StateKV", "cache_root", "openvino_installed", "run_conversion"]
