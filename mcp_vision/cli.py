@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: NF4 4-bit on CUDA, none (bf16) on CPU")
     parser.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"],
                         help="weight and compute dtype; auto: bfloat16 (float16 on a GPU without bf16) (default: auto)")
+    parser.add_argument("--backend", choices=["auto", "local", "openvino", "openai"],
+                        help="the engine: auto (OpenVINO on a CPU when the openvino extra is installed, else PyTorch), "
+                        "local (PyTorch), openvino, or openai (a remote engine at MCP_VISION_BASE_URL) (default: auto)")
     parser.add_argument("--allowed-dir", action="append", dest="allowed_dirs", metavar="DIR",
                         help="directory the tools may read files from (repeatable); when given, client roots change nothing. "
                         "Default: the client's roots, else the working directory unless it is / or your home")
@@ -57,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="command")
     download = sub.add_parser("download", help="fetch the model into the Hugging Face cache ahead of time, then exit")
     download.add_argument("--model", dest="download_model", help="model id (default: the configured model)")
+    convert = sub.add_parser("convert", help="convert the model for the OpenVINO engine ahead of time (minutes, "
+                             "once; the server otherwise converts on first use), then exit")
+    convert.add_argument("--model", dest="convert_model", help="model id or directory (default: the configured model)")
+    convert.add_argument("--weights", dest="convert_weights", choices=["int8", "int4", "f16"],
+                         help="the language model's weights (default: MCP_VISION_OPENVINO_WEIGHTS, else int8)")
+    convert.add_argument("--vision", dest="convert_vision", choices=["int8", "f16"],
+                         help="the vision tower (default: MCP_VISION_OPENVINO_VISION, else int8)")
     return parser
 
 
@@ -81,6 +91,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         device=args.device,
         quantization=args.quantization,
         dtype=args.dtype,
+        backend=args.backend,
         client_roots=args.client_roots,
         allow_download=args.allow_download,
         allow_urls=args.allow_urls,
@@ -138,6 +149,32 @@ def _download(model: str) -> int:
     return 0
 
 
+def _convert(settings: Settings) -> int:
+    """`convert`: the OpenVINO conversion the engine would make on first use, made now, with its steps on stderr."""
+    from .backend.openvino_engine import openvino_installed
+
+    if not openvino_installed():
+        print("mcp-vision-internvl convert: the OpenVINO engine is not installed: "
+              "pip install 'mcp-vision-internvl[openvino]' (adds openvino and nncf).", file=sys.stderr)
+        return 1
+    from .backend.openvino_engine import OpenVINOBackend
+    from .errors import ModelUnavailableError
+    from .worker import Job
+
+    def report(_progress: float, _total: float | None, message: str | None) -> None:
+        if message:
+            print(message, file=sys.stderr, flush=True)
+
+    try:
+        target = OpenVINOBackend(settings).prepare(Job(_report=report))
+    except ModelUnavailableError as exc:
+        print(f"mcp-vision-internvl convert: {exc}", file=sys.stderr)
+        return 1
+    print(f"OpenVINO conversion of {settings.model} (language model {settings.openvino_weights}, vision "
+          f"{settings.openvino_vision}): {target}", file=sys.stderr)
+    return 0
+
+
 def _download_failure(model: str, exc: Exception, hub, endpoint: str) -> str:
     detail = summary(exc, 200)
     local = "or copy the model to this machine and set MCP_VISION_MODEL to its directory"
@@ -173,6 +210,10 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "download":
         return _download(args.download_model or settings.model)
+    if args.command == "convert":
+        _configure_process(settings)
+        return _convert(settings.with_overrides(model=args.convert_model, openvino_weights=args.convert_weights,
+                                                openvino_vision=args.convert_vision))
     loopback = args.transport == "stdio" or args.host in _LOOPBACK
     if not loopback:  # a client anyone can be: its roots may narrow the default directory, never replace it
         settings = settings.with_overrides(roots_replace_default=False)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-HEAVY = ("torch", "transformers", "bitsandbytes", "accelerate", "fitz", "pymupdf", "av", "PIL")
+HEAVY = ("torch", "transformers", "bitsandbytes", "accelerate", "fitz", "pymupdf", "av", "PIL", "openvino", "nncf")
 
 
 def _run(code: str) -> str:
@@ -64,7 +64,7 @@ def test_stdio_initialize_and_list_without_torch(tmp_path):
     ]
     code = (
         "import sys, atexit\n"
-        "atexit.register(lambda: sys.stderr.write('TORCH_LOADED=%s\\n' % ('torch' in sys.modules)))\n"
+        "atexit.register(lambda: sys.stderr.write('TORCH_LOADED=%s OPENVINO_LOADED=%s\\n' % ('torch' in sys.modules, 'openvino' in sys.modules)))\n"
         "from mcp_vision import main\n"
         "main([])\n"
     )
@@ -88,4 +88,4 @@ def test_stdio_initialize_and_list_without_torch(tmp_path):
     replies = {m["id"]: m for m in map(json.loads, lines + rest.splitlines()) if "id" in m}
     assert replies[1]["result"]["serverInfo"]["name"] == "mcp-vision"
     assert len(replies[2]["result"]["tools"]) == 6
-    assert "TORCH_LOADED=False" in stderr
+    assert "TORCH_LOADED=False OPENVINO_LOADED=False" in stderr

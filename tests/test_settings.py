@@ -61,10 +61,15 @@ def test_every_variable_is_parsed(tmp_path):
         "MCP_VISION_REMOTE_CONCURRENCY": "8",
         "MCP_VISION_REMOTE_TIMEOUT": "90",
         "MCP_VISION_REMOTE_RETRIES": "0",
+        "MCP_VISION_OPENVINO_WEIGHTS": "INT4",
+        "MCP_VISION_OPENVINO_VISION": "f16",
+        "MCP_VISION_OPENVINO_CACHE": str(tmp_path / "ov"),
+        "MCP_VISION_THREADS": "1",
     }
     assert set(env) == set(ENVIRONMENT.values())  # the test covers every variable
     s = Settings.from_env(env)
     assert s.model == "some/model"
+    assert (s.openvino_weights, s.openvino_vision, s.openvino_cache, s.threads) == ("int4", "f16", tmp_path / "ov", 1)
     assert s.device == "cpu"
     assert s.quantization == "nf4"
     assert s.client_roots is False
@@ -95,7 +100,7 @@ def test_every_variable_is_parsed(tmp_path):
 
 
 def test_the_remote_engine_needs_a_base_url_and_keeps_the_key_out_of_repr():
-    assert Settings.from_env({}).backend == "local"
+    assert Settings.from_env({}).backend == "auto"
     with pytest.raises(ValueError, match="MCP_VISION_BACKEND=openai needs MCP_VISION_BASE_URL"):
         Settings.from_env({"MCP_VISION_BACKEND": "openai"})
     with pytest.raises(ValueError, match="MCP_VISION_BASE_URL"):

@@ -160,36 +160,42 @@ class OpenVINOBackend(InternVLBackend):
             started = time.monotonic()
             s = self._settings
             job.report(0, None, f"loading model {s.model} (OpenVINO)")
-            source, local_only = self._locate()
-            from transformers import AutoConfig
-
-            try:
-                config = AutoConfig.from_pretrained(source, local_files_only=local_only)
-            except (OSError, ValueError) as exc:
-                raise ModelUnavailableError(
-                    f"MCP_VISION_MODEL={s.model!r} could not be read as a model ({summary(exc, 200)}): "
-                    "set it to an InternVL -hf checkpoint or its local directory."
-                ) from None
-            if getattr(config, "model_type", None) != "internvl":
-                raise ModelUnavailableError(
-                    f"The OpenVINO engine runs InternVL checkpoints, and MCP_VISION_MODEL={s.model!r} is a "
-                    f"{getattr(config, 'model_type', 'unknown')!r} model: set MCP_VISION_BACKEND=local for it."
-                )
-            checkpoint = local_checkpoint(s, source, local_only)
-            from .openvino_convert import converted_dir, is_converted
-
-            target = converted_dir(cache_root(s), checkpoint, s.openvino_weights, s.openvino_vision)
-            if not is_converted(target):
-                job.report(0, None, "converting the model to OpenVINO (once; minutes)")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                run_conversion(checkpoint, target, language=s.openvino_weights, vision=s.openvino_vision,
-                               report=lambda step: job.report(0, None, f"converting to OpenVINO: {step}"))
+            target = self.prepare(job)
             self._compile(target, job)
             seconds = time.monotonic() - started
             log.info("loaded %s with OpenVINO (language model %s, vision %s) from %s in %.1f s",
                      s.model, s.openvino_weights, s.openvino_vision, target, seconds)
             job.report(0, None, f"model loaded in {seconds:.1f} s")
             return seconds
+
+    def prepare(self, job: Job) -> Path:
+        """The conversion of the configured checkpoint, made first if there is none (minutes, once)."""
+        s = self._settings
+        source, local_only = self._locate()
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+        except (OSError, ValueError) as exc:
+            raise ModelUnavailableError(
+                f"MCP_VISION_MODEL={s.model!r} could not be read as a model ({summary(exc, 200)}): "
+                "set it to an InternVL -hf checkpoint or its local directory."
+            ) from None
+        if getattr(config, "model_type", None) != "internvl":
+            raise ModelUnavailableError(
+                f"The OpenVINO engine runs InternVL checkpoints, and MCP_VISION_MODEL={s.model!r} is a "
+                f"{getattr(config, 'model_type', 'unknown')!r} model: set MCP_VISION_BACKEND=local for it."
+            )
+        checkpoint = local_checkpoint(s, source, local_only)
+        from .openvino_convert import converted_dir, is_converted
+
+        target = converted_dir(cache_root(s), checkpoint, s.openvino_weights, s.openvino_vision)
+        if not is_converted(target):
+            job.report(0, None, "converting the model to OpenVINO (once; minutes)")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            run_conversion(checkpoint, target, language=s.openvino_weights, vision=s.openvino_vision,
+                           report=lambda step: job.report(0, None, f"converting to OpenVINO: {step}"))
+        return target
 
     def _compile(self, target: Path, job: Job) -> None:
         import openvino as ov

@@ -1,0 +1,234 @@
+"""The OpenVINO engine on the tiny InternVL: converted once here (the real converter, in the child process
+the engine uses), then every behaviour the PyTorch engine has: accuracy against float32 PyTorch within the
+written thresholds, KV prefix reuse equal to recomputing, batching equal to one at a time, cancellation and
+deadlines, the conversion cache, `auto`, the tools end to end, and `mcp-vision convert`."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install '.[openvino]')")
+pytest.importorskip("nncf", reason="the openvino extra is not installed (pip install '.[openvino]')")
+
+from mcp_vision.backend import create_backend, openvino_candidate  # noqa: E402
+from mcp_vision.backend.base import Turn  # noqa: E402
+from mcp_vision.backend.openvino_convert import checkpoint_fingerprint, converted_dir, is_converted  # noqa: E402
+from mcp_vision.backend.openvino_engine import OpenVINOBackend  # noqa: E402
+from mcp_vision.settings import Settings  # noqa: E402
+from mcp_vision.worker import Job  # noqa: E402
+
+
+def _image(color: str = "red", size=(640, 480)) -> Image.Image:
+    img = Image.new("RGB", size, color)
+    ImageDraw.Draw(img).ellipse([60, 60, 300, 260], fill="white")
+    return img
+
+
+@pytest.fixture(scope="session")
+def ov_cache(tmp_path_factory, tiny_model_dir) -> Path:
+    """Converted once by the real command line, which must keep stdout empty while the converters print."""
+    cache = tmp_path_factory.mktemp("openvino-cache")
+    env = {**os.environ, "MCP_VISION_OPENVINO_CACHE": str(cache), "MCP_VISION_MODEL": str(tiny_model_dir)}
+    proc = subprocess.run([sys.executable, "-m", "mcp_vision", "convert"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == "", f"convert wrote to stdout: {proc.stdout[:300]!r}"
+    assert "calibrating the vision tower" in proc.stderr  # the steps are reported as they happen
+    return cache
+
+
+def _settings(model: Path, cache: Path, **extra) -> Settings:
+    return Settings(model=str(model), backend="openvino", openvino_cache=cache, **extra)
+
+
+@pytest.fixture(scope="session")
+def ov_backend(tiny_model_dir, ov_cache) -> OpenVINOBackend:
+    backend = OpenVINOBackend(_settings(tiny_model_dir, ov_cache))
+    backend.load(Job())
+    return backend
+
+
+def test_accuracy_against_float32_pytorch_keeps_the_thresholds(tiny_model_dir, ov_cache):
+    from bench.accuracy import THRESHOLDS, failures, measure
+
+    result = measure(tiny_model_dir, ov_cache)
+    assert failures(result) == [], result
+    assert result["top1"], result
+    assert set(THRESHOLDS) <= set(result)
+
+
+def test_a_broken_engine_misses_the_thresholds(tiny_model_dir, ov_cache, monkeypatch):
+    """The accuracy check can fail: vision features scaled by 1.5 no longer pass."""
+    from bench.accuracy import failures, measure
+
+    original = OpenVINOBackend._encode_tiles
+    monkeypatch.setattr(OpenVINOBackend, "_encode_tiles", lambda self, px: -original(self, px))
+    assert "features_cosine" in " ".join(failures(measure(tiny_model_dir, ov_cache, tokens=4)))
+
+
+def test_follow_up_reuses_the_kv_prefix_with_the_same_greedy_ids(ov_backend):
+    first = [Turn.user("Describe this image.", [_image()], max_tiles=2)]
+    answer = ov_backend.chat(first, Job(), max_new_tokens=12, conversation="ov-reuse")
+    second = [*first, Turn.assistant(answer.history_text), Turn.user("What colour is the circle?")]
+    reused = ov_backend.chat(second, Job(), max_new_tokens=12, conversation="ov-reuse")
+    fresh = ov_backend.chat(second, Job(), max_new_tokens=12)
+    assert reused.cached_tokens > answer.prompt_tokens  # the whole first turn, image included
+    assert reused.images_encoded == 0
+    assert reused.output_ids == fresh.output_ids
+    ov_backend.forget("ov-reuse")
+    after = ov_backend.chat(second, Job(), max_new_tokens=12, conversation="ov-reuse")
+    assert after.cached_tokens == 0 and after.output_ids == fresh.output_ids
+
+
+def test_a_batch_answers_as_each_conversation_alone(ov_backend):
+    conversations = [
+        [Turn.user("Describe this image.", [_image("red")], max_tiles=2)],
+        [Turn.user("Read the text.", [_image("blue", (300, 900))], max_tiles=1)],
+        [Turn.user("What is this?", [_image("green", (500, 500))], max_tiles=1)],
+    ]
+    batch = ov_backend.chat_batch(conversations, Job(), max_new_tokens=8)
+    alone = [ov_backend.chat(c, Job(), max_new_tokens=8) for c in conversations]
+    assert [r.output_ids for r in batch] == [r.output_ids for r in alone]
+    assert all(r.batch_size == 3 for r in batch)
+
+
+def test_cancelled_before_and_during_generation(ov_backend):
+    turns = [Turn.user("Describe this image.", [_image()], max_tiles=4)]
+    job = Job()
+    job.stop.set()
+    stopped = ov_backend.chat(turns, job, max_new_tokens=16)
+    assert stopped.finish_reason == "cancelled" and stopped.output_tokens == 0
+
+    job = Job()
+    job._report = lambda done, total, message: job.stop.set() if done >= 2 else None
+    partial = ov_backend.chat(turns, job, max_new_tokens=64, min_new_tokens=64)
+    assert partial.finish_reason == "cancelled"
+    assert 1 <= partial.output_tokens < 64
+
+
+def test_generation_stops_at_the_deadline(ov_backend):
+    job = Job(deadline=time.monotonic() - 1)
+    result = ov_backend.chat([Turn.user("Write a long story.")], job, max_new_tokens=64, min_new_tokens=64)
+    assert result.finish_reason == "time"
+    assert result.output_tokens == 1
+
+
+def test_the_conversion_is_reused_and_keyed_by_checkpoint_and_precision(tiny_model_dir, ov_cache, tmp_path):
+    target = converted_dir(ov_cache, tiny_model_dir, "int8", "int8")
+    assert is_converted(target)
+    stamp = (target / "language.xml").stat().st_mtime_ns
+    OpenVINOBackend(_settings(tiny_model_dir, ov_cache)).load(Job())  # a second server: no second conversion
+    assert (target / "language.xml").stat().st_mtime_ns == stamp
+    assert converted_dir(ov_cache, tiny_model_dir, "int4", "int8") != target
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    assert checkpoint_fingerprint(copy) == checkpoint_fingerprint(tiny_model_dir)
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace('"image_seq_length": 256', '"image_seq_length": 256 '))
+    assert checkpoint_fingerprint(copy) != checkpoint_fingerprint(tiny_model_dir)
+
+
+def test_auto_picks_openvino_on_a_cpu_and_pytorch_when_asked(tiny_model_dir, ov_cache):
+    assert openvino_candidate(Settings())
+    assert not openvino_candidate(Settings(quantization="none"))
+    assert not openvino_candidate(Settings(dtype="float32"))
+    assert not openvino_candidate(Settings(device="cuda"))
+    assert type(create_backend(Settings(backend="local"))).__name__ == "InternVLBackend"
+    auto = create_backend(Settings(model=str(tiny_model_dir), openvino_cache=ov_cache))
+    assert not auto.loaded
+    auto.load(Job())
+    assert auto.engine == "openvino" and auto.loaded
+    result = auto.chat([Turn.user("Describe this image.", [_image()], max_tiles=1)], Job(), max_new_tokens=4)
+    assert result.output_tokens >= 1
+
+
+def test_auto_keeps_pytorch_for_a_checkpoint_openvino_does_not_run(tmp_path, tiny_model_dir):
+    from mcp_vision.backend.auto import AutoBackend
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "llava"}')
+    engine = AutoBackend(Settings(model=str(other)))._choose()
+    assert engine.engine == "pytorch"
+
+
+def test_openvino_refuses_a_checkpoint_it_does_not_run(tmp_path):
+    from mcp_vision.errors import ModelUnavailableError
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "llava"}')
+    with pytest.raises(ModelUnavailableError, match="MCP_VISION_BACKEND=local"):
+        OpenVINOBackend(Settings(model=str(other), backend="openvino", openvino_cache=tmp_path)).load(Job())
+
+
+def test_convert_without_the_extra_says_how_to_install(tmp_path):
+    code = (
+        "import sys, importlib.util as u\n"
+        "real = u.find_spec\n"
+        "u.find_spec = lambda name, *a: None if name == 'openvino' else real(name, *a)\n"
+        "from mcp_vision import main\n"
+        "sys.exit(main(['convert', '--model', %r]))\n" % str(tmp_path)
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "pip install 'mcp-vision-internvl[openvino]'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+pytestmark_anyio = pytest.mark.anyio
+
+
+@pytest.mark.anyio
+async def test_every_tool_answers_on_the_openvino_engine(tiny_model_dir, ov_backend, media_dir):
+    from mcp import Client
+
+    from mcp_vision.server import build_server
+
+    settings = _settings(tiny_model_dir, ov_backend._settings.openvino_cache, allowed_dirs=(media_dir,),
+                         max_new_tokens=6, max_tiles=2)
+    _image().save(media_dir / "a.png")
+    changed = _image()
+    ImageDraw.Draw(changed).rectangle([400, 300, 520, 420], fill="black")
+    changed.save(media_dir / "b.png")
+    import pymupdf
+
+    doc = pymupdf.open()
+    for text in ("FIRST PAGE", "SECOND PAGE"):
+        scan = Image.new("RGB", (800, 300), "white")
+        ImageDraw.Draw(scan).text((20, 120), text, fill="black")
+        buf = io.BytesIO()
+        scan.save(buf, format="PNG")
+        doc.new_page().insert_image(pymupdf.Rect(0, 0, 595, 842), stream=buf.getvalue())
+    doc.save(media_dir / "scan.pdf")
+    frames = [_image(c, (320, 240)) for c in ("red", "green", "blue", "yellow")]
+    frames[0].save(media_dir / "clip.gif", save_all=True, append_images=frames[1:], duration=250, loop=0)
+
+    async with Client(build_server(settings, ov_backend)) as client:
+        described = await client.call_tool("describe_image", {"image": str(media_dir / "a.png"), "question": "What is it?"})
+        assert not described.is_error, described.content
+        assert described.content[0].type == "text"
+        session = described.structured_content["session_id"]
+        follow = await client.call_tool("follow_up", {"session_id": session, "question": "And the colour?"})
+        assert not follow.is_error, follow.content
+        assert follow.structured_content["usage"]["cached_tokens"] > 0
+        compared = await client.call_tool("compare_images", {"images": [str(media_dir / "a.png"), str(media_dir / "b.png")]})
+        assert not compared.is_error, compared.content
+        ocr = await client.call_tool("ocr_document", {"document": str(media_dir / "scan.pdf")})
+        assert not ocr.is_error, ocr.content
+        assert [p["method"] for p in ocr.structured_content["pages"]] == ["vision", "vision"]
+        video = await client.call_tool("video_qa", {"video": str(media_dir / "clip.gif"), "question": "What changes?",
+                                                    "num_frames": 4})
+        assert not video.is_error, video.content
+        located = await client.call_tool("locate", {"image": str(media_dir / "a.png"), "target": "the circle"})
+        assert located.content[0].type == "text"  # random weights name no box; the call still answers
