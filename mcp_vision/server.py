@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from mcp.server.apps import client_supports_apps
+from mcp.server.apps import Apps, ResourceCsp, client_supports_apps
 from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp_types import ListRootsResult, ToolAnnotations
@@ -515,7 +515,11 @@ def build_server(
             if task is not None and not task.done():
                 task.cancel()
 
-    apps = viewer.extension()
+    apps = Apps()  # the viewer, bound to the visual tools; a client without Apps just never renders it
+    apps.add_html_resource(
+        viewer.URI, viewer.html(), name="viewer", title=viewer.TITLE, description=viewer.DESCRIPTION,
+        csp=ResourceCsp(), prefers_border=True,  # no external origin at all
+    )
     for fn, title, hints in TOOLS:
         if fn.__name__ in viewer.VIEWED_TOOLS:  # bound to the viewer: `_meta.ui.resourceUri`
             apps.tool(

@@ -3,7 +3,7 @@ what a visual tool found (boxes on the image, changed regions, pages beside thei
 
 The host renders it beside a tool result and hands it the result; the page asks the host (`resources/read`)
 for the previews the result's `_meta` names (see previews.py). No script, style or font comes from
-elsewhere, so it runs offline under the strictest CSP. MCP-free apart from the SDK's Apps types.
+elsewhere, so it runs offline under the strictest CSP. MCP-free: server.py registers it with the SDK's Apps.
 """
 
 from __future__ import annotations
@@ -14,6 +14,11 @@ from importlib.resources import files
 URI = "ui://mcp-vision/viewer.html"
 META_KEY = "io.github.mcp-vision/viewer"  # the result's `_meta` entry naming its previews
 VIEWED_TOOLS = ("describe_image", "locate", "compare_images", "ocr_document", "video_qa")
+TITLE = "mcp-vision viewer"
+DESCRIPTION = (
+    "Shows a visual tool's result: boxes on the image, changed regions, pages beside their text, video frames "
+    "with timestamps, the answer, model, timings and token counts."
+)
 
 
 @cache
@@ -22,22 +27,4 @@ def html() -> str:
     return files(__package__).joinpath("viewer.html").read_text(encoding="utf-8")
 
 
-def extension():
-    """The SDK's Apps extension with the viewer registered (the tools are bound by the caller)."""
-    from mcp.server.apps import Apps, ResourceCsp
-
-    apps = Apps()
-    apps.add_html_resource(
-        URI,
-        html(),
-        name="viewer",
-        title="mcp-vision viewer",
-        description="Shows a visual tool's result: boxes on the image, changed regions, pages beside their text, "
-        "video frames with timestamps, the answer, model, timings and token counts.",
-        csp=ResourceCsp(),  # no external origins at all
-        prefers_border=True,
-    )
-    return apps
-
-
-__all__ = ["URI", "META_KEY", "VIEWED_TOOLS", "html", "extension"]
+__all__ = ["URI", "META_KEY", "VIEWED_TOOLS", "TITLE", "DESCRIPTION", "html"]
