@@ -79,7 +79,7 @@ async def _scene(client: Client, tool: str, arguments: dict) -> dict:
     return {"tool": tool, "arguments": arguments, "result": wire, "resources": resources, "html": html}
 
 
-def _show(browser: Browser, scene: dict, tmp_path: Path, name: str) -> tuple[Page, dict, Image.Image]:
+def _show(browser: Browser, scene: dict, tmp_path: Path, name: str, docs: bool = True) -> tuple[Page, dict, Image.Image]:
     """Load the scene in a fresh tab; wait until every preview shown has loaded; return the page, the
     layout read back from the view's DOM (viewport pixels) and a screenshot of the whole harness."""
     page_file = tmp_path / f"{name}-host.html"
@@ -100,7 +100,7 @@ def _show(browser: Browser, scene: dict, tmp_path: Path, name: str) -> tuple[Pag
             mark["rect"] = _moved(mark["rect"], offset)
     shot = page.screenshot()
     (tmp_path / f"{name}.png").write_bytes(shot)
-    if os.environ.get("MCP_VISION_UPDATE_SCREENSHOTS") == "1":
+    if docs and os.environ.get("MCP_VISION_UPDATE_SCREENSHOTS") == "1":
         DOCS.mkdir(exist_ok=True)
         shutil.copyfile(tmp_path / f"{name}.png", DOCS / f"viewer-{name}.png")
     return page, layout, Image.open(io.BytesIO(shot)).convert("RGB")
@@ -215,8 +215,20 @@ def _check_locate(layout: dict, shot: Image.Image, expected: list[tuple[str, tup
 
 
 def _locate_image(path: Path) -> Path:
-    Image.new("RGB", LOCATE_SIZE, BACKGROUND).save(path)
-    return path
+    """A mock screen: a button and a logo well inside where the stub's boxes fall (the checks read the plain
+    background just inside each outline)."""
+    from PIL import ImageDraw, ImageFont
+
+    image = Image.new("RGB", LOCATE_SIZE, BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=56)
+    draw.rounded_rectangle((170, 420, 600, 560), radius=18, fill=(0, 110, 220))
+    draw.text((385, 490), "Submit", fill="white", font=font, anchor="mm")
+    draw.ellipse((930, 70, 1030, 170), fill=(245, 130, 48))
+    draw.text((1050, 120), "ACME", fill=(60, 60, 60), font=font, anchor="lm")
+    for row in range(3):
+        draw.rounded_rectangle((170, 200 + row * 70, 600, 250 + row * 70), radius=6, outline=(150, 150, 150), width=2)
+    return path if image.save(path) is None else path
 
 
 def _two_page_pdf(path: Path) -> Path:
@@ -224,8 +236,15 @@ def _two_page_pdf(path: Path) -> Path:
 
     doc = pymupdf.open()
     doc.new_page(width=595, height=842).insert_text((72, 96), "Invoice 42: total due 1,234.56 EUR by 30 June.", fontsize=14)
+    from PIL import ImageDraw, ImageFont
+
+    scanned = Image.new("RGB", (600, 840), (250, 250, 245))
+    draw = ImageDraw.Draw(scanned)
+    draw.text((60, 60), "Delivery note 7", fill=(40, 40, 40), font=ImageFont.load_default(size=40))
+    for line in range(8):
+        draw.text((60, 150 + line * 48), f"Item {line + 1} ........ {3 * line + 2} pcs", fill=(70, 70, 70), font=ImageFont.load_default(size=26))
     scan = io.BytesIO()
-    Image.new("RGB", (300, 420), (250, 250, 245)).save(scan, "PNG")
+    scanned.save(scan, "PNG")
     doc.new_page(width=595, height=842).insert_image(pymupdf.Rect(40, 40, 555, 802), stream=scan.getvalue())
     path.write_bytes(doc.tobytes())
     return path
@@ -275,7 +294,7 @@ async def test_locate_boxes_are_drawn_on_their_pixels(browser, engine, remote_se
     # The check is not blind: the same page handed a box 24 px off is caught.
     shifted = copy.deepcopy(scene)
     shifted["result"]["structuredContent"]["boxes"][0]["x"] += 24
-    _, moved_layout, moved_shot = _show(browser, shifted, tmp_path, "locate-shifted")
+    _, moved_layout, moved_shot = _show(browser, shifted, tmp_path, "locate-shifted", docs=False)
     with pytest.raises(AssertionError, match="box 'the button'"):
         _check_locate(moved_layout, moved_shot, expected)
 
@@ -343,8 +362,15 @@ async def test_video_frames_are_a_strip_with_their_timestamps(browser, settings,
 
 
 async def test_describe_shows_the_image_the_region_and_the_numbers(browser, settings, tiny_backend, media_dir, tmp_path):
+    from PIL import ImageDraw
+
     image = media_dir / "photo.png"
-    Image.new("RGB", (900, 600), BACKGROUND).save(image)
+    picture = Image.new("RGB", (900, 600), (120, 170, 220))
+    draw = ImageDraw.Draw(picture)
+    draw.rectangle((0, 420, 900, 600), fill=(90, 150, 80))
+    draw.ellipse((520, 170, 680, 330), fill=(250, 210, 60))
+    draw.polygon([(80, 420), (260, 200), (440, 420)], fill=(110, 110, 120))
+    picture.save(image)
     region = {"x": 450, "y": 120, "width": 300, "height": 240}
     async with Client(build_server(settings, tiny_backend), extensions=[APPS]) as client:
         scene = await _scene(client, "describe_image", {"image": str(image), "region": region})
