@@ -223,7 +223,7 @@ async def describe_image(
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
             previews=client_supports_apps(ctx),
         )
-    return _with_picture(described, None)
+    return _tool_result(described, None)
 
 
 async def follow_up(
@@ -299,7 +299,7 @@ async def ocr_document(
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
             previews=client_supports_apps(ctx),
         )
-    return _with_picture(read, None)
+    return _tool_result(read, None)
 
 
 async def locate(
@@ -340,10 +340,10 @@ async def locate(
             session_id=session_id, time_budget=time_budget, annotate=annotate, progress=_progress(ctx),
             roots=_root_dirs(roots), previews=client_supports_apps(ctx),
         )
-    return _with_picture(shown.result, shown.picture)
+    return _tool_result(shown.result, shown.picture)
 
 
-def _with_picture(result: BaseModel, picture: bytes | None) -> Any:
+def _tool_result(result: BaseModel, picture: bytes | None) -> Any:
     """The result as usual (a text block holding the whole answer first: several hosts drop images), then
     the PNG, when there is one; for a client with MCP Apps, `_meta` names the previews the viewer shows."""
     shown = getattr(result, "_viewer", None)
@@ -391,7 +391,7 @@ async def compare_images(
             time_budget=time_budget, annotate=annotate, progress=_progress(ctx), roots=_root_dirs(roots),
             previews=client_supports_apps(ctx),
         )
-    return _with_picture(shown.result, shown.picture)
+    return _tool_result(shown.result, shown.picture)
 
 
 async def video_qa(
@@ -431,7 +431,7 @@ async def video_qa(
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
             previews=client_supports_apps(ctx),
         )
-    return _with_picture(answered, None)
+    return _tool_result(answered, None)
 
 
 TOOLS = (

@@ -147,14 +147,16 @@ async def test_previews_end_with_their_session(remote_settings, engine, media_di
             await client.read_resource(uri)
 
 
-async def test_a_text_layer_page_gets_a_preview_too(remote_settings, media_dir):  # noqa: F811
+@pytest.mark.parametrize("mode", ["legacy", "modern"])  # the 2025-11-25 handshake, and the 2026-07-28 protocol
+async def test_a_text_layer_page_gets_a_preview_too(remote_settings, media_dir, mode):  # noqa: F811
     import pymupdf
 
     doc = pymupdf.open()
     for n in (1, 2):
         doc.new_page(width=595, height=842).insert_text((72, 72), f"Page {n} says exactly this sentence.")
     (media_dir / "doc.pdf").write_bytes(doc.tobytes())
-    async with Client(build_server(remote_settings), extensions=[APPS]) as client:
+    handshake = {"mode": "legacy"} if mode == "legacy" else {}
+    async with Client(build_server(remote_settings), extensions=[APPS], **handshake) as client:
         read = await client.call_tool("ocr_document", {"document": str(media_dir / "doc.pdf")})
         pages = read.meta[viewer.META_KEY]["pages"]
         picture = await client.read_resource(pages["2"]["uri"])
