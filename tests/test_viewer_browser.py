@@ -289,6 +289,13 @@ async def test_locate_boxes_are_drawn_on_their_pixels(browser, engine, remote_se
     _check_locate(layout, shot, expected)
     for label, (x, y, w, h) in expected:  # the numbers a person reads beside the picture
         assert f"{x}" in layout["text"] and label in layout["text"]
+    # Hovering a box shows its numbers.
+    button = next(m for m in layout["stages"][0]["marks"] if m["kind"] == "box")
+    x, y, w, h = button["rect"]
+    page.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x + w / 2, "y": y + h / 2})
+    tip = page.wait_for("(() => { const t = document.getElementById('tip'); return t.style.display === 'block' && t.textContent; })()", frame="#app")
+    (bx, by, bw, bh) = expected[0][1]
+    assert f"the button: x {bx}, y {by}, {bw}×{bh}" in tip, tip
     _assert_clean(page, scene)
 
     # The check is not blind: the same page handed a box 24 px off is caught.
