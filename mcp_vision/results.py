@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 
 class ImageInfo(BaseModel):
@@ -35,7 +35,14 @@ class BudgetReport(BaseModel):
     )
 
 
-class ModelAnswer(BaseModel):
+class Viewable(BaseModel):
+    """A result the viewer (MCP Apps) can show. `_viewer` names the previews of its media by resource URI,
+    for the result's `_meta`: never part of the structured content or the text, so the model never sees it."""
+
+    _viewer: dict[str, Any] | None = PrivateAttr(default=None)
+
+
+class ModelAnswer(Viewable):
     """Fields every answer from the model carries."""
 
     answer: str = Field(description="The model's answer.")
@@ -83,7 +90,7 @@ class PageText(BaseModel):
     text: str
 
 
-class OcrDocumentResult(BaseModel):
+class OcrDocumentResult(Viewable):
     pages: list[PageText]
     region: Region | None = Field(default=None, description="The part of the page image that was read (original pixels).")
     page_count: int = Field(description="Pages in the whole document.")
@@ -159,6 +166,7 @@ __all__ = [
     "ImageInfo",
     "Usage",
     "BudgetReport",
+    "Viewable",
     "ModelAnswer",
     "DescribeImageResult",
     "FollowUpResult",

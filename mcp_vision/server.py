@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from mcp.server.apps import Apps, ResourceCsp, client_supports_apps
 from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp_types import ListRootsResult, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
-from . import __version__, limits
+from . import __version__, limits, previews, viewer
 from .backend.base import Backend
 from .errors import VisionError
 from .mcp_prompts import register_prompts
@@ -217,10 +218,12 @@ async def describe_image(
     to ocr_document and videos to video_qa. Returns the answer, a session_id for follow_up, the image
     size, tiles and token counts."""
     async with _guard():
-        return await _service(ctx).describe_image(
+        described = await _service(ctx).describe_image(
             image, question=question, max_new_tokens=max_new_tokens, max_tiles=max_tiles, region=region,
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
+            previews=client_supports_apps(ctx),
         )
+    return _tool_result(described, None)
 
 
 async def follow_up(
@@ -291,10 +294,12 @@ async def ocr_document(
     output cap stops it early, it returns the pages it finished with truncated: true and next_pages, the
     exact `pages` value for the rest. The pages join the session, so follow_up can ask about them."""
     async with _guard():
-        return await _service(ctx).ocr_document(
+        read = await _service(ctx).ocr_document(
             document, pages=pages, dpi=dpi, mode=mode, max_new_tokens=max_new_tokens, region=region,
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
+            previews=client_supports_apps(ctx),
         )
+    return _tool_result(read, None)
 
 
 async def locate(
@@ -333,25 +338,28 @@ async def locate(
         shown = await _service(ctx).locate(
             image, target=target, region=region, max_tiles=max_tiles, max_new_tokens=max_new_tokens,
             session_id=session_id, time_budget=time_budget, annotate=annotate, progress=_progress(ctx),
-            roots=_root_dirs(roots),
+            roots=_root_dirs(roots), previews=client_supports_apps(ctx),
         )
-    return _with_picture(shown.result, shown.picture)
+    return _tool_result(shown.result, shown.picture)
 
 
-def _with_picture(result: BaseModel, picture: bytes | None) -> Any:
+def _tool_result(result: BaseModel, picture: bytes | None) -> Any:
     """The result as usual (a text block holding the whole answer first: several hosts drop images), then
-    the PNG, when there is one."""
-    if picture is None:
-        return result
+    the PNG, when there is one; for a client with MCP Apps, `_meta` names the previews the viewer shows."""
+    shown = getattr(result, "_viewer", None)
+    if picture is None and shown is None:
+        return result  # exactly what the SDK makes of a plain result
     import pydantic_core
     from mcp.server.mcpserver import Image
     from mcp_types import CallToolResult, TextContent
 
     data = result.model_dump(mode="json", by_alias=True)
     text = pydantic_core.to_json(result, fallback=str, indent=2).decode()
+    content: list[Any] = [TextContent(type="text", text=text)]
+    if picture is not None:
+        content.append(Image(data=picture, format="png").to_image_content())
     return CallToolResult(
-        content=[TextContent(type="text", text=text), Image(data=picture, format="png").to_image_content()],
-        structured_content=data,
+        content=content, structured_content=data, _meta={viewer.META_KEY: shown} if shown is not None else None
     )
 
 
@@ -381,8 +389,9 @@ async def compare_images(
         shown = await _service(ctx).compare_images(
             images, question=question, max_new_tokens=max_new_tokens, session_id=session_id,
             time_budget=time_budget, annotate=annotate, progress=_progress(ctx), roots=_root_dirs(roots),
+            previews=client_supports_apps(ctx),
         )
-    return _with_picture(shown.result, shown.picture)
+    return _tool_result(shown.result, shown.picture)
 
 
 async def video_qa(
@@ -417,10 +426,12 @@ async def video_qa(
     time span. Each frame is shown to the model labelled Frame1, Frame2, ... with its timestamp, and the
     result lists every frame's timestamp. Only the needed frames are decoded."""
     async with _guard():
-        return await _service(ctx).video_qa(
+        answered = await _service(ctx).video_qa(
             video, question=question, num_frames=num_frames, start=start, end=end, max_new_tokens=max_new_tokens,
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
+            previews=client_supports_apps(ctx),
         )
+    return _tool_result(answered, None)
 
 
 TOOLS = (
@@ -447,8 +458,20 @@ def _state_configured_limits(mcp: MCPServer, settings: Settings) -> None:
                 option["maximum"] = maximum
 
 
+async def read_preview(session_id: str, key: str, ctx: AppContext) -> bytes:
+    """A preview (JPEG) of media a session holds, for the viewer; only this session's, only while it lives."""
+    try:
+        return _service(ctx).sessions.preview(session_id, key)
+    except VisionError as exc:
+        raise ResourceNotFoundError(str(exc)) from None
+
+
 class VisionServer(MCPServer):
-    """The SDK's server, with schema violations told in one sentence (see arguments.py)."""
+    """The SDK's server, with schema violations told in one sentence (see arguments.py), and the previews'
+    resource template left out of `resources/templates/list`: the viewer knows it, the model need not."""
+
+    async def list_resource_templates(self) -> list[Any]:
+        return [t for t in await super().list_resource_templates() if t.uri_template != previews.TEMPLATE]
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         try:
@@ -492,6 +515,16 @@ def build_server(
             if task is not None and not task.done():
                 task.cancel()
 
+    apps = Apps()  # the viewer, bound to the visual tools; a client without Apps just never renders it
+    apps.add_html_resource(
+        viewer.URI, viewer.html(), name="viewer", title=viewer.TITLE, description=viewer.DESCRIPTION,
+        csp=ResourceCsp(), prefers_border=True,  # no external origin at all
+    )
+    for fn, title, hints in TOOLS:
+        if fn.__name__ in viewer.VIEWED_TOOLS:  # bound to the viewer: `_meta.ui.resourceUri`
+            apps.tool(
+                resource_uri=viewer.URI, title=title, annotations=hints, description=inspect.cleandoc(fn.__doc__ or "")
+            )(fn)
     mcp = VisionServer(
         name="mcp-vision",
         title="mcp-vision: local eyes for agents",
@@ -500,10 +533,16 @@ def build_server(
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level=settings.log_level,  # type: ignore[arg-type]
+        extensions=[apps],
     )
     register_prompts(mcp, service.prompts)
     for fn, title, hints in TOOLS:
-        mcp.add_tool(fn, title=title, annotations=hints, description=inspect.cleandoc(fn.__doc__ or ""))
+        if fn.__name__ not in viewer.VIEWED_TOOLS:
+            mcp.add_tool(fn, title=title, annotations=hints, description=inspect.cleandoc(fn.__doc__ or ""))
+    mcp.resource(
+        previews.TEMPLATE, name="preview", title="Preview of a session's media", mime_type=previews.MIME_TYPE,
+        description="A small JPEG of an image, page or frame a session holds, for the viewer.",
+    )(read_preview)
     _state_configured_limits(mcp, settings)
     return mcp
 

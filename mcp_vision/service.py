@@ -297,6 +297,18 @@ class VisionService:
             "tiles": result.tiles[0] if result.tiles else 0,
         }
 
+    async def _keep_previews(self, session: Session, images: list, side: int) -> list[dict]:
+        """Previews of `images` kept in the session for a viewer (MCP Apps): for each, in order, its resource URI
+        and the size in pixels of the picture it shows (the preview itself is smaller)."""
+        from . import previews
+
+        encoded = await anyio.to_thread.run_sync(lambda: [previews.encode(image, side) for image in images])
+        return [
+            {"uri": previews.uri(session.id, self.sessions.keep_preview(session, data)), "width": image.width,
+             "height": image.height}
+            for image, data in zip(images, encoded)
+        ]
+
     # ------------------------------------------------------------ tools
 
     async def describe_image(
@@ -311,16 +323,26 @@ class VisionService:
         time_budget: float | None = None,
         progress: Progress | None = None,
         roots: Roots = None,
+        previews: bool = False,
     ) -> DescribeImageResult:
+        """`previews`: also keep a preview of the image in the session for a viewer (see results.Viewable)."""
         tokens = self._max_new_tokens(max_new_tokens)
         tiles = self._max_tiles(max_tiles)
         asked = self._question(question, self.prompts.task("describe").text.strip())
         budget = self._begin(session_id, time_budget)
         asked_image = await self._ask_about_image(image, asked, region, tiles, tokens, session_id, budget, progress, roots)
-        return DescribeImageResult(
+        described = DescribeImageResult(
             **self._image_answer(asked_image, budget, region),
             load_seconds=round(asked_image.result.load_seconds, 3),
         )
+        if previews:
+            described._viewer = {"images": await self._image_previews(asked_image)}
+        return described
+
+    async def _image_previews(self, asked: _Asked) -> list[dict]:
+        from .previews import IMAGE_SIDE
+
+        return await self._keep_previews(asked.session, [asked.decoded.image], IMAGE_SIDE)
 
     async def locate(
         self,
@@ -335,6 +357,7 @@ class VisionService:
         annotate: bool = True,
         progress: Progress | None = None,
         roots: Roots = None,
+        previews: bool = False,
     ) -> Shown[LocateResult]:
         """Boxes around `target` (or every salient object), in pixels of the original image."""
         from .grounding import parse_boxes, to_pixels
@@ -363,6 +386,8 @@ class VisionService:
             boxes=found,
             dropped_boxes=parsed.dropped + len(parsed.found) - len(boxes),
         )
+        if previews:
+            located._viewer = {"images": await self._image_previews(asked_image)}
         drawn = None
         if annotate:
             from .inputs.annotate import annotate as draw
@@ -417,6 +442,7 @@ class VisionService:
         time_budget: float | None = None,
         progress: Progress | None = None,
         roots: Roots = None,
+        previews: bool = False,
     ) -> OcrDocumentResult:
         from . import ocr
         from .inputs.images import ImagePages, is_multipage_candidate
@@ -445,6 +471,7 @@ class VisionService:
             doc = await open_pdf(media, isolate=self.settings.isolate_decoding)
             try:
                 read = await ocr.read_pages(doc, pages, mode, dpi, self.settings, reader, progress)
+                shown = await self._page_pictures(doc, read, reader) if previews else {}
             finally:
                 await doc.aclose()
         elif is_multipage_candidate(media):  # a TIFF: every frame is a page (scanner and fax output)
@@ -453,6 +480,7 @@ class VisionService:
             try:
                 ocr.check_image_request(media, pages, mode, frames.page_count)
                 read = await ocr.read_pages(frames, pages, mode, dpi, self.settings, reader, progress)
+                shown = await self._page_pictures(frames, read, reader) if previews else {}
             finally:
                 await frames.aclose()
         else:
@@ -460,12 +488,13 @@ class VisionService:
             decoded = await self.decode_image(media)
             picture, _ = crop(decoded, region)
             read = await ocr.read_image(picture, self.settings, reader, progress)
+            shown = {1: decoded.image}  # the whole page; the viewer outlines the region read
         if progress is not None:
             await progress(len(read.pages), len(read.pages), "done")
         session = self.sessions.get_or_create(session_id)
         async with session.lock:
             self.sessions.append(session, ocr.session_turns(read, reader, media.label, self.prompts))
-        return OcrDocumentResult(
+        document_read = OcrDocumentResult(
             pages=read.pages,
             region=region,
             page_count=read.page_count,
@@ -476,6 +505,25 @@ class VisionService:
             note=read.note,
             seconds=round(budget.elapsed(), 3),
         )
+        if previews:
+            from .previews import PAGE_SIDE
+
+            numbers = [page.page for page in read.pages if page.page in shown]
+            uris = await self._keep_previews(session, [shown[n] for n in numbers], PAGE_SIDE)
+            document_read._viewer = {"pages": {str(n): u for n, u in zip(numbers, uris)}}
+        return document_read
+
+    async def _page_pictures(self, doc, read, reader) -> dict:
+        """Each returned page as a picture: as the model saw it, or (a text-layer page) rendered small."""
+        from .previews import PAGE_DPI
+
+        pictures = {}
+        for page in read.pages:
+            part = reader.page_images.get(page.page)
+            pictures[page.page] = (
+                part.image if part is not None else await doc.render(page.page, PAGE_DPI, self.settings.max_image_pixels)
+            )
+        return pictures
 
     async def compare_images(
         self,
@@ -488,6 +536,7 @@ class VisionService:
         annotate: bool = True,
         progress: Progress | None = None,
         roots: Roots = None,
+        previews: bool = False,
     ) -> Shown[CompareImagesResult]:
         from .compose import compare_parts
         from .inputs.diff import compare_pixels
@@ -529,6 +578,10 @@ class VisionService:
             images=[ImageInfo(width=d.width, height=d.height, format=d.format) for d in decoded],
             tiles=result.tiles,
         )
+        if previews:
+            from .previews import IMAGE_SIDE
+
+            compared._viewer = {"images": await self._keep_previews(session, [d.image for d in decoded], IMAGE_SIDE)}
         drawn = None
         if annotate:
             drawn = await anyio.to_thread.run_sync(
@@ -549,6 +602,7 @@ class VisionService:
         time_budget: float | None = None,
         progress: Progress | None = None,
         roots: Roots = None,
+        previews: bool = False,
     ) -> VideoQaResult:
         from .compose import video_parts
         from .inputs.sandbox import DECODE_TIMEOUT, run_isolated
@@ -575,13 +629,18 @@ class VisionService:
         parts = video_parts(self.prompts, sample.frames, sample.timestamps, sample.duration, asked)
         session = self.sessions.get_or_create(session_id)
         result, dropped = await self._ask(session, Turn("user", parts), progress, fitted.max_new_tokens, budget)
-        return VideoQaResult(
+        answered = VideoQaResult(
             **self._answer(result, session, budget, dropped, fitted),
             frames=[FrameInfo(index=i, timestamp=round(t, 3)) for i, t in enumerate(sample.timestamps, start=1)],
             duration=round(sample.duration, 3),
             width=sample.width,
             height=sample.height,
         )
+        if previews:
+            from .previews import FRAME_SIDE
+
+            answered._viewer = {"frames": await self._keep_previews(session, sample.frames, FRAME_SIDE)}
+        return answered
 
 
 def _draw_changes(images: list, diffs: list[ImageDiff]) -> bytes:

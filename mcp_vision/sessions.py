@@ -2,7 +2,8 @@
 
 Held in memory only: a restart ends every session. Bounded by a session count (least recently
 used evicted), a time-to-live, and per session a number of exchanges and of images; the oldest
-exchanges (with their media) go first.
+exchanges (with their media) go first. A session also keeps small previews of its media for a viewer
+(MCP Apps), bounded in bytes per session and over all sessions; they end with it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from .errors import SessionError
 
 MAX_EXCHANGES = 64  # question/answer pairs kept per session
 MAX_IMAGES = 48  # images, pages and frames kept per session
+MAX_PREVIEW_BYTES = 16 * 1024 * 1024  # previews kept per session (the oldest go first)
+MAX_PREVIEW_TOTAL = 128 * 1024 * 1024  # previews kept over all sessions (the least recently used go first)
 
 
 @dataclass(eq=False)
@@ -29,6 +32,12 @@ class Session:
     last_used: float = field(default_factory=time.monotonic)
     dropped_turns: int = 0  # exchanges dropped so far to stay within bounds
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one call at a time per session
+    previews: OrderedDict[str, bytes] = field(default_factory=OrderedDict)  # key -> JPEG, oldest first
+    previews_made: int = 0  # previews ever kept (names the next one)
+
+    @property
+    def preview_bytes(self) -> int:
+        return sum(len(data) for data in self.previews.values())
 
     @property
     def turn_count(self) -> int:
@@ -44,11 +53,15 @@ class SessionStore:
         on_evict: Callable[[str], None] | None = None,
         max_exchanges: int = MAX_EXCHANGES,
         max_images: int = MAX_IMAGES,
+        max_preview_bytes: int = MAX_PREVIEW_BYTES,
+        max_preview_total: int = MAX_PREVIEW_TOTAL,
     ) -> None:
         self.max_sessions = max_sessions
         self.ttl_seconds = ttl_seconds
         self.max_exchanges = max_exchanges
         self.max_images = max_images
+        self.max_preview_bytes = max_preview_bytes
+        self.max_preview_total = max_preview_total
         self._on_evict = on_evict or (lambda _sid: None)
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
@@ -89,6 +102,38 @@ class SessionStore:
                 "describe_image (or another media tool) without session_id."
             )
         return session
+
+    def keep_preview(self, session: Session, data: bytes) -> str:
+        """Keep a preview in the session and return its key; the oldest previews (of this session, then of
+        the least recently used sessions) go when the byte bounds are passed. The newest always stays."""
+        with self._lock:
+            session.previews_made += 1
+            key = f"p{session.previews_made}"
+            session.previews[key] = data
+            while session.preview_bytes > self.max_preview_bytes and len(session.previews) > 1:
+                session.previews.popitem(last=False)
+            total = sum(s.preview_bytes for s in self._sessions.values())
+            for other in [*self._sessions.values()]:  # least recently used first
+                while total > self.max_preview_total and other.previews:
+                    if other is session and len(other.previews) == 1:
+                        break
+                    total -= len(other.previews.popitem(last=False)[1])
+        return key
+
+    def preview(self, session_id: str, key: str) -> bytes:
+        """A preview the session holds; an unknown or expired session or key is one SessionError, the same
+        for both (nothing tells whether another session exists)."""
+        with self._lock:
+            gone = self._expire(time.monotonic())
+            session = self._sessions.get(session_id)
+            data = session.previews.get(key) if session is not None else None
+        self._evicted(gone)
+        if data is None:
+            raise SessionError(
+                "No such preview: the session has ended or no longer holds it (previews are kept for the "
+                "media of a live session only); call the tool again to see it."
+            )
+        return data
 
     def get_or_create(self, session_id: str | None) -> Session:
         return self.create() if not session_id else self.get(session_id)
@@ -132,4 +177,4 @@ class SessionStore:
         return len(self._sessions)
 
 
-__all__ = ["Session", "SessionStore", "MAX_EXCHANGES", "MAX_IMAGES"]
+__all__ = ["Session", "SessionStore", "MAX_EXCHANGES", "MAX_IMAGES", "MAX_PREVIEW_BYTES", "MAX_PREVIEW_TOTAL"]

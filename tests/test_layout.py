@@ -24,6 +24,8 @@ ALLOWED = {
     "mcp_vision.worker": FOUNDATION | {"mcp_vision.backend"},
     "mcp_vision.budget": FOUNDATION | {"mcp_vision.backend"},
     "mcp_vision.grounding": FOUNDATION,
+    "mcp_vision.previews": FOUNDATION,
+    "mcp_vision.viewer": FOUNDATION,
     "mcp_vision.compose": FOUNDATION | {"mcp_vision.backend", "mcp_vision.prompts", "mcp_vision.inputs"},
     "mcp_vision.ocr": FOUNDATION
     | {"mcp_vision.backend", "mcp_vision.budget", "mcp_vision.inputs", "mcp_vision.prompts", "mcp_vision.results",

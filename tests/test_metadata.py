@@ -1,4 +1,4 @@
-"""server.json is valid for the registry and in step with the package; prompts ship in the wheel."""
+"""server.json is valid for the registry and in step with the package; prompts and the viewer ship in the wheel."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_every_setting_is_in_server_json_and_readme():
 
 
 @pytest.mark.slow
-def test_wheel_ships_the_prompts(tmp_path):
+def test_wheel_ships_the_prompts_and_the_viewer(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
         capture_output=True, text=True,
@@ -69,6 +69,7 @@ def test_wheel_ships_the_prompts(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for prompt in (ROOT / "prompts").glob("*.md"):
         assert f"mcp_vision/prompts/{prompt.name}" in names
+    assert "mcp_vision/viewer/viewer.html" in names
 
 
 def test_ci_runs_the_readme_test_command():
