@@ -16,9 +16,9 @@ def create_backend(settings: Settings) -> Backend:
         from .remote import OpenAIBackend  # standard library only: never torch
 
         return OpenAIBackend(settings)
-    from .internvl import InternVLBackend
+    from .local import LocalBackend  # torch only once it loads
 
-    return InternVLBackend(settings)
+    return LocalBackend(settings)
 
 
 __all__ = ["Backend", "ChatResult", "Turn", "create_backend"]
