@@ -77,6 +77,11 @@ class InternVL:
     def generate_kwargs(self, model: Any, batch: list[ModelInputs], width: int) -> dict[str, Any]:
         return {}
 
+    @staticmethod
+    def encoder_outputs(features: dict[str, Any]) -> dict[str, Any]:
+        """generate's `mm_encoder_outputs` from the features of each kind, joined in placeholder order."""
+        return _pooled(features, lambda joined: joined.unsqueeze(0))  # InternVL scatters one tensor
+
 
 class QwenVL:
     """Qwen2-VL (`qwen2_vl`) and Qwen2.5-VL (`qwen2_5_vl`): images resized to a pixel budget, video with its
@@ -186,6 +191,17 @@ class QwenVL:
             if self.timed_video:
                 kwargs["second_per_grid_ts"] = torch.tensor([_seconds_per_grid(v) for v in videos])
         return kwargs
+
+    @staticmethod
+    def encoder_outputs(features: dict[str, Any]) -> dict[str, Any]:
+        """generate's `mm_encoder_outputs` from the features of each kind, joined in placeholder order."""
+        return _pooled(features, lambda joined: (joined,))  # Qwen concatenates a sequence of per-item tensors
+
+
+def _pooled(features: dict[str, Any], shape: Any) -> dict[str, Any]:
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    return {kind: BaseModelOutputWithPooling(pooler_output=shape(joined)) for kind, joined in features.items()}
 
 
 def _seconds_per_grid(visual: Visual) -> float:

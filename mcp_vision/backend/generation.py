@@ -16,7 +16,7 @@ def generate(
     model: Any,
     input_ids: Any,
     attention_mask: Any,
-    features: dict[str, Any],
+    encoded: dict[str, Any] | None,
     cache: Any,
     job: Job,
     *,
@@ -27,12 +27,11 @@ def generate(
     extra: dict[str, Any],
     on_first_token: Callable[[], None],
 ) -> tuple[Any, float | None]:
-    """Greedy generation. `features` maps "image"/"video" to the uncached visuals' features [tokens, hidden],
-    in placeholder order; `extra` is the family's own model inputs. Returns (generate's output, when the first
-    token was ready)."""
+    """Greedy generation. `encoded` is generate's `mm_encoder_outputs` (the uncached visuals' features, see
+    families.py); `extra` is the family's own model inputs. Returns (generate's output, when the first token
+    was ready)."""
     import torch
     from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     prompt_len = int(input_ids.shape[1])
 
@@ -60,10 +59,8 @@ def generate(
         "return_dict_in_generate": True,
         **extra,
     }
-    if features:
-        gen_kwargs["mm_encoder_outputs"] = {
-            kind: BaseModelOutputWithPooling(pooler_output=value.unsqueeze(0)) for kind, value in features.items()
-        }
+    if encoded:
+        gen_kwargs["mm_encoder_outputs"] = encoded
     if min_new_tokens:
         gen_kwargs["min_new_tokens"] = min_new_tokens
     if model.generation_config.pad_token_id is None:

@@ -183,7 +183,7 @@ class LocalBackend:
             self._interrupting = None  # decoding: the stopping criterion stops within a token
 
         return generate(
-            self._model, input_ids, attention_mask, features, cache, job,
+            self._model, input_ids, attention_mask, self.family.encoder_outputs(features), cache, job,
             max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, native_decode=native_decode,
             pad_id=self._pad_id(), extra=self.family.generate_kwargs(self._model, batch, int(input_ids.shape[1])),
             on_first_token=decoding,
