@@ -217,12 +217,14 @@ def _decode_choice(results: dict[str, Any]) -> str:
 def render(results: dict[str, Any], previous: str | None = None) -> str:
     m, config = results["machine"], results["config"]
     layers = config["layers"]
+    arch = {"qwen2-vl-2b": "Qwen2-VL-2B"}.get(config.get("arch", ""), "InternVL3-1B")
+    title = "Qwen2-VL" if arch.startswith("Qwen") else "InternVL"
     lines = [
         "# Benchmarks",
         "",
-        "mcp-vision against the reference way to run InternVL (the seeds' examples: `AutoProcessor` + "
+        f"mcp-vision against the reference way to run {title} (the seeds' examples: `AutoProcessor` + "
         "`apply_chat_template` + `processor(text, images)` + `model.generate`, the whole history re-run every turn), "
-        f"on InternVL3-1B's architecture with random weights ({layers}+{layers} layers"
+        f"on {arch}'s architecture with random weights ({layers}+{layers} layers"
         + ("; a --quick run, NOT the real depth" if config["quick"] else ", the real depth") + ").",
         "",
         f"Command: `{config['command'].strip()}` ({m.get('bench_minutes', '?')} min). Regenerate the tables from the "
