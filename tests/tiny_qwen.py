@@ -52,21 +52,12 @@ FAMILIES = {
 
 
 def build_tokenizer(vocab_size: int = 512):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_CORPUS * 20, trainer=trainer)
+    from .tiny_internvl import train_bpe
+
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+        tokenizer_object=train_bpe(SPECIAL_TOKENS, _CORPUS, vocab_size),
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         model_max_length=32768,
@@ -103,9 +94,10 @@ def build_tiny_qwen(
     padded beyond the small tokenizer (`zero_unused_vocab` zeroes the rows past it, so greedy answers are
     real tokens), and `dtype` ("bfloat16") for the saved weights.
     """
-    import torch
     import transformers
     from transformers import GenerationConfig, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    from .tiny_internvl import save_random_model
 
     config_name, model_name, processor_name = FAMILIES[family]
     path = Path(path)
@@ -153,16 +145,8 @@ def build_tiny_qwen(
         tie_word_embeddings=tie_word_embeddings,
     )
     config.architectures = [model_name]
-    torch.manual_seed(seed)
-    model = getattr(transformers, model_name)(config).eval()
-    if zero_unused_vocab:
-        with torch.no_grad():
-            model.get_input_embeddings().weight[len(tokenizer) :] = 0
-            model.get_output_embeddings().weight[len(tokenizer) :] = 0
-    if dtype is not None:
-        model = model.to(getattr(torch, dtype))
-        config.dtype = dtype
-    model.save_pretrained(path)
+    save_random_model(getattr(transformers, model_name), config, path, seed, len(tokenizer) if zero_unused_vocab else None,
+                      dtype)
     GenerationConfig(
         bos_token_id=ids["<|endoftext|>"], eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
         pad_token_id=tokenizer.pad_token_id, do_sample=False,
