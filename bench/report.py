@@ -240,9 +240,13 @@ def render(results: dict[str, Any], previous: str | None = None) -> str:
         "",
         "## Setup",
         "",
-        "- Model: vision InternViT-300M-448px (hidden 1024, 16 heads, MLP 4096, 448 px tiles, patch 14, pixel shuffle "
-        "0.5 -> 256 tokens a tile), language Qwen2.5-0.5B (hidden 896, 14 heads, 2 KV heads, MLP 4864, vocab 151,674, "
-        "tied embeddings), random weights saved in bf16, built by `bench/model.py` (cached under `.bench-cache/`).",
+        ("- Model: vision Qwen2-VL-2B's ViT (embed 1280, 16 heads, MLP 5120, patch 14 merged 2x2 -> 256 tokens per "
+         "448x448 pixels), language Qwen2-1.5B (hidden 1536, 12 heads, 2 KV heads, MLP 8960, vocab 151,936, tied "
+         "embeddings, mrope)" if title == "Qwen2-VL" else
+         "- Model: vision InternViT-300M-448px (hidden 1024, 16 heads, MLP 4096, 448 px tiles, patch 14, pixel shuffle "
+         "0.5 -> 256 tokens a tile), language Qwen2.5-0.5B (hidden 896, 14 heads, 2 KV heads, MLP 4864, vocab 151,674, "
+         "tied embeddings)")
+        + ", random weights saved in bf16, built by `bench/model.py` (cached under `.bench-cache/`).",
         "- Both sides in bf16 on the CPU (the server's CPU default: no quantization); the same thread count (torch default). "
         "The server times oneDNN's and PyTorch's own bf16 matrix-vector kernels at load and decodes on the faster one "
         f"({_decode_choice(results)}); vision and prefill use oneDNN on both sides. The server's one-token decode "

@@ -6,8 +6,14 @@ This is the local engines' shared input side. A family adapter (families.py) bui
 has no cached features for, and prefills from `reusable_prefix(...)` on. The transformers engine
 (local.py) does so with `generate`; another engine (OpenVINO) may reuse this side as it is:
 
-    inputs = family.build_inputs(processor, turns)     # ModelInputs: ids, mask, visuals, spans, keys, extra
+    family = families.family_for(config.model_type)   # InternVL() or QwenVL(...)
+    inputs = family.build_inputs(processor, turns)     # ModelInputs: ids, mask, visuals, spans, extra
+    inputs.keys = [keys(v.part) for v in inputs.visuals]   # keys = ContentKeys(), one per engine
     common = reusable_prefix(old_ids, old_keys, inputs.ids, inputs.spans, inputs.keys)
+
+Each `Visual` carries its pixel tensor, placeholder token count, tile count and (Qwen) patch grid;
+`family.encode(model, visuals)` is the transformers vision pass an engine may replace, and
+`family.generate_kwargs(model, batch, width)` the extra inputs (Qwen: token types and grids for mrope).
 
 torch is used only through the tensors the processor returns; nothing here imports it.
 """
