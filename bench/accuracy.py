@@ -45,7 +45,7 @@ def measure(model: Path, cache: Path, *, weights: str = "int8", vision: str = "i
     from PIL import Image, ImageDraw
 
     from mcp_vision.backend.base import Turn
-    from mcp_vision.backend.internvl import InternVLBackend
+    from mcp_vision.backend.local import LocalBackend
     from mcp_vision.backend.openvino_engine import OpenVINOBackend
     from mcp_vision.settings import Settings
     from mcp_vision.worker import Job
@@ -56,7 +56,7 @@ def measure(model: Path, cache: Path, *, weights: str = "int8", vision: str = "i
         draw.rectangle([40, 60, 220, 240], fill="#d33")
         draw.ellipse([250, 200, 420, 400], fill="#36c")
         draw.text((60, 300), "Total: 42", fill="black")
-    reference = InternVLBackend(Settings(model=str(model), device="cpu", quantization="none", dtype="float32"))
+    reference = LocalBackend(Settings(model=str(model), device="cpu", quantization="none", dtype="float32"))
     reference.load(Job())
     engine = OpenVINOBackend(Settings(model=str(model), backend="openvino", openvino_cache=cache,
                                       openvino_weights=weights, openvino_vision=vision))
@@ -64,8 +64,9 @@ def measure(model: Path, cache: Path, *, weights: str = "int8", vision: str = "i
     turns = [Turn.user("Describe this image in detail.", [image], max_tiles=1)]
     inputs = reference._prepare(turns, tokens)
     pixels = inputs["pixel_values"][0].float()
-    ref_features = reference._encode_tiles(pixels).reshape(-1, reference._model.config.text_config.hidden_size)
-    ov_features = engine._encode_tiles(pixels).reshape(ref_features.shape)
+    with torch.inference_mode():
+        ref_features = reference.family.encode(reference._model, inputs.visuals)[0]
+    ov_features = engine.family.encode(None, inputs.visuals)[0]
     ids = inputs["input_ids"]
     with torch.inference_mode():
         ref_logits = reference._model(input_ids=ids, attention_mask=inputs["attention_mask"],

@@ -1,10 +1,15 @@
-"""The benchmark's model: InternVL3-1B's real architecture with random weights, built once and cached.
+"""The benchmark's models: InternVL3-1B's (the default) or Qwen2-VL-2B's real architecture with random
+weights, built once and cached.
 
 Vision: InternViT-300M-448px (hidden 1024, 24 layers, 16 heads, MLP 4096, qkv bias, 448 px tiles of
 14 px patches, pixel shuffle 0.5 -> 256 tokens a tile). Text: Qwen2.5-0.5B (hidden 896, 24 layers, 14
 heads, 2 KV heads, MLP 4864, vocab 151,674, tied embeddings, rope theta 1e6). Saved in bf16. The
 tokenizer is the tests' small one; the vocabulary is padded to the real size so the embeddings and
 `lm_head` cost what they really cost. Compute per tile and per token is real; the words are not.
+
+Qwen2-VL-2B (`--arch qwen2-vl-2b`): vision 675M (embed 1280, 32 layers, 16 heads, MLP 5120, 14 px patches
+merged 2x2 -> 256 tokens per 448x448 pixels); text Qwen2-1.5B (hidden 1536, 28 layers, 12 heads, 2 KV
+heads, MLP 8960, vocab 151,936, tied embeddings, rope theta 1e6, mrope sections 16/24/24).
 """
 
 from __future__ import annotations
@@ -41,13 +46,33 @@ ARCHITECTURE = {
 }
 
 
-def model_dir(cache: Path, layers: int) -> Path:
-    return cache / f"internvl3-1b-random-{layers}L-r{RECIPE}"
+QWEN2_VL_2B = {
+    "vision_hidden": 1280,
+    "vision_heads": 16,
+    "vision_intermediate": 5120,
+    "text_hidden": 1536,
+    "text_heads": 12,
+    "text_kv_heads": 2,
+    "text_intermediate": 8960,
+    "vocab_size": 151_936,
+    "tie_word_embeddings": True,
+    "rope_theta": 1_000_000.0,
+    "mrope_section": [16, 24, 24],
+    "initializer_range": 0.1,
+    "zero_unused_vocab": True,
+    "dtype": "bfloat16",
+}
+ARCHES = {"internvl3-1b": ARCHITECTURE, "qwen2-vl-2b": QWEN2_VL_2B}
+TITLES = {"internvl3-1b": "InternVL3-1B", "qwen2-vl-2b": "Qwen2-VL-2B"}
 
 
-def ensure_model(cache: Path, layers: int) -> tuple[Path, bool]:
+def model_dir(cache: Path, layers: int, arch: str = "internvl3-1b") -> Path:
+    return cache / f"{arch}-random-{layers}L-r{RECIPE}"
+
+
+def ensure_model(cache: Path, layers: int, arch: str = "internvl3-1b") -> tuple[Path, bool]:
     """The cached model directory, built first if missing. Returns (path, built_now)."""
-    path = model_dir(cache, layers)
+    path = model_dir(cache, layers, arch)
     marker = path / "bench-model.json"
     if marker.is_file():
         return path, False
@@ -55,16 +80,21 @@ def ensure_model(cache: Path, layers: int) -> tuple[Path, bool]:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     from tests.tiny_internvl import build_tiny_internvl
+    from tests.tiny_qwen import build_tiny_qwen
 
     if path.exists():
         shutil.rmtree(path)
     partial = path.with_name(path.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
-    build_tiny_internvl(partial, vision_layers=layers, text_layers=layers, **ARCHITECTURE)
-    (partial / "bench-model.json").write_text(json.dumps({"recipe": RECIPE, "layers": layers, **ARCHITECTURE}, indent=1))
+    recipe = ARCHES[arch]
+    if arch == "internvl3-1b":
+        build_tiny_internvl(partial, vision_layers=layers, text_layers=layers, **recipe)
+    else:
+        build_tiny_qwen(partial, "qwen2_vl", vision_layers=layers, text_layers=layers, **recipe)
+    (partial / "bench-model.json").write_text(json.dumps({"recipe": RECIPE, "arch": arch, "layers": layers, **recipe}, indent=1))
     partial.rename(path)
     return path, True
 
 
-__all__ = ["ARCHITECTURE", "FULL_LAYERS", "QUICK_LAYERS", "ensure_model", "model_dir"]
+__all__ = ["ARCHES", "ARCHITECTURE", "FULL_LAYERS", "QUICK_LAYERS", "QWEN2_VL_2B", "TITLES", "ensure_model", "model_dir"]

@@ -1,4 +1,4 @@
-"""The reference: InternVL the way the seeds' examples run it (the model card / transformers docs usage).
+"""The reference: the model the way the seeds' examples run it (the model card / transformers docs usage).
 
 `AutoProcessor` + `apply_chat_template` + `processor(text, images, return_tensors="pt")` +
 `model.generate`, one request at a time; a conversation re-runs its whole history every turn. The only
@@ -69,7 +69,13 @@ class Reference:
         kwargs: dict[str, Any] = {}
         if images:
             kwargs["images"] = images
-            kwargs["max_patches"] = max_patches
+            if model.config.model_type in {"qwen2_vl", "qwen2_5_vl"}:
+                # The Qwen model cards' way to bound detail: a pixel budget (the server maps tiles onto 448x448 each).
+                budget = max_patches * 448 * 448
+                low = min(processor.image_processor.size["shortest_edge"], budget)
+                kwargs["images_kwargs"] = {"size": {"shortest_edge": low, "longest_edge": budget}}
+            else:
+                kwargs["max_patches"] = max_patches
         if videos:
             kwargs["videos"] = videos
         inputs = processor(text=text, return_tensors="pt", **kwargs).to(model.device, dtype=torch.bfloat16)

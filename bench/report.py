@@ -217,12 +217,14 @@ def _decode_choice(results: dict[str, Any]) -> str:
 def render(results: dict[str, Any], previous: str | None = None) -> str:
     m, config = results["machine"], results["config"]
     layers = config["layers"]
+    arch = {"qwen2-vl-2b": "Qwen2-VL-2B"}.get(config.get("arch", ""), "InternVL3-1B")
+    title = "Qwen2-VL" if arch.startswith("Qwen") else "InternVL"
     lines = [
         "# Benchmarks",
         "",
-        "mcp-vision against the reference way to run InternVL (the seeds' examples: `AutoProcessor` + "
+        f"mcp-vision against the reference way to run {title} (the seeds' examples: `AutoProcessor` + "
         "`apply_chat_template` + `processor(text, images)` + `model.generate`, the whole history re-run every turn), "
-        f"on InternVL3-1B's architecture with random weights ({layers}+{layers} layers"
+        f"on {arch}'s architecture with random weights ({layers}+{layers} layers"
         + ("; a --quick run, NOT the real depth" if config["quick"] else ", the real depth") + ").",
         "",
         f"Command: `{config['command'].strip()}` ({m.get('bench_minutes', '?')} min). Regenerate the tables from the "
@@ -238,9 +240,13 @@ def render(results: dict[str, Any], previous: str | None = None) -> str:
         "",
         "## Setup",
         "",
-        "- Model: vision InternViT-300M-448px (hidden 1024, 16 heads, MLP 4096, 448 px tiles, patch 14, pixel shuffle "
-        "0.5 -> 256 tokens a tile), language Qwen2.5-0.5B (hidden 896, 14 heads, 2 KV heads, MLP 4864, vocab 151,674, "
-        "tied embeddings), random weights saved in bf16, built by `bench/model.py` (cached under `.bench-cache/`).",
+        ("- Model: vision Qwen2-VL-2B's ViT (embed 1280, 16 heads, MLP 5120, patch 14 merged 2x2 -> 256 tokens per "
+         "448x448 pixels), language Qwen2-1.5B (hidden 1536, 12 heads, 2 KV heads, MLP 8960, vocab 151,936, tied "
+         "embeddings, mrope)" if title == "Qwen2-VL" else
+         "- Model: vision InternViT-300M-448px (hidden 1024, 16 heads, MLP 4096, 448 px tiles, patch 14, pixel shuffle "
+         "0.5 -> 256 tokens a tile), language Qwen2.5-0.5B (hidden 896, 14 heads, 2 KV heads, MLP 4864, vocab 151,674, "
+         "tied embeddings)")
+        + ", random weights saved in bf16, built by `bench/model.py` (cached under `.bench-cache/`).",
         "- Both sides in bf16 on the CPU (the server's CPU default: no quantization); the same thread count (torch default). "
         "The server times oneDNN's and PyTorch's own bf16 matrix-vector kernels at load and decodes on the faster one "
         f"({_decode_choice(results)}); vision and prefill use oneDNN on both sides. The server's one-token decode "

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .media import PAGE_DPI, make_inputs
-from .model import FULL_LAYERS, QUICK_LAYERS, ensure_model
+from .model import ARCHES, FULL_LAYERS, QUICK_LAYERS, TITLES, ensure_model
 from .timing import ProcessResult
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"the model; the rest of the {DIGITAL_PAGES} are extrapolated (default 2; 1 with --quick)")
     parser.add_argument("--rows", help="comma-separated subset of: " + ", ".join(r.key for r in ROWS)
                         + ", cold_start, ceiling")
+    parser.add_argument("--arch", choices=sorted(ARCHES), default="internvl3-1b", help="the architecture both sides "
+                        "run, random weights (default internvl3-1b; qwen2-vl-2b: Qwen2-VL-2B's)")
     parser.add_argument("--cache", type=Path, default=ROOT / ".bench-cache", help="model and inputs (default .bench-cache/)")
     parser.add_argument("--output", type=Path, help="report file (default BENCHMARKS.md; with --quick "
                         ".bench-cache/BENCHMARKS-quick.md)")
@@ -147,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     info["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     info["loadavg_start"] = os.getloadavg()
     layers = QUICK_LAYERS if quick else FULL_LAYERS
-    log(f"model: InternVL3-1B architecture, {layers}+{layers} layers, random bf16 weights")
+    log(f"model: {TITLES[args.arch]} architecture, {layers}+{layers} layers, random bf16 weights")
     build_started = time.perf_counter()
-    model, built = ensure_model(args.cache, layers)
+    model, built = ensure_model(args.cache, layers, args.arch)
     log(f"model at {model} ({'built' if built else 'cached'} in {time.perf_counter() - build_started:.1f} s)")
     media = {k: str(Path(v).resolve()) for k, v in make_inputs(args.cache / "media").items()}
 
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ocr_prompt = PromptLibrary(None).task("ocr").text.strip()
     config = {
-        "quick": quick, "layers": layers, "runs": runs, "slow_runs": args.slow_runs, "tokens": args.tokens,
+        "quick": quick, "arch": args.arch, "layers": layers, "runs": runs, "slow_runs": args.slow_runs, "tokens": args.tokens,
         "tiles": args.tiles, "describe_tiles": args.describe_tiles, "ocr_reference_pages": ocr_pages, "digital_pages": DIGITAL_PAGES,
         "scanned_pages": SCANNED_PAGES, "model": str(model), "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
     }

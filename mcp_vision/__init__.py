@@ -1,4 +1,4 @@
-"""mcp-vision: an MCP server that gives AI agents local eyes (a local InternVL model).
+"""mcp-vision: an MCP server that gives AI agents local eyes (a local InternVL, Qwen2-VL or Qwen2.5-VL model).
 
 Importing this package is cheap: no torch, no transformers, no model.
 """

@@ -16,7 +16,7 @@ from .settings import DEFAULT_MODEL, ENVIRONMENT, Settings, parse_setting
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcp-vision-internvl",
-        description="MCP server that gives AI agents local eyes: a local InternVL vision-language model "
+        description="MCP server that gives AI agents local eyes: a local InternVL or Qwen2-VL vision-language model "
         "describes images, reads documents, compares images and answers questions about video.",
         epilog="The options above override the environment variables of the same settings. Every setting, "
         "including those without a flag, is read from its MCP_VISION_* variable: "
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how clients connect (default: stdio)")
     parser.add_argument("--host", default="127.0.0.1", help="address for streamable-http (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port for streamable-http (default: 8000)")
-    parser.add_argument("--model", help=f"hub id or local directory of an InternVL -hf model (default: {DEFAULT_MODEL})")
+    parser.add_argument("--model", help=f"hub id or local directory of an InternVL -hf, Qwen2-VL or Qwen2.5-VL model (default: {DEFAULT_MODEL})")
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"],
                         help="where the model runs; auto: CUDA if available, else CPU (default: auto)")
     parser.add_argument("--quantization", choices=["auto", "nf4", "int8", "none"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .backend.base import ImagePart, Part
+from .backend.base import ImagePart, Part, VideoPart
 from .prompts import PromptLibrary, split_at_image
 
 if TYPE_CHECKING:
@@ -46,16 +46,18 @@ def compare_parts(
 
 
 def video_parts(
-    prompts: PromptLibrary, frames: list[PILImage.Image], timestamps: list[float], duration: float, question: str
+    prompts: PromptLibrary, frames: list[PILImage.Image], timestamps: list[float], duration: float, question: str,
+    *, as_video: bool = False,
 ) -> list[Part]:
-    """The numbered frames (one tile each), then when each was taken, then the question."""
+    """The numbered frames (one tile each), then when each was taken, then the question. `as_video`: the
+    frames as one video with their times instead (for models that read video natively, such as Qwen2-VL)."""
     times = ", ".join(
         prompts.scaffold("video_time", index=index, seconds=f"{t:.2f}") for index, t in enumerate(timestamps, start=1)
     )
-    return [
-        *labelled(prompts, "video_frame", frames, 1),
-        prompts.scaffold("video_question", times=times, duration=f"{duration:.2f}", question=question),
-    ]
+    shown: list[Part] = (
+        [VideoPart(tuple(frames), tuple(timestamps), 1)] if as_video else labelled(prompts, "video_frame", frames, 1)
+    )
+    return [*shown, prompts.scaffold("video_question", times=times, duration=f"{duration:.2f}", question=question)]
 
 
 __all__ = ["labelled", "describe_regions", "compare_parts", "video_parts"]

@@ -34,7 +34,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 INSTRUCTIONS = """\
-Vision for agents: an InternVL model (local, or a configured vLLM/LMDeploy engine) looks at images,
+Vision for agents: an InternVL or Qwen2-VL model (local, or a configured vLLM/LMDeploy engine) looks at images,
 documents and video.
 Media arguments take a local path (absolute, ~, or relative to the server's working directory; only
 inside the allowed directories), a file:// URI, an http(s) URL or a data: URI (base64).
@@ -528,7 +528,7 @@ def build_server(
     mcp = VisionServer(
         name="mcp-vision",
         title="mcp-vision: local eyes for agents",
-        description="Describe images, read documents, compare images and ask about video with a local InternVL model.",
+        description="Describe images, read documents, compare images and ask about video with a local InternVL or Qwen2-VL model.",
         version=__version__,
         instructions=INSTRUCTIONS,
         lifespan=lifespan,

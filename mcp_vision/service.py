@@ -374,7 +374,10 @@ class VisionService:
         budget = self._begin(session_id, time_budget)
         asked_image = await self._ask_about_image(image, asked, region, tiles, tokens, session_id, budget, progress, roots)
         decoded, shown = asked_image.decoded, asked_image.shown
-        parsed = parse_boxes(asked_image.result.text, self.grounding_family(), shown_size=(shown[2], shown[3]))
+        # Qwen2.5-VL's boxes are in pixels of the image as its processor resized it (the local engine says
+        # which size that was); the normalised families ignore the size.
+        sizes = asked_image.result.input_sizes
+        parsed = parse_boxes(asked_image.result.text, self.grounding_family(), shown_size=sizes[0] if sizes else (shown[2], shown[3]))
         boxes = [b for b in (to_pixels(f, shown, (decoded.width, decoded.height)) for f in parsed.found) if b]
         found = [
             FoundBox(label=b.label or wanted, x=b.x, y=b.y, width=b.width, height=b.height,
@@ -404,7 +407,7 @@ class VisionService:
             return self.settings.grounding
         if self.settings.backend == "openai":
             return grounding_family(self.settings.remote_model or self.backend.model_name)
-        return "internvl"  # the local engine loads InternVL checkpoints only
+        return getattr(self.backend, "grounding_family", None) or "internvl"  # the loaded family's
 
     async def follow_up(
         self,
@@ -626,7 +629,8 @@ class VisionService:
             time_budget=DECODE_TIMEOUT, timeout=DECODE_TIMEOUT + 15,  # sample_frames keeps its own budget first
             what=media.label, isolate=self.settings.isolate_decoding,
         )
-        parts = video_parts(self.prompts, sample.frames, sample.timestamps, sample.duration, asked)
+        parts = video_parts(self.prompts, sample.frames, sample.timestamps, sample.duration, asked,
+                            as_video=bool(getattr(self.backend, "takes_video", False)))
         session = self.sessions.get_or_create(session_id)
         result, dropped = await self._ask(session, Turn("user", parts), progress, fitted.max_new_tokens, budget)
         answered = VideoQaResult(

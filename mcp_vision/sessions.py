@@ -146,7 +146,7 @@ class SessionStore:
     def fits(self, turns: list[Turn]) -> bool:
         """Whether a conversation is within the per-session bounds."""
         exchanges = sum(1 for t in turns if t.role == "user")
-        images = sum(len(t.images) for t in turns)
+        images = sum(t.image_count for t in turns)
         return exchanges <= self.max_exchanges and images <= self.max_images
 
     def histories(self, session: Session, new: list[Turn]) -> Iterator[tuple[list[Turn], int]]:

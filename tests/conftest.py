@@ -10,6 +10,7 @@ import pytest
 from mcp_vision.settings import Settings
 
 from .tiny_internvl import build_tiny_internvl
+from .tiny_qwen import build_tiny_qwen
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PYMUPDF_MESSAGE", "fd:2")
@@ -58,6 +59,28 @@ def tiny_backend(tiny_model_dir: Path):
     )
     backend.load(Job())
     return backend
+
+
+QWEN_FAMILIES = ["qwen2_vl", "qwen2_5_vl"]
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random-weight Qwen2-VL and Qwen2.5-VL checkpoints (stock configs and processors), by model type."""
+    return {family: build_tiny_qwen(tmp_path_factory.mktemp(family), family) for family in QWEN_FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_backends(tiny_qwen_dirs: dict[str, Path]):
+    """One loaded real backend per Qwen family, shared like tiny_backend."""
+    from mcp_vision.backend.local import LocalBackend
+    from mcp_vision.worker import Job
+
+    backends = {}
+    for family, path in tiny_qwen_dirs.items():
+        backends[family] = LocalBackend(Settings(model=str(path), device="cpu", quantization="none", dtype="float32"))
+        backends[family].load(Job())
+    return backends
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -143,7 +143,7 @@ def test_auto_picks_openvino_on_a_cpu_and_pytorch_when_asked(tiny_model_dir, ov_
     assert not openvino_candidate(Settings(quantization="none"))
     assert not openvino_candidate(Settings(dtype="float32"))
     assert not openvino_candidate(Settings(device="cuda"))
-    assert type(create_backend(Settings(backend="local"))).__name__ == "InternVLBackend"
+    assert type(create_backend(Settings(backend="local"))).__name__ == "LocalBackend"
     auto = create_backend(Settings(model=str(tiny_model_dir), openvino_cache=ov_cache))
     assert not auto.loaded
     auto.load(Job())

@@ -36,22 +36,45 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int = 512):
+def train_bpe(special_tokens: list[str], corpus: list[str], vocab_size: int = 512):
+    """A byte-level BPE trained here on `corpus`, with `special_tokens` first (ids 0, 1, ...)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 20, trainer=trainer)
+    tok.train_from_iterator(corpus * 20, trainer=trainer)
+    return tok
+
+
+def save_random_model(cls, config, path: Path, seed: int, zero_from: int | None, dtype: str | None) -> None:
+    """A `cls(config)` with seeded random weights, saved to `path`; embedding and `lm_head` rows from
+    `zero_from` on zeroed (a vocabulary padded past the tokenizer), cast to `dtype` when given."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    if zero_from is not None:
+        with torch.no_grad():
+            model.get_input_embeddings().weight[zero_from:] = 0
+            model.get_output_embeddings().weight[zero_from:] = 0
+    if dtype is not None:
+        model = model.to(getattr(torch, dtype))
+        config.dtype = dtype
+    model.save_pretrained(path)
+
+
+def build_tokenizer(vocab_size: int = 512):
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+        tokenizer_object=train_bpe(SPECIAL_TOKENS, _CORPUS, vocab_size),
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         model_max_length=8192,
@@ -96,7 +119,6 @@ def build_tiny_internvl(
     processor that resizes frames to 448 px and normalises them like images, so the stock video path runs
     (the class default, 384 px, does not give 256 tokens a frame).
     """
-    import torch
     from transformers import (
         GenerationConfig,
         GotOcr2ImageProcessor,
@@ -155,16 +177,7 @@ def build_tiny_internvl(
         tie_word_embeddings=tie_word_embeddings,  # the top-level flag is the one InternVL obeys
     )
     config.architectures = ["InternVLForConditionalGeneration"]
-    torch.manual_seed(seed)
-    model = InternVLForConditionalGeneration(config).eval()
-    if zero_unused_vocab:
-        with torch.no_grad():
-            model.get_input_embeddings().weight[len(tokenizer) :] = 0
-            model.get_output_embeddings().weight[len(tokenizer) :] = 0
-    if dtype is not None:
-        model = model.to(getattr(torch, dtype))
-        config.dtype = dtype
-    model.save_pretrained(path)
+    save_random_model(InternVLForConditionalGeneration, config, path, seed, len(tokenizer) if zero_unused_vocab else None, dtype)
     GenerationConfig(
         eos_token_id=config.text_config.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False
     ).save_pretrained(path)

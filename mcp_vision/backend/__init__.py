@@ -24,9 +24,9 @@ def create_backend(settings: Settings) -> Backend:
         from .auto import AutoBackend
 
         return AutoBackend(settings)
-    from .internvl import InternVLBackend
+    from .local import LocalBackend  # torch only once it loads
 
-    return InternVLBackend(settings)
+    return LocalBackend(settings)
 
 
 def openvino_candidate(settings: Settings) -> bool:

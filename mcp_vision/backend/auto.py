@@ -45,22 +45,22 @@ class AutoBackend:
                     if not _checkpoint_loads(self._settings):
                         raise
                     log.warning("the OpenVINO engine could not load the model (%s); using PyTorch instead", exc)
-                    from .internvl import InternVLBackend
+                    from .local import LocalBackend
 
-                    self._engine = InternVLBackend(self._settings)
+                    self._engine = LocalBackend(self._settings)
         return self._engine.load(job)
 
     def _choose(self) -> Any:
         import torch
 
-        from .internvl import InternVLBackend
+        from .local import LocalBackend
 
         if self._settings.device == "auto" and torch.cuda.is_available():
-            return InternVLBackend(self._settings)
+            return LocalBackend(self._settings)
         from .openvino_engine import OpenVINOBackend
 
         engine = OpenVINOBackend(self._settings)
-        return engine if engine.runs_checkpoint() else InternVLBackend(self._settings)
+        return engine if engine.runs_checkpoint() else LocalBackend(self._settings)
 
     def chat(self, turns: list[Turn], job: Job, **kwargs: Any) -> ChatResult:
         self.load(job)
@@ -77,10 +77,10 @@ class AutoBackend:
 
 def _checkpoint_loads(settings: Settings) -> bool:
     """Whether the failure was OpenVINO's, not the checkpoint's: the checkpoint's config reads."""
-    from .internvl import InternVLBackend
+    from .loading import locate
 
     try:
-        source, local_only = InternVLBackend(settings)._locate()
+        source, local_only = locate(settings)
         from transformers import AutoConfig
 
         AutoConfig.from_pretrained(source, local_files_only=local_only)

@@ -38,7 +38,18 @@ class ImagePart:
     max_tiles: int
 
 
-Part = Union[str, ImagePart]
+@dataclass(frozen=True)
+class VideoPart:
+    """A video as sampled frames and the second each was taken at, for engines that read video natively
+    (Qwen2-VL, Qwen2.5-VL); the others are given the frames as numbered images instead."""
+
+    frames: tuple[PILImage.Image, ...]
+    timestamps: tuple[float, ...]
+    max_tiles: int = 1  # detail budget of each frame
+
+
+Media = Union[ImagePart, VideoPart]
+Part = Union[str, ImagePart, VideoPart]
 
 
 @dataclass
@@ -62,6 +73,16 @@ class Turn:
         return [p for p in self.parts if isinstance(p, ImagePart)]
 
     @property
+    def media(self) -> list[Media]:
+        """Images and videos, in order."""
+        return [p for p in self.parts if isinstance(p, (ImagePart, VideoPart))]
+
+    @property
+    def image_count(self) -> int:
+        """Images, counting each video frame as one (what session bounds count)."""
+        return sum(len(p.frames) if isinstance(p, VideoPart) else 1 for p in self.media)
+
+    @property
     def text(self) -> str:
         return "".join(p for p in self.parts if isinstance(p, str))
 
@@ -72,7 +93,7 @@ class ChatResult:
     prompt_tokens: int
     output_tokens: int
     image_tokens: int
-    tiles: list[int]  # tiles per image of the newest turn, in order
+    tiles: list[int]  # tiles per image (or video) of the newest turn, in order; Qwen: 448x448-pixel equivalents
     finish_reason: Literal["stop", "length", "cancelled", "time"]  # time: stopped at the call's deadline
     seconds: float
     load_seconds: float = 0.0
@@ -82,6 +103,9 @@ class ChatResult:
     output_ids: list[int] = field(default_factory=list)  # generated token ids (greedy comparisons)
     raw_text: str | None = None  # the answer exactly as decoded (unstripped), for the history
     batch_size: int = 1  # answers generated together in one batch (seconds and stages are the batch's)
+    # (width, height) of each newest-turn image as the processor resized it, where the model sees one size
+    # (Qwen: its boxes are in these pixels); empty where the engine tiles instead (InternVL) or cannot tell.
+    input_sizes: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def history_text(self) -> str:
@@ -121,4 +145,4 @@ class Backend(Protocol):
         ...
 
 
-__all__ = ["Backend", "ChatResult", "ImagePart", "Job", "Part", "Turn"]
+__all__ = ["Backend", "ChatResult", "ImagePart", "Job", "Media", "Part", "Turn", "VideoPart"]

@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Cancelled, InputError, ModelUnavailableError, summary
-from .internvl import InternVLBackend, _cache_kwarg
+from .families import InternVL
+from .generation import cache_kwarg
+from .local import LocalBackend
 
 if TYPE_CHECKING:
     from ..settings import Settings
     from .base import ChatResult, Job, Turn
+    from .inputs import ModelInputs, Visual
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +122,27 @@ class StateKV:
 class _Output:
     def __init__(self, sequences: Any, kv: StateKV | None) -> None:
         self.sequences = sequences
-        setattr(self, _cache_kwarg(), kv)
+        setattr(self, cache_kwarg(), kv)
 
 
-class OpenVINOBackend(InternVLBackend):
+class _OpenVINOInternVL(InternVL):
+    """InternVL's inputs, with the vision pass on the converted vision tower."""
+
+    def __init__(self, engine: OpenVINOBackend) -> None:
+        self._engine = engine
+
+    def encode(self, model: Any, visuals: list[Visual]) -> list[Any]:
+        import torch
+
+        features = self._engine._encode_tiles(torch.cat([v.pixel_values for v in visuals]))
+        out, offset = [], 0
+        for v in visuals:
+            out.append(features[offset : offset + v.tiles].reshape(-1, features.shape[-1]))
+            offset += v.tiles
+        return out
+
+
+class OpenVINOBackend(LocalBackend):
     """InternVL on OpenVINO: loads lazily, once, under a lock; `chat` runs on the inference worker thread."""
 
     engine = "openvino"
@@ -144,7 +164,9 @@ class OpenVINOBackend(InternVLBackend):
         """Whether the configured checkpoint is one this engine runs (InternVL); True when it cannot be read,
         so that loading says why."""
         try:
-            source, local_only = self._locate()
+            from .loading import locate
+
+            source, local_only = locate(self._settings)
             from transformers import AutoConfig
 
             return getattr(AutoConfig.from_pretrained(source, local_files_only=local_only), "model_type", None) == "internvl"
@@ -171,7 +193,9 @@ class OpenVINOBackend(InternVLBackend):
     def prepare(self, job: Job) -> Path:
         """The conversion of the configured checkpoint, made first if there is none (minutes, once)."""
         s = self._settings
-        source, local_only = self._locate()
+        from .loading import locate
+
+        source, local_only = locate(s)
         from transformers import AutoConfig
 
         try:
@@ -239,6 +263,7 @@ class OpenVINOBackend(InternVLBackend):
         self._processor = processor
         self.device, self.dtype = "cpu", f"openvino {s.openvino_weights}"
         self.quantization = f"language {s.openvino_weights}, vision {s.openvino_vision}"
+        self.family = _OpenVINOInternVL(self)
         self._model = _Config(config, generation)
 
     def parameter_counts(self) -> tuple[int, int] | None:
@@ -263,11 +288,6 @@ class OpenVINOBackend(InternVLBackend):
             return [self.chat(conversations[0], job, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)]
         with self._run_lock:
             return super().chat_batch(conversations, job, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
-
-    def _vision_dtype(self) -> Any:
-        import torch
-
-        return torch.float32
 
     def _encode_tiles(self, pixels: Any) -> Any:
         """Projected features [tiles, tokens per tile, hidden] of a tensor of tiles, a few tiles a pass, so a
@@ -343,8 +363,9 @@ class OpenVINOBackend(InternVLBackend):
                              "position_ids": positions})
         return self._request.get_tensor("logits").data[:, -1, :]
 
-    def _generate(self, input_ids: Any, attention_mask: Any, features: Any, cache: Any, job: Job, *,
-                  max_new_tokens: int, min_new_tokens: int | None, native_decode: bool) -> tuple[Any, float | None]:
+    def _generate(self, input_ids: Any, attention_mask: Any, batch: list[ModelInputs], features: dict[str, Any],
+                  cache: Any, job: Job, *, max_new_tokens: int, min_new_tokens: int | None,
+                  native_decode: bool) -> tuple[Any, float | None]:
         """Greedy generation on the stateful model; stops within a token of `job` being cancelled or out of
         time, and within a prompt chunk while the prompt is read. Returns (output, when the first token was
         ready) like the PyTorch engine's."""
@@ -354,7 +375,7 @@ class OpenVINOBackend(InternVLBackend):
         ids = input_ids.numpy().astype(np.int64)
         mask = attention_mask.numpy().astype(np.int64)
         rows = ids.shape[0]
-        logits, positions = self.prefill(ids, mask, features, cache, job)
+        logits, positions = self.prefill(ids, mask, features.get("image"), cache, job)
         first_token_at = time.monotonic()
         self._interrupting = None  # decoding: the loop below stops within a token
         eos = np.array(sorted(self._eos_ids()), dtype=np.int64)
