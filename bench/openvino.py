@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     layers = QUICK_LAYERS if args.quick else FULL_LAYERS
     rows = args.rows.split(",") if args.rows else list(ROWS)
     info = machine()
-    info["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    info["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     info["loadavg_start"] = os.getloadavg()
     model, _ = ensure_model(args.cache, layers)
     cache = args.cache / "openvino"

@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address for streamable-http (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port for streamable-http (default: 8000)")
     parser.add_argument("--model", help=f"hub id or local directory of an InternVL -hf, Qwen2-VL or Qwen2.5-VL model (default: {DEFAULT_MODEL})")
-    parser.add_argument("--device", choices=["auto", "cuda", "cpu"],
-                        help="where the model runs; auto: CUDA if available, else CPU (default: auto)")
+    parser.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"],
+                        help="where the model runs; auto: CUDA if available, else an Apple GPU (mps), else CPU (default: auto)")
     parser.add_argument("--quantization", choices=["auto", "nf4", "int8", "none"],
                         help="auto: NF4 4-bit on CUDA, none (bf16) on CPU")
     parser.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"],

@@ -14,7 +14,7 @@ from . import limits
 
 DEFAULT_MODEL = "OpenGVLab/InternVL3-2B-hf"
 
-Device = Literal["auto", "cuda", "cpu"]
+Device = Literal["auto", "cuda", "mps", "cpu"]
 Quantization = Literal["auto", "nf4", "int8", "none"]
 DType = Literal["auto", "bfloat16", "float16", "float32"]
 Grounding = Literal["auto", "internvl", "qwen2_vl", "qwen2_5_vl"]
@@ -217,7 +217,7 @@ ENVIRONMENT: dict[str, str] = {
 
 _PARSERS = {
     "model": lambda n, v: v.strip(),
-    "device": lambda n, v: _parse_choice(n, v, ("auto", "cuda", "cpu")),
+    "device": lambda n, v: _parse_choice(n, v, get_args(Device)),
     "quantization": lambda n, v: _parse_choice(n, v, ("auto", "nf4", "int8", "none")),
     "dtype": lambda n, v: _parse_choice(n, v, ("auto", "bfloat16", "float16", "float32")),
     "allowed_dirs": lambda n, v: _parse_dirs(v),

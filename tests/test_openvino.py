@@ -18,12 +18,16 @@ from PIL import Image, ImageDraw
 pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install '.[openvino]')")
 pytest.importorskip("nncf", reason="the openvino extra is not installed (pip install '.[openvino]')")
 
-from mcp_vision.backend import create_backend, openvino_candidate  # noqa: E402
-from mcp_vision.backend.base import Turn  # noqa: E402
-from mcp_vision.backend.openvino_convert import checkpoint_fingerprint, converted_dir, is_converted  # noqa: E402
-from mcp_vision.backend.openvino_engine import OpenVINOBackend  # noqa: E402
-from mcp_vision.settings import Settings  # noqa: E402
-from mcp_vision.worker import Job  # noqa: E402
+from mcp_vision.backend import create_backend, openvino_candidate
+from mcp_vision.backend.base import Turn
+from mcp_vision.backend.openvino_convert import (
+    checkpoint_fingerprint,
+    converted_dir,
+    is_converted,
+)
+from mcp_vision.backend.openvino_engine import OpenVINOBackend
+from mcp_vision.settings import Settings
+from mcp_vision.worker import Job
 
 
 def _image(color: str = "red", size=(640, 480)) -> Image.Image:
@@ -186,7 +190,6 @@ def test_convert_without_the_extra_says_how_to_install(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-pytestmark_anyio = pytest.mark.anyio
 
 
 @pytest.mark.anyio

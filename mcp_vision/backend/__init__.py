@@ -31,13 +31,13 @@ def create_backend(settings: Settings) -> Backend:
 
 def openvino_candidate(settings: Settings) -> bool:
     """Whether `auto` may pick OpenVINO: its extra is installed and nothing asks for PyTorch (CUDA, or a
-    PyTorch-only quantization or dtype). Whether CUDA is present is known only once torch is imported, at
+    an Apple GPU, or a PyTorch-only quantization or dtype). Whether CUDA is present is known only once torch is imported, at
     load (AutoBackend decides then). Nothing is imported here."""
     from importlib.util import find_spec
 
     if find_spec("openvino") is None or find_spec("nncf") is None:
         return False
-    return settings.device != "cuda" and settings.quantization == "auto" and settings.dtype == "auto"
+    return settings.device in {"auto", "cpu"} and settings.quantization == "auto" and settings.dtype == "auto"
 
 
 __all__ = ["Backend", "ChatResult", "Turn", "create_backend"]

@@ -1,5 +1,5 @@
 """`MCP_VISION_BACKEND=auto` with the `openvino` extra installed: the engine is chosen at load, when torch may
-be imported: PyTorch where CUDA is present or the checkpoint is not one OpenVINO runs here, else OpenVINO
+be imported: PyTorch where CUDA or an Apple GPU is present or the checkpoint is not one OpenVINO runs here, else OpenVINO
 (and PyTorch after all, with a warning, if converting or compiling for OpenVINO fails)."""
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class AutoBackend:
 
         from .local import LocalBackend
 
-        if self._settings.device == "auto" and torch.cuda.is_available():
+        mps = getattr(torch.backends, "mps", None)
+        if self._settings.device == "auto" and (torch.cuda.is_available() or (mps is not None and mps.is_available())):
             return LocalBackend(self._settings)
         from .openvino_engine import OpenVINOBackend
 

@@ -38,21 +38,34 @@ def choose(settings: Settings) -> tuple[str, str, Any]:
     import torch
 
     device = settings.device
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps is not None and mps.is_available())
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
         raise ModelUnavailableError(
             "MCP_VISION_DEVICE=cuda but no CUDA device is available: set MCP_VISION_DEVICE=auto or cpu."
         )
+    elif device == "mps" and not has_mps:
+        raise ModelUnavailableError(
+            "MCP_VISION_DEVICE=mps but PyTorch sees no Apple GPU (MPS): set MCP_VISION_DEVICE=auto or cpu."
+        )
     quantization = settings.quantization
     if quantization == "auto":
         # On CUDA, NF4 fits the model in little memory. On CPU, bf16 encodes images and prefills
-        # 4-8x faster than NF4 (measured), which dominates a vision call.
+        # 4-8x faster than NF4 (measured), which dominates a vision call. bitsandbytes has no Apple GPU kernels.
         quantization = "nf4" if device == "cuda" else "none"
+    elif quantization in {"nf4", "int8"} and device == "mps":
+        raise ModelUnavailableError(
+            f"MCP_VISION_QUANTIZATION={quantization} needs CUDA (bitsandbytes), not an Apple GPU: set "
+            "MCP_VISION_QUANTIZATION=auto or none."
+        )
     if settings.dtype != "auto":
         dtype = getattr(torch, settings.dtype)
     elif device == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    elif device == "mps":
+        dtype = torch.float16  # every Apple GPU and macOS version PyTorch supports runs fp16; bf16 needs macOS 14+
     else:
         dtype = torch.bfloat16
     return device, quantization, dtype

@@ -76,23 +76,25 @@ class LocalBackend:
         with self._lock:
             if self._model is not None:
                 return 0.0
-            from .loading import load
-
             started = time.monotonic()
-            job.report(0, None, f"loading model {self._settings.model}")
-            loaded = load(self._settings, job, self._cancelled)
-            self._processor, self.family = loaded.processor, loaded.family
-            self.device, self.quantization, self.dtype = loaded.device, loaded.quantization, loaded.dtype
-            self.native_decode = loaded.native_decode
-            self._model = loaded.model
+            described = self._load(job)
             seconds = time.monotonic() - started
-            log.info(
-                "loaded %s (%s) on %s (%s, quantization %s%s) in %.1f s",
-                self._settings.model, loaded.family.label, self.device, self.dtype, self.quantization,
-                ", decode without oneDNN" if self.native_decode else "", seconds,
-            )
+            log.info("loaded %s (%s) in %.1f s", self._settings.model, described, seconds)
             job.report(0, None, f"model loaded in {seconds:.1f} s")
             return seconds
+
+    def _load(self, job: Job) -> str:
+        """Load (under the lock, once); return how, in words for the log."""
+        from .loading import load
+
+        job.report(0, None, f"loading model {self._settings.model}")
+        loaded = load(self._settings, job, self._cancelled)
+        self._processor, self.family = loaded.processor, loaded.family
+        self.device, self.quantization, self.dtype = loaded.device, loaded.quantization, loaded.dtype
+        self.native_decode = loaded.native_decode
+        self._model = loaded.model
+        return (f"{loaded.family.label} on {self.device}, {self.dtype}, quantization {self.quantization}"
+                + (", decode without oneDNN" if self.native_decode else ""))
 
     def _cancelled(self) -> bool:
         job = self._interrupting

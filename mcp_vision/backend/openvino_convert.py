@@ -27,7 +27,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-CONVERTER_VERSION = 1  # bump when what is written changes: old conversions are then redone
+CONVERTER_VERSION = 2  # bump when what is written changes: old conversions are then redone
 LANGUAGE_WEIGHTS = ("int8", "int4", "f16")
 VISION_WEIGHTS = ("int8", "f16")
 MANIFEST = "mcp_vision_openvino.json"
@@ -237,7 +237,18 @@ def _convert_language(model: Any, ov: Any) -> Any:
     for _ in range(2 * layers):
         example.append(torch.zeros(1, kv_heads, past_len, head_dim))
         shapes.append(ov.PartialShape([-1, kv_heads, -1, head_dim]))
-    converted = ov.convert_model(Language(), example_input=tuple(example), input=shapes)
+    # With a mask, transformers' sdpa path repeats the KV heads for grouped-query attention (a copy of the
+    # whole cache per layer and step) unless told the kernel takes GQA; OpenVINO's SDPA does, and only then
+    # fuses the stateful cache into it: decode at 3,000 tokens of context 3.1 -> 11.5 tokens/s (1B widths).
+    forced = os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA")
+    os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = "1"
+    try:
+        converted = ov.convert_model(Language(), example_input=tuple(example), input=shapes)
+    finally:
+        if forced is None:
+            os.environ.pop("TRANSFORMERS_SDPA_FORCE_GQA", None)
+        else:
+            os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = forced
     names = ["inputs_embeds", "attention_mask", "position_ids"]
     for i in range(layers):
         names += [f"past.{i}.key", f"past.{i}.value"]

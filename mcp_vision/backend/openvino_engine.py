@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PREFILL_CHUNK = 256  # prompt tokens per forward pass while reading the prompt: the cancellation grain
+PREFILL_CHUNK = 512  # prompt tokens a forward pass while reading the prompt: the cancellation grain (256: 5% slower)
 VISION_CHUNK = 2  # tiles per vision pass, for the same reason
 
 
@@ -66,7 +66,7 @@ def local_checkpoint(settings: Settings, source: str, local_only: bool) -> Path:
         ) from None
 
 
-def run_conversion(source: Path, target: Path, *, language: str, vision: str, report) -> None:  # noqa: ANN001
+def run_conversion(source: Path, target: Path, *, language: str, vision: str, report) -> None:
     """Convert in a child process: its float32 PyTorch copy of the model is gone when it exits, and whatever
     the converters print cannot reach our stdout (the MCP channel). Progress lines come back on a pipe."""
     read_fd, write_fd = os.pipe()
@@ -173,22 +173,12 @@ class OpenVINOBackend(LocalBackend):
         except (ModelUnavailableError, OSError, ValueError):
             return True
 
-    def load(self, job: Job) -> float:
-        if self._model is not None:
-            return 0.0
-        with self._lock:
-            if self._model is not None:
-                return 0.0
-            started = time.monotonic()
-            s = self._settings
-            job.report(0, None, f"loading model {s.model} (OpenVINO)")
-            target = self.prepare(job)
-            self._compile(target, job)
-            seconds = time.monotonic() - started
-            log.info("loaded %s with OpenVINO (language model %s, vision %s) from %s in %.1f s",
-                     s.model, s.openvino_weights, s.openvino_vision, target, seconds)
-            job.report(0, None, f"model loaded in {seconds:.1f} s")
-            return seconds
+    def _load(self, job: Job) -> str:
+        s = self._settings
+        job.report(0, None, f"loading model {s.model} (OpenVINO)")
+        target = self.prepare(job)
+        self._compile(target, job)
+        return f"OpenVINO, language model {s.openvino_weights}, vision {s.openvino_vision}, from {target}"
 
     def prepare(self, job: Job) -> Path:
         """The conversion of the configured checkpoint, made first if there is none (minutes, once)."""
