@@ -22,12 +22,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# Measured on InternVL3-1B's widths with random weights (BENCHMARKS.md); random weights are chaotic, so
-# these are floors for the engine, not the accuracy on a trained checkpoint (expected higher).
+# Floors for the default precisions (int8 language model, int8 vision tower), set from measurements on
+# random weights: the tiny model of the tests (0.999 / 0.99 / 0.91) and InternVL3-1B's widths at 24+24 layers
+# (vision features 0.97-0.997 depending on the picture, logits 0.97, teacher-forced agreement about 0.63;
+# BENCHMARKS.md). Random models are chaotic (small errors grow layer by layer), so these are what the engine
+# must not fall below, not the accuracy expected on a trained checkpoint. int4 misses them (0.28 agreement).
 THRESHOLDS = {
-    "features_cosine": 0.99,
-    "logits_cosine": 0.9,
-    "teacher_forced_agreement": 0.75,
+    "features_cosine": 0.98,
+    "logits_cosine": 0.95,
+    "teacher_forced_agreement": 0.6,
 }
 
 

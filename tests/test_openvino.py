@@ -70,7 +70,7 @@ def test_accuracy_against_float32_pytorch_keeps_the_thresholds(tiny_model_dir, o
 
 
 def test_a_broken_engine_misses_the_thresholds(tiny_model_dir, ov_cache, monkeypatch):
-    """The accuracy check can fail: vision features scaled by 1.5 no longer pass."""
+    """The accuracy check can fail: vision features with their sign flipped do not pass."""
     from bench.accuracy import failures, measure
 
     original = OpenVINOBackend._encode_tiles
