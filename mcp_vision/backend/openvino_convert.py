@@ -91,6 +91,9 @@ def convert(source: Path, target: Path, *, language: str, vision: str, report: R
         source, dtype=torch.float32, local_files_only=True, attn_implementation="sdpa"
     ).eval()
     work = target.with_name(target.name + f".partial-{os.getpid()}")
+    for stale in target.parent.glob(target.name + ".partial-*"):  # left by a converter that was killed
+        if time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
