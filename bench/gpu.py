@@ -13,13 +13,13 @@ Run through bench/gpu.sh, which installs what the machine lacks from carried whe
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from .media import make_inputs
 from .model import ARCHITECTURE
 
 # InternVL3-2B: InternViT-300M (as the 1B) + Qwen2.5-1.5B (hidden 1536, 28 layers, 12 heads, 2 KV heads,
@@ -71,28 +71,10 @@ def layout(backend: Any) -> dict[str, Any]:
 
 async def tools(settings: Any, backend: Any, media: Path) -> dict[str, Any]:
     from mcp import Client
-    from PIL import Image, ImageDraw
 
     from mcp_vision.server import build_server
 
-    photo = Image.new("RGB", (1024, 768), "#8ab")
-    ImageDraw.Draw(photo).ellipse([200, 150, 700, 600], fill="#d33")
-    photo.save(media / "photo.png")
-    changed = photo.copy()
-    ImageDraw.Draw(changed).rectangle([750, 500, 950, 700], fill="black")
-    changed.save(media / "changed.png")
-    import pymupdf
-
-    doc = pymupdf.open()
-    for text in ("INVOICE 4711", "TOTAL 42 EUR"):
-        scan = Image.new("RGB", (1240, 1754), "white")
-        ImageDraw.Draw(scan).text((100, 200), text, fill="black")
-        buf = io.BytesIO()
-        scan.save(buf, format="PNG")
-        doc.new_page().insert_image(pymupdf.Rect(0, 0, 595, 842), stream=buf.getvalue())
-    doc.save(media / "scan.pdf")
-    frames = [Image.new("RGB", (448, 448), c) for c in ("red", "green", "blue", "yellow")]
-    frames[0].save(media / "clip.gif", save_all=True, append_images=frames[1:], duration=250, loop=0)
+    inputs = {k: str(v) for k, v in make_inputs(media).items()}  # the CPU benchmark's own inputs
     out: dict[str, Any] = {}
 
     async with Client(build_server(settings, backend)) as client:
@@ -106,13 +88,13 @@ async def tools(settings: Any, backend: Any, media: Path) -> dict[str, Any]:
             out.setdefault(name, []).append({"seconds": seconds, "usage": data.get("usage")})
             return data
 
-        first = await call("describe_image", {"image": str(media / "photo.png"), "question": "Describe it."})
+        first = await call("describe_image", {"image": inputs["photo"], "question": "Describe it."})
         for question in ("What colour is the circle?", "Is there any text?"):
             await call("follow_up", {"session_id": first["session_id"], "question": question})
-        await call("ocr_document", {"document": str(media / "scan.pdf")})
-        await call("compare_images", {"images": [str(media / "photo.png"), str(media / "changed.png")]})
-        await call("video_qa", {"video": str(media / "clip.gif"), "question": "What changes?", "num_frames": 4})
-        await call("locate", {"image": str(media / "photo.png"), "target": "the red circle"})
+        await call("ocr_document", {"document": inputs["scanned_pdf"]})
+        await call("compare_images", {"images": [inputs["photo"], inputs["photo_changed"]]})
+        await call("video_qa", {"video": inputs["video"], "question": "What changes?", "num_frames": 8})
+        await call("locate", {"image": inputs["photo"], "target": "the red circle"})
     return out
 
 

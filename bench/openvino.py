@@ -129,6 +129,12 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
 
+def _times(label: str, reference: float | None, pytorch: float | None, openvino: float | None, rss: str = "") -> str:
+    """One table row: the three sides' seconds and OpenVINO's speed-up over the other two."""
+    shown = " | ".join("-" if v is None else f"{v:.2f}" for v in (reference, pytorch, openvino))
+    return f"| {label} | {shown} | {_ratio(reference, openvino)} faster | {_ratio(pytorch, openvino)} faster | {rss} |"
+
+
 def render(results: dict[str, Any]) -> str:
     m, c = results["machine"], results["config"]
     lines = [
@@ -150,15 +156,12 @@ def render(results: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|"]
         for row, sides in rows.items():
             r, p, o = (sides.get(s, {}) for s in SIDES)
-            lines.append(f"| {ROWS[row]} | {r.get('total')} | {p.get('total')} | {o.get('total')} | "
-                         f"{_ratio(r.get('total'), o.get('total'))} faster | {_ratio(p.get('total'), o.get('total'))} faster | "
-                         f"{r.get('peak_rss_mb')} / {p.get('peak_rss_mb')} / {o.get('peak_rss_mb')} |")
+            lines.append(_times(ROWS[row], r.get("total"), p.get("total"), o.get("total"),
+                                f"{r.get('peak_rss_mb')} / {p.get('peak_rss_mb')} / {o.get('peak_rss_mb')}"))
             if row == "session" and o.get("follow_ups") and r.get("follow_ups"):
-                ref_f, ov_f, pt_f = (statistics.mean(x["follow_ups"]) for x in (r, o, p))
-                lines.append(f"| - first call | {r['first']} | {p['first']} | {o['first']} | {_ratio(r['first'], o['first'])} faster | "
-                             f"{_ratio(p['first'], o['first'])} faster | |")
-                lines.append(f"| - follow-up (mean of 2; cached tokens {o['cached_tokens'][1:]}) | {ref_f:.2f} | {pt_f:.2f} | {ov_f:.2f} | "
-                             f"{_ratio(ref_f, ov_f)} faster | {_ratio(pt_f, ov_f)} faster | |")
+                lines.append(_times("- first call", r["first"], p["first"], o["first"]))
+                lines.append(_times(f"- follow-up (mean of 2; cached tokens {o['cached_tokens'][1:]})",
+                                    *(statistics.mean(x["follow_ups"]) for x in (r, p, o))))
         lines.append("")
     d = results.get("decode")
     if d:

@@ -151,7 +151,7 @@ def _download(model: str) -> int:
 
 def _convert(settings: Settings) -> int:
     """`convert`: the OpenVINO conversion the engine would make on first use, made now, with its steps on stderr."""
-    from .backend.openvino_engine import openvino_installed
+    from .backend import openvino_installed
 
     if not openvino_installed():
         print("mcp-vision-internvl convert: the OpenVINO engine is not installed: "

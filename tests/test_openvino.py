@@ -5,7 +5,6 @@ deadlines, the conversion cache, `auto`, the tools end to end, and `mcp-vision c
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -204,16 +203,9 @@ async def test_every_tool_answers_on_the_openvino_engine(tiny_model_dir, ov_back
     changed = _image()
     ImageDraw.Draw(changed).rectangle([400, 300, 520, 420], fill="black")
     changed.save(media_dir / "b.png")
-    import pymupdf
+    from .test_batching import _scanned_pdf
 
-    doc = pymupdf.open()
-    for text in ("FIRST PAGE", "SECOND PAGE"):
-        scan = Image.new("RGB", (800, 300), "white")
-        ImageDraw.Draw(scan).text((20, 120), text, fill="black")
-        buf = io.BytesIO()
-        scan.save(buf, format="PNG")
-        doc.new_page().insert_image(pymupdf.Rect(0, 0, 595, 842), stream=buf.getvalue())
-    doc.save(media_dir / "scan.pdf")
+    (media_dir / "scan.pdf").write_bytes(_scanned_pdf([(800, 300), (800, 300)]))
     frames = [_image(c, (320, 240)) for c in ("red", "green", "blue", "yellow")]
     frames[0].save(media_dir / "clip.gif", save_all=True, append_images=frames[1:], duration=250, loop=0)
 

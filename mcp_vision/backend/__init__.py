@@ -29,15 +29,19 @@ def create_backend(settings: Settings) -> Backend:
     return LocalBackend(settings)
 
 
-def openvino_candidate(settings: Settings) -> bool:
-    """Whether `auto` may pick OpenVINO: its extra is installed and nothing asks for PyTorch (CUDA, or a
-    an Apple GPU, or a PyTorch-only quantization or dtype). Whether CUDA is present is known only once torch is imported, at
-    load (AutoBackend decides then). Nothing is imported here."""
+def openvino_installed() -> bool:
+    """Whether the `openvino` extra (openvino and nncf) is installed, without importing it."""
     from importlib.util import find_spec
 
-    if find_spec("openvino") is None or find_spec("nncf") is None:
-        return False
-    return settings.device in {"auto", "cpu"} and settings.quantization == "auto" and settings.dtype == "auto"
+    return find_spec("openvino") is not None and find_spec("nncf") is not None
 
 
-__all__ = ["Backend", "ChatResult", "Turn", "create_backend"]
+def openvino_candidate(settings: Settings) -> bool:
+    """Whether `auto` may pick OpenVINO: its extra is installed and nothing asks for PyTorch (CUDA, an Apple
+    GPU, or a PyTorch-only quantization or dtype). Whether a GPU is present is known only once torch is
+    imported, at load (AutoBackend decides then). Nothing is imported here."""
+    return (openvino_installed() and settings.device in {"auto", "cpu"} and settings.quantization == "auto"
+            and settings.dtype == "auto")
+
+
+__all__ = ["Backend", "ChatResult", "Turn", "create_backend", "openvino_candidate", "openvino_installed"]

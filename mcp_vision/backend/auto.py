@@ -51,12 +51,10 @@ class AutoBackend:
         return self._engine.load(job)
 
     def _choose(self) -> Any:
-        import torch
-
+        from .loading import accelerator
         from .local import LocalBackend
 
-        mps = getattr(torch.backends, "mps", None)
-        if self._settings.device == "auto" and (torch.cuda.is_available() or (mps is not None and mps.is_available())):
+        if self._settings.device == "auto" and accelerator():
             return LocalBackend(self._settings)
         from .openvino_engine import OpenVINOBackend
 
@@ -78,14 +76,11 @@ class AutoBackend:
 
 def _checkpoint_loads(settings: Settings) -> bool:
     """Whether the failure was OpenVINO's, not the checkpoint's: the checkpoint's config reads."""
-    from .loading import locate
+    from .loading import read_config
 
     try:
-        source, local_only = locate(settings)
-        from transformers import AutoConfig
-
-        AutoConfig.from_pretrained(source, local_files_only=local_only)
-    except (ModelUnavailableError, OSError, ValueError):
+        read_config(settings)
+    except ModelUnavailableError:
         return False
     return True
 

@@ -38,15 +38,14 @@ def choose(settings: Settings) -> tuple[str, str, Any]:
     import torch
 
     device = settings.device
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = bool(mps is not None and mps.is_available())
+    found = accelerator()
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+        device = found or "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
         raise ModelUnavailableError(
             "MCP_VISION_DEVICE=cuda but no CUDA device is available: set MCP_VISION_DEVICE=auto or cpu."
         )
-    elif device == "mps" and not has_mps:
+    elif device == "mps" and found != "mps":
         raise ModelUnavailableError(
             "MCP_VISION_DEVICE=mps but PyTorch sees no Apple GPU (MPS): set MCP_VISION_DEVICE=auto or cpu."
         )
@@ -69,6 +68,31 @@ def choose(settings: Settings) -> tuple[str, str, Any]:
     else:
         dtype = torch.bfloat16
     return device, quantization, dtype
+
+
+def accelerator() -> str | None:
+    """The GPU torch can use: "cuda", else "mps" (Apple Silicon), else None."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else None
+
+
+def read_config(settings: Settings) -> tuple[str, bool, Any]:
+    """(what to pass to from_pretrained, local_files_only, the checkpoint's config); one error sentence when
+    the configured model cannot be found or read."""
+    source, local_only = locate(settings)
+    from transformers import AutoConfig
+
+    try:
+        return source, local_only, AutoConfig.from_pretrained(source, local_files_only=local_only)
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(
+            f"MCP_VISION_MODEL={settings.model!r} could not be read as a model ({summary(exc, 200)}): "
+            f"set it to a checkpoint of a supported family ({supported()}) or its local directory."
+        ) from None
 
 
 def locate(settings: Settings) -> tuple[str, bool]:
@@ -98,20 +122,13 @@ def locate(settings: Settings) -> tuple[str, bool]:
 def load(settings: Settings, job: Job, cancelled: Callable[[], bool]) -> Loaded:
     """The configured checkpoint's processor and model, on its device, in eval mode, with a cancellation
     check (`cancelled`) before every layer."""
-    source, local_only = locate(settings)
-    device, quantization, dtype = choose(settings)
     import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText, AutoProcessor
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # stderr is our log; loading is reported as progress instead
-    try:
-        config = AutoConfig.from_pretrained(source, local_files_only=local_only)
-    except (OSError, ValueError) as exc:
-        raise ModelUnavailableError(
-            f"MCP_VISION_MODEL={settings.model!r} could not be read as a model ({summary(exc, 200)}): "
-            f"set it to a checkpoint of a supported family ({supported()}) or its local directory."
-        ) from None
+    source, local_only, config = read_config(settings)
+    device, quantization, dtype = choose(settings)
     model_type = getattr(config, "model_type", None)
     family = family_for(model_type)
     if family is None:

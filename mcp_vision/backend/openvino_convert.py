@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .families import INTERNVL
+
 log = logging.getLogger(__name__)
 
 CONVERTER_VERSION = 2  # bump when what is written changes: old conversions are then redone
@@ -126,10 +128,9 @@ def convert(source: Path, target: Path, *, language: str, vision: str, report: R
             "vision_weights": vision,
             "layers": text.num_hidden_layers,
             "kv_heads": text.num_key_value_heads,
-            "head_dim": getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads,
+            "head_dim": _head_dim(text),
             "parameters": {
-                "vision": sum(p.numel() for m in (model.model.vision_tower, model.model.multi_modal_projector)
-                              for p in m.parameters()),
+                "vision": sum(p.numel() for m in INTERNVL.vision_modules(model) for p in m.parameters()),
                 "language": sum(p.numel() for p in model.model.language_model.parameters()),
             },
             "seconds": round(time.monotonic() - started, 1),
@@ -192,6 +193,10 @@ def _convert_embeddings(model: Any, ov: Any) -> Any:
     return nncf.compress_weights(converted, mode=nncf.CompressWeightsMode.INT8_ASYM)
 
 
+def _head_dim(text: Any) -> int:
+    return getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+
+
 def _convert_language(model: Any, ov: Any) -> Any:
     """The language model with its KV cache as explicit inputs and outputs, traced, then made stateful."""
     import torch
@@ -201,7 +206,7 @@ def _convert_language(model: Any, ov: Any) -> Any:
     text = model.config.text_config
     layers = text.num_hidden_layers
     kv_heads = text.num_key_value_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    head_dim = _head_dim(text)
 
     class Language(torch.nn.Module):
         def __init__(self) -> None:

@@ -37,13 +37,6 @@ PREFILL_CHUNK = 512  # prompt tokens a forward pass while reading the prompt: th
 VISION_CHUNK = 2  # tiles per vision pass, for the same reason
 
 
-def openvino_installed() -> bool:
-    """Whether the `openvino` extra is installed, without importing it."""
-    from importlib.util import find_spec
-
-    return find_spec("openvino") is not None and find_spec("nncf") is not None
-
-
 def cache_root(settings: Settings) -> Path:
     if settings.openvino_cache is not None:
         return settings.openvino_cache
@@ -103,8 +96,8 @@ class StateKV:
     """A conversation's KV cache copied out of the stateful model: per layer a key and a value array
     [rows, kv_heads, tokens, head_dim], in the state variables' order."""
 
-    def __init__(self, names: list[str], arrays: list[Any]) -> None:
-        self.names, self.arrays = names, arrays
+    def __init__(self, arrays: list[Any]) -> None:
+        self.arrays = arrays
 
     def get_seq_length(self) -> int:
         return int(self.arrays[0].shape[2]) if self.arrays else 0
@@ -120,9 +113,17 @@ class StateKV:
 
 
 class _Output:
-    def __init__(self, sequences: Any, kv: StateKV | None) -> None:
+    """What the shared chat reads of generate's output: the sequences, and the KV cache under generate's name,
+    copied out of the model's state only if the chat keeps it (a conversation's call, not cancelled)."""
+
+    def __init__(self, sequences: Any, read_state: Any) -> None:
         self.sequences = sequences
-        setattr(self, cache_kwarg(), kv)
+        self._read_state = read_state
+
+    def __getattr__(self, name: str) -> Any:
+        if name == cache_kwarg():
+            return self._read_state()
+        raise AttributeError(name)
 
 
 class _OpenVINOInternVL(InternVL):
@@ -149,28 +150,24 @@ class OpenVINOBackend(LocalBackend):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._vision: Any = None
-        self._embeddings: Any = None
-        self._request: Any = None
+        self._request: Any = None  # the stateful language model's
+        self._vision_request: Any = None
+        self._embeddings_request: Any = None
         self._state_names: list[str] = []
         self._manifest: dict[str, Any] = {}
         self._manifest_dir: Path | None = None
-        self._keep_kv = False
-        self._run_lock = threading.Lock()
+        self._run_lock = threading.RLock()  # one generation at a time owns the stateful request
 
     # ---------------------------------------------------------------- loading
 
     def runs_checkpoint(self) -> bool:
         """Whether the configured checkpoint is one this engine runs (InternVL); True when it cannot be read,
         so that loading says why."""
+        from .loading import read_config
+
         try:
-            from .loading import locate
-
-            source, local_only = locate(self._settings)
-            from transformers import AutoConfig
-
-            return getattr(AutoConfig.from_pretrained(source, local_files_only=local_only), "model_type", None) == "internvl"
-        except (ModelUnavailableError, OSError, ValueError):
+            return getattr(read_config(self._settings)[2], "model_type", None) == "internvl"
+        except ModelUnavailableError:
             return True
 
     def _load(self, job: Job) -> str:
@@ -183,18 +180,9 @@ class OpenVINOBackend(LocalBackend):
     def prepare(self, job: Job) -> Path:
         """The conversion of the configured checkpoint, made first if there is none (minutes, once)."""
         s = self._settings
-        from .loading import locate
+        from .loading import read_config
 
-        source, local_only = locate(s)
-        from transformers import AutoConfig
-
-        try:
-            config = AutoConfig.from_pretrained(source, local_files_only=local_only)
-        except (OSError, ValueError) as exc:
-            raise ModelUnavailableError(
-                f"MCP_VISION_MODEL={s.model!r} could not be read as a model ({summary(exc, 200)}): "
-                "set it to an InternVL -hf checkpoint or its local directory."
-            ) from None
+        source, local_only, config = read_config(s)
         if getattr(config, "model_type", None) != "internvl":
             raise ModelUnavailableError(
                 f"The OpenVINO engine runs InternVL checkpoints, and MCP_VISION_MODEL={s.model!r} is a "
@@ -213,7 +201,7 @@ class OpenVINOBackend(LocalBackend):
 
     def _compile(self, target: Path, job: Job) -> None:
         import openvino as ov
-        from transformers import AutoProcessor, GenerationConfig
+        from transformers import AutoConfig, AutoProcessor, GenerationConfig
 
         s = self._settings
         manifest = json.loads((target / "mcp_vision_openvino.json").read_text())
@@ -228,8 +216,8 @@ class OpenVINOBackend(LocalBackend):
             language_options["INFERENCE_PRECISION_HINT"] = "f32"
         job.report(0, None, "compiling the OpenVINO models")
         try:
-            self._vision = core.compile_model(target / "vision.xml", "CPU", options)
-            self._embeddings = core.compile_model(target / "embeddings.xml", "CPU", options)
+            vision = core.compile_model(target / "vision.xml", "CPU", options)
+            embeddings = core.compile_model(target / "embeddings.xml", "CPU", options)
             language = core.compile_model(target / "language.xml", "CPU", language_options)
             processor = AutoProcessor.from_pretrained(target / "processor", local_files_only=True)
         except (RuntimeError, OSError, ValueError) as exc:
@@ -237,8 +225,6 @@ class OpenVINOBackend(LocalBackend):
                 f"The OpenVINO conversion in {target} could not be loaded ({summary(exc, 200)}): delete that "
                 "directory to convert again, or set MCP_VISION_BACKEND=local."
             ) from None
-        from transformers import AutoConfig
-
         config = AutoConfig.from_pretrained(target / "processor", local_files_only=True)
         try:
             generation = GenerationConfig.from_pretrained(target / "processor", local_files_only=True)
@@ -246,8 +232,8 @@ class OpenVINOBackend(LocalBackend):
             generation = GenerationConfig.from_model_config(config)
         self._request = language.create_infer_request()
         self._state_names = sorted((state.name for state in self._request.query_state()), key=_layer_order)
-        self._vision_request = self._vision.create_infer_request()
-        self._embeddings_request = self._embeddings.create_infer_request()
+        self._vision_request = vision.create_infer_request()
+        self._embeddings_request = embeddings.create_infer_request()
         self._manifest = manifest
         self._manifest_dir = target
         self._processor = processor
@@ -264,18 +250,12 @@ class OpenVINOBackend(LocalBackend):
 
     def chat(self, turns: list[Turn], job: Job, *, max_new_tokens: int, min_new_tokens: int | None = None,
              conversation: str | None = None) -> ChatResult:
-        with self._run_lock:  # one generation at a time owns the stateful request
-            self._keep_kv = bool(self._caching and conversation)
-            try:
-                return super().chat(turns, job, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                                    conversation=conversation)
-            finally:
-                self._keep_kv = False
+        with self._run_lock:
+            return super().chat(turns, job, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                                conversation=conversation)
 
     def chat_batch(self, conversations: list[list[Turn]], job: Job, *, max_new_tokens: int,
                    min_new_tokens: int | None = None) -> list[ChatResult]:
-        if len(conversations) == 1:
-            return [self.chat(conversations[0], job, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)]
         with self._run_lock:
             return super().chat_batch(conversations, job, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
 
@@ -314,7 +294,7 @@ class OpenVINOBackend(LocalBackend):
 
     def _read_state(self) -> StateKV:
         states = {state.name: state for state in self._request.query_state()}
-        return StateKV(list(self._state_names), [states[name].state.data.copy() for name in self._state_names])
+        return StateKV([states[name].state.data.copy() for name in self._state_names])
 
     def prefill(self, ids: Any, mask: Any, features: Any, cache: StateKV | None, job: Job) -> tuple[Any, Any]:
         """Read the prompt (after the cached prefix) into the model's state, a chunk a pass. Returns (the last
@@ -390,8 +370,7 @@ class OpenVINOBackend(LocalBackend):
             logits = self.step(token, mask, next_position)
             next_position = next_position + 1
         sequences = torch.from_numpy(np.concatenate([ids, np.stack(generated, axis=1)], axis=1))
-        kv = self._read_state() if self._keep_kv and rows == 1 and not job.cancelled() else None
-        return _Output(sequences, kv), first_token_at
+        return _Output(sequences, self._read_state), first_token_at
 
 
 def _layer_order(name: str) -> tuple[int, int]:
@@ -403,4 +382,4 @@ def _layer_order(name: str) -> tuple[int, int]:
         return 10**6, 0
 
 
-__all__ = ["OpenVINOBackend", "StateKV", "cache_root", "openvino_installed", "run_conversion"]
+__all__ = ["OpenVINOBackend", "StateKV", "cache_root", "run_conversion"]
