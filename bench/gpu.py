@@ -33,7 +33,7 @@ def build(cache: Path, text_layers: int) -> Path:
     root = Path(__file__).resolve().parent.parent
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    from tests.tiny_internvl import build_tiny_internvl
+    from bench.tiny_internvl import build_tiny_internvl
 
     path = cache / f"internvl3-2b-random-{text_layers}L"
     if not (path / "config.json").is_file():

@@ -79,8 +79,8 @@ def ensure_model(cache: Path, layers: int, arch: str = "internvl3-1b") -> tuple[
     root = Path(__file__).resolve().parent.parent
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    from tests.tiny_internvl import build_tiny_internvl
-    from tests.tiny_qwen import build_tiny_qwen
+    from bench.tiny_internvl import build_tiny_internvl
+    from bench.tiny_qwen import build_tiny_qwen
 
     if path.exists():
         shutil.rmtree(path)

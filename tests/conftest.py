@@ -9,8 +9,8 @@ import pytest
 
 from mcp_vision.settings import Settings
 
-from .tiny_internvl import build_tiny_internvl
-from .tiny_qwen import build_tiny_qwen
+from bench.tiny_internvl import build_tiny_internvl
+from bench.tiny_qwen import build_tiny_qwen
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PYMUPDF_MESSAGE", "fd:2")

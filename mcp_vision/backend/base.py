@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, Union
+from typing import TYPE_CHECKING, ClassVar, Literal, Union
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -113,17 +114,58 @@ class ChatResult:
         return self.text if self.raw_text is None else self.raw_text
 
 
-class Backend(Protocol):
-    @property
-    def model_name(self) -> str: ...
+class Backend(ABC):
+    """The whole contract the service uses: every engine declares every member (an abstract one left out fails
+    at construction, a missing class attribute at class creation). Callers read these; they never probe."""
+
+    engine: ClassVar[str]  # what runs the model: "pytorch", "openvino" or "remote"
+    remote: ClassVar[bool]  # the model runs in another process (calls may overlap; nothing is loaded here)
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        missing = [name for name in ("engine", "remote") if not hasattr(cls, name)]
+        if missing:
+            raise TypeError(f"{cls.__name__} does not declare {', '.join(missing)} (backend.base.Backend)")
 
     @property
-    def loaded(self) -> bool: ...
+    @abstractmethod
+    def model_name(self) -> str:
+        """The checkpoint (hub id or directory) or the remote engine's model."""
 
+    @property
+    @abstractmethod
+    def loaded(self) -> bool:
+        """Whether the model is loaded (the remote engine: checked)."""
+
+    @property
+    @abstractmethod
+    def device(self) -> str | None:
+        """Where the model runs: "cuda", "mps", "cpu" or "remote"; None while unknown (before loading)."""
+
+    @property
+    @abstractmethod
+    def context_length(self) -> int | None:
+        """Tokens the model attends to, prompt and answer together; None while unknown."""
+
+    @abstractmethod
+    def parameter_counts(self) -> tuple[int, int] | None:
+        """(vision tower + projector, language model) parameters; None while unknown (remote, not loaded)."""
+
+    @property
+    @abstractmethod
+    def takes_video(self) -> bool:
+        """Whether video goes in as a VideoPart with frame times (Qwen) rather than numbered images."""
+
+    @property
+    @abstractmethod
+    def grounding_family(self) -> str:
+        """Whose box syntax the answers use (grounding.py's names: "internvl", "qwen2_vl", "qwen2_5_vl")."""
+
+    @abstractmethod
     def load(self, job: Job) -> float:
         """Load the model if it is not loaded yet; return the seconds spent (0 when already loaded)."""
-        ...
 
+    @abstractmethod
     def chat(
         self, turns: list[Turn], job: Job, *, max_new_tokens: int, min_new_tokens: int | None = None,
         conversation: str | None = None,
@@ -131,18 +173,17 @@ class Backend(Protocol):
         """Answer the last user turn given the whole conversation. `conversation` names it, so an engine
         may keep state (a KV cache) between calls; `min_new_tokens` keeps the end of the answer away until
         then (benchmarks fix answer lengths with it). Raise ContextOverflowError when it does not fit."""
-        ...
 
+    @abstractmethod
     def chat_batch(
         self, conversations: list[list[Turn]], job: Job, *, max_new_tokens: int, min_new_tokens: int | None = None
     ) -> list[ChatResult]:
         """Answer several independent conversations (no history kept), in order; an engine may run them
         as one batch."""
-        ...
 
+    @abstractmethod
     def forget(self, conversation: str) -> None:
         """Drop any state kept for a conversation."""
-        ...
 
 
 __all__ = ["Backend", "ChatResult", "ImagePart", "Job", "Media", "Part", "Turn", "VideoPart"]
