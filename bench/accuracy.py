@@ -48,8 +48,8 @@ def measure(model: Path, cache: Path, *, weights: str = "int8", vision: str = "i
     from PIL import Image, ImageDraw
 
     from mcp_vision.backend.base import Turn
-    from mcp_vision.backend.local import LocalBackend
-    from mcp_vision.backend.openvino_engine import OpenVINOBackend
+    from mcp_vision.backend.pytorch.engine import PyTorchBackend
+    from mcp_vision.backend.openvino.engine import OpenVINOBackend
     from mcp_vision.settings import Settings
     from mcp_vision.worker import Job
 
@@ -59,7 +59,7 @@ def measure(model: Path, cache: Path, *, weights: str = "int8", vision: str = "i
         draw.rectangle([40, 60, 220, 240], fill="#d33")
         draw.ellipse([250, 200, 420, 400], fill="#36c")
         draw.text((60, 300), "Total: 42", fill="black")
-    reference = LocalBackend(Settings(model=str(model), device="cpu", quantization="none", dtype="float32"))
+    reference = PyTorchBackend(Settings(model=str(model), device="cpu", quantization="none", dtype="float32"))
     reference.load(Job())
     engine = OpenVINOBackend(Settings(model=str(model), backend="openvino", openvino_cache=cache,
                                       openvino_weights=weights, openvino_vision=vision))
@@ -69,7 +69,7 @@ def measure(model: Path, cache: Path, *, weights: str = "int8", vision: str = "i
     pixels = inputs["pixel_values"][0].float()
     with torch.inference_mode():
         ref_features = reference.family.encode(reference._model, inputs.visuals)[0]
-    ov_features = engine.family.encode(None, inputs.visuals)[0]
+    ov_features = engine._encode(inputs.visuals)[0]  # the engine's vision pass alone
     ids = inputs["input_ids"]
     with torch.inference_mode():
         ref_logits = reference._model(input_ids=ids, attention_mask=inputs["attention_mask"],

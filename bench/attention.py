@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from mcp_vision.backend.attention import attention
+    from mcp_vision.backend.pytorch.attention import attention
 
     parser = argparse.ArgumentParser(prog="python -m bench.attention", description=__doc__.splitlines()[0])
     parser.add_argument("--context", type=int, default=2000, help="cached tokens (default 2000)")

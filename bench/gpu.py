@@ -119,7 +119,7 @@ def agreement(model: Path, nf4: Any, tokens: int) -> dict[str, Any]:
     from PIL import Image
 
     from mcp_vision.backend.base import Turn
-    from mcp_vision.backend.internvl import InternVLBackend
+    from mcp_vision.backend.pytorch.engine import PyTorchBackend
     from mcp_vision.settings import Settings
     from mcp_vision.worker import Job
 
@@ -127,7 +127,7 @@ def agreement(model: Path, nf4: Any, tokens: int) -> dict[str, Any]:
     answer = nf4.chat(turns, Job(), max_new_tokens=tokens, min_new_tokens=tokens)
     del nf4
     torch.cuda.empty_cache()
-    bf16 = InternVLBackend(Settings(model=str(model), device="cuda", quantization="none", dtype="bfloat16"))
+    bf16 = PyTorchBackend(Settings(model=str(model), device="cuda", quantization="none", dtype="bfloat16"))
     bf16.load(Job())
     inputs = bf16._prepare(turns, tokens)
     ids = torch.cat([inputs["input_ids"], torch.tensor([answer.output_ids])], dim=1).cuda()
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("bench.gpu: no CUDA device", file=sys.stderr)
         return 2
-    from mcp_vision.backend.internvl import InternVLBackend
+    from mcp_vision.backend.pytorch.engine import PyTorchBackend
     from mcp_vision.settings import Settings
     from mcp_vision.worker import Job
 
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     media.mkdir(parents=True, exist_ok=True)
     settings = Settings(model=str(model), device="cuda", quantization="nf4", allowed_dirs=(media,), call_budget=0,
                         max_new_tokens=32)
-    backend = InternVLBackend(settings)
+    backend = PyTorchBackend(settings)
     report["load_seconds"] = round(backend.load(Job()), 1)
     report["memory_after_load_gib"] = round(torch.cuda.memory_allocated() / 2**30, 2)
     report["layout"] = layout(backend)

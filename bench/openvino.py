@@ -41,14 +41,14 @@ SIDES = ("reference", "pytorch", "openvino")
 
 
 def _convert(model: Path, cache: Path, timeout: float) -> dict[str, Any]:
-    from mcp_vision.backend.openvino_convert import converted_dir, is_converted
+    from mcp_vision.backend.openvino.convert import converted_dir, is_converted
 
     target = converted_dir(cache, model, "int8", "int8")
     if is_converted(target):
         return {"dir": str(target), "seconds": json.loads((target / "mcp_vision_openvino.json").read_text())["seconds"],
                 "cached": True}
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mcp_vision.backend.openvino_convert", str(model), str(target)],
+    subprocess.run([sys.executable, "-m", "mcp_vision.backend.openvino.convert", str(model), str(target)],
                    cwd=ROOT, env=child_env(), check=True, timeout=timeout, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     sizes = {p.name: p.stat().st_size for p in target.glob("*.bin")}

@@ -255,7 +255,7 @@ def render(results: dict[str, Any], previous: str | None = None) -> str:
         "MCP_VISION_OCR_BATCH (4) at a time in one batched generate. The reference is stock (oneDNN and sdpa "
         "throughout).",
         f"- Every request generates exactly {config['tokens']} tokens (min_new_tokens = max_new_tokens) on both sides, "
-        "greedy. The server's backend is the stock `InternVLBackend` with only that fixed length forced and its "
+        "greedy. The server's backend is the stock `PyTorchBackend` with only that fixed length forced and its "
         "`ChatResult`s kept (stages, ids).",
         f"- Tile budgets: the describe row uses {config.get('describe_tiles', config['tiles'])} (a 4:3 image -> "
         f"{config.get('describe_tiles', config['tiles'])} tiles + thumbnail); session, scanned OCR and compare use "

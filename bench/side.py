@@ -6,7 +6,7 @@ Each side runs in its own process so that peak RSS and load time belong to it al
 
 The server side is mcp-vision itself: `build_server(settings, backend)` driven by the SDK's in-memory
 `Client` (real tool calls, schemas, validation, progress; no stdio pipe), with the stock
-`LocalBackend` (any supported family) wrapped only to (1) fix the output length, min_new_tokens = max_new_tokens (OCR
+`PyTorchBackend` (any supported family) wrapped only to (1) fix the output length, min_new_tokens = max_new_tokens (OCR
 otherwise asks for up to 1,024 tokens), and (2) keep each `ChatResult` (stages, greedy ids).
 """
 
@@ -41,9 +41,9 @@ def _layout(turn: Any) -> list[dict[str, Any]]:
 
 def _recording_backend(settings: Any, tokens: int) -> Any:
     if settings.backend == "openvino":
-        from mcp_vision.backend.openvino_engine import OpenVINOBackend as Engine
+        from mcp_vision.backend.openvino.engine import OpenVINOBackend as Engine
     else:
-        from mcp_vision.backend.local import LocalBackend as Engine
+        from mcp_vision.backend.pytorch.engine import PyTorchBackend as Engine
 
     class RecordingBackend(Engine):
         """The stock backend with a fixed output length; keeps every ChatResult for the benchmark."""

@@ -157,7 +157,7 @@ def _convert(settings: Settings) -> int:
         print("mcp-vision-internvl convert: the OpenVINO engine is not installed: "
               "pip install 'mcp-vision-internvl[openvino]' (adds openvino and nncf).", file=sys.stderr)
         return 1
-    from .backend.openvino_engine import OpenVINOBackend
+    from .backend.openvino.engine import OpenVINOBackend
     from .errors import ModelUnavailableError
     from .worker import Job
 

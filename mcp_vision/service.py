@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import anyio
 
 from . import limits
+from .backend import create_backend, engine_class
 from .backend.base import Backend, ChatResult, Job, Turn
 from .budget import MARGIN_SECONDS, Budget, Plan, Speeds, plan
 from .errors import ContextOverflowError, InputError, ModelLoading
@@ -95,9 +96,11 @@ class VisionService:
         self.sessions = SessionStore(
             max_sessions=settings.max_sessions, ttl_seconds=settings.session_ttl, on_evict=self._forget
         )
-        remote = settings.backend == "openai"
-        self.worker = InferenceWorker(parallel=settings.remote_concurrency if remote else 1)
         self._backend = backend
+        # A remote engine takes several calls at once; a model in this process one at a time. The class tells
+        # before the engine is made (making it checks its settings, and that error belongs to the first call).
+        remote = backend.remote if backend is not None else engine_class(settings).remote
+        self.worker = InferenceWorker(parallel=settings.remote_concurrency if remote else 1)
         self._speeds: Speeds | None = None
         self._loading: asyncio.Future | None = None  # the model load, shared by the calls that wait for it
         self._load_started = 0.0
@@ -105,8 +108,6 @@ class VisionService:
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            from .backend import create_backend
-
             self._backend = create_backend(self.settings)
         return self._backend
 
@@ -160,10 +161,8 @@ class VisionService:
     def speeds(self) -> Speeds:
         """What this process has measured (first guesses by the device, once the model is loaded)."""
         if self._speeds is None:
-            remote = self.settings.backend == "openai"
-            device = "remote" if remote else getattr(self._backend, "device", None) or "cpu"
-            counts = getattr(self._backend, "parameter_counts", lambda: None)()
-            self._speeds = Speeds(device, *(counts or (None, None)))
+            counts = self.backend.parameter_counts()
+            self._speeds = Speeds(self.backend.device or "cpu", *(counts or (None, None)))
         return self._speeds
 
     async def _ensure_loaded(self, budget: Budget, progress: Progress | None) -> None:
@@ -219,10 +218,9 @@ class VisionService:
     ) -> Plan:
         """Have the model ready, then fit the call into what is left of its budget."""
         await self._ensure_loaded(budget, progress)
-        context = getattr(self.backend, "context_length", None)
         return plan(
             budget, self.speeds, images=images, tiles=tiles, frames=frames, max_new_tokens=max_new_tokens,
-            text_tokens=text_tokens, context=context if isinstance(context, int) else None,
+            text_tokens=text_tokens, context=self.backend.context_length,
         )
 
     async def _ask(
@@ -401,13 +399,9 @@ class VisionService:
 
     def grounding_family(self) -> str:
         """Whose box syntax the answers use (MCP_VISION_GROUNDING, else from the model)."""
-        from .grounding import grounding_family
-
         if self.settings.grounding != "auto":
             return self.settings.grounding
-        if self.settings.backend == "openai":
-            return grounding_family(self.settings.remote_model or self.backend.model_name)
-        return getattr(self.backend, "grounding_family", None) or "internvl"  # the loaded family's
+        return self.backend.grounding_family
 
     async def follow_up(
         self,
@@ -630,7 +624,7 @@ class VisionService:
             what=media.label, isolate=self.settings.isolate_decoding,
         )
         parts = video_parts(self.prompts, sample.frames, sample.timestamps, sample.duration, asked,
-                            as_video=bool(getattr(self.backend, "takes_video", False)))
+                            as_video=self.backend.takes_video)
         session = self.sessions.get_or_create(session_id)
         result, dropped = await self._ask(session, Turn("user", parts), progress, fitted.max_new_tokens, budget)
         answered = VideoQaResult(

@@ -11,13 +11,13 @@ from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from . import limits
+from .grounding import FAMILIES as GROUNDING_FAMILIES
 
 DEFAULT_MODEL = "OpenGVLab/InternVL3-2B-hf"
 
 Device = Literal["auto", "cuda", "mps", "cpu"]
 Quantization = Literal["auto", "nf4", "int8", "none"]
 DType = Literal["auto", "bfloat16", "float16", "float32"]
-Grounding = Literal["auto", "internvl", "qwen2_vl", "qwen2_5_vl"]
 # auto: OpenVINO on a machine without CUDA when the `openvino` extra is installed (and no PyTorch-only knob is
 # set), else local; local: PyTorch; openvino: the OpenVINO engine; openai: a remote engine over HTTP.
 BackendKind = Literal["auto", "local", "openvino", "openai"]
@@ -118,7 +118,7 @@ class Settings:
     session_ttl: float = 3600.0
     url_timeout: float = 20.0
     call_budget: float = limits.DEFAULT_CALL_BUDGET  # seconds a call may take; 0: no budget
-    grounding: Grounding = "auto"  # whose box syntax locate parses; auto: from the model
+    grounding: str = "auto"  # whose box syntax locate parses: one of grounding.FAMILIES, or auto (from the model)
     isolate_decoding: bool = True
     prompts_dir: Path | None = None
     preload: bool = False
@@ -238,7 +238,7 @@ _PARSERS = {
     "session_ttl": _parse_float,
     "url_timeout": _parse_float,
     "call_budget": lambda n, v: _parse_seconds(n, v, limits.MAX_TIME_BUDGET),
-    "grounding": lambda n, v: _parse_choice(n, v, get_args(Grounding)),
+    "grounding": lambda n, v: _parse_choice(n, v, ("auto", *GROUNDING_FAMILIES)),
     "isolate_decoding": _parse_bool,
     "prompts_dir": lambda n, v: Path(v).expanduser(),
     "preload": _parse_bool,

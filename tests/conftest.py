@@ -51,10 +51,10 @@ def settings(tiny_model_dir: Path, media_dir: Path) -> Settings:
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_model_dir: Path):
     """One loaded real backend shared by the end-to-end tests (loading once keeps the suite quick)."""
-    from mcp_vision.backend.internvl import InternVLBackend
+    from mcp_vision.backend.pytorch.engine import PyTorchBackend
     from mcp_vision.worker import Job
 
-    backend = InternVLBackend(
+    backend = PyTorchBackend(
         Settings(model=str(tiny_model_dir), device="cpu", quantization="none", dtype="float32")
     )
     backend.load(Job())
@@ -73,12 +73,12 @@ def tiny_qwen_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_qwen_backends(tiny_qwen_dirs: dict[str, Path]):
     """One loaded real backend per Qwen family, shared like tiny_backend."""
-    from mcp_vision.backend.local import LocalBackend
+    from mcp_vision.backend.pytorch.engine import PyTorchBackend
     from mcp_vision.worker import Job
 
     backends = {}
     for family, path in tiny_qwen_dirs.items():
-        backends[family] = LocalBackend(Settings(model=str(path), device="cpu", quantization="none", dtype="float32"))
+        backends[family] = PyTorchBackend(Settings(model=str(path), device="cpu", quantization="none", dtype="float32"))
         backends[family].load(Job())
     return backends
 

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from mcp_vision.backend.attention import NAME, attention
+from mcp_vision.backend.pytorch.attention import NAME, attention
 from mcp_vision.backend.base import ImagePart, Turn
 from mcp_vision.worker import Job
 

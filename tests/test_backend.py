@@ -6,10 +6,13 @@ import pytest
 from PIL import Image
 
 from mcp_vision.backend.base import ImagePart, Turn
-from mcp_vision.backend.internvl import KEEP_UNQUANTIZED, InternVLBackend
+from mcp_vision.backend.pytorch.engine import PyTorchBackend
+from mcp_vision.backend.pytorch.families import INTERNVL
 from mcp_vision.errors import InputError, ModelUnavailableError
 from mcp_vision.settings import Settings
 from mcp_vision.worker import Job
+
+from .support.wrapping import Wrapping
 
 
 def _turns(question: str = "Describe.", size=(448, 448), color="red", max_tiles: int = 1) -> list[Turn]:
@@ -20,7 +23,7 @@ def test_nf4_on_cpu_quantizes_the_language_model_only(tiny_model_dir):
     import bitsandbytes as bnb
     import torch
 
-    backend = InternVLBackend(
+    backend = PyTorchBackend(
         Settings(model=str(tiny_model_dir), device="cpu", quantization="nf4", dtype="bfloat16")
     )
     result = backend.chat(_turns(), Job(), max_new_tokens=4)
@@ -30,7 +33,7 @@ def test_nf4_on_cpu_quantizes_the_language_model_only(tiny_model_dir):
     assert all(n.startswith("model.language_model.") for n in quantized)
     # Every projection of every language-model layer is 4-bit: 7 per layer x 2 layers.
     assert len(quantized) == 14
-    for prefix in KEEP_UNQUANTIZED:
+    for prefix in INTERNVL.keep_unquantized:
         kept = [m for n, m in model.named_modules() if n.startswith(prefix) and isinstance(m, torch.nn.Linear)]
         assert kept and not any(isinstance(m, bnb.nn.Linear4bit) for m in kept), prefix
     assert backend.quantization == "nf4" and backend.device == "cpu"
@@ -38,7 +41,7 @@ def test_nf4_on_cpu_quantizes_the_language_model_only(tiny_model_dir):
 
 
 def test_cpu_auto_chooses_bf16_without_quantization(tiny_model_dir):
-    backend = InternVLBackend(Settings(model=str(tiny_model_dir), device="cpu"))
+    backend = PyTorchBackend(Settings(model=str(tiny_model_dir), device="cpu"))
     backend.load(Job())
     assert (backend.device, backend.quantization, backend.dtype) == ("cpu", "none", "bfloat16")
 
@@ -85,7 +88,7 @@ def test_prompt_over_the_context_is_an_input_error(tiny_backend):
 
 def test_non_internvl_directory_is_refused(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
-    backend = InternVLBackend(Settings(model=str(tmp_path), device="cpu"))
+    backend = PyTorchBackend(Settings(model=str(tmp_path), device="cpu"))
     with pytest.raises(ModelUnavailableError, match="not InternVL"):
         backend.load(Job())
 
@@ -95,7 +98,7 @@ def test_cuda_requested_without_cuda(tiny_model_dir):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    backend = InternVLBackend(Settings(model=str(tiny_model_dir), device="cuda"))
+    backend = PyTorchBackend(Settings(model=str(tiny_model_dir), device="cuda"))
     with pytest.raises(ModelUnavailableError, match="MCP_VISION_DEVICE"):
         backend.load(Job())
 
@@ -130,10 +133,10 @@ def test_loading_and_answering_write_no_bars_or_deprecation_notes_to_stderr(tiny
     from PIL import Image
 
     from mcp_vision.backend.base import Job, Turn
-    from mcp_vision.backend.internvl import InternVLBackend
+    from mcp_vision.backend.pytorch.engine import PyTorchBackend
     from mcp_vision.settings import Settings
 
-    backend = InternVLBackend(Settings(model=str(tiny_model_dir), device="cpu", quantization="none", dtype="float32"))
+    backend = PyTorchBackend(Settings(model=str(tiny_model_dir), device="cpu", quantization="none", dtype="float32"))
     capfd.readouterr()
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
@@ -144,3 +147,17 @@ def test_loading_and_answering_write_no_bars_or_deprecation_notes_to_stderr(tiny
                       Turn.assistant("x"), Turn.user("And now?")], Job(), max_new_tokens=2, conversation="c")
     err = capfd.readouterr().err
     assert "Loading weights" not in err and "deprecated" not in err, err
+
+
+def test_an_engine_missing_a_declared_member_fails_at_construction():
+    from mcp_vision.backend.base import Backend
+
+    class NoContext(Wrapping):  # every member but one
+        context_length = Backend.context_length  # the abstract declaration, not an implementation
+
+    with pytest.raises(TypeError, match="context_length"):
+        NoContext(None)
+    members = {k: v for k, v in vars(Wrapping).items() if k not in {"remote", "__dict__", "__weakref__"}}
+    undeclared = type("Undeclared", (Backend,), members)  # the double, never saying whether it is remote
+    with pytest.raises(TypeError, match="remote"):
+        undeclared(None)

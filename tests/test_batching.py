@@ -14,6 +14,8 @@ from mcp_vision.backend.base import ImagePart, Turn
 from mcp_vision.service import VisionService
 from mcp_vision.worker import Job
 
+from .support.wrapping import Wrapping
+
 
 def _image(size: tuple[int, int], color: tuple[int, int, int]) -> Image.Image:
     image = Image.new("RGB", size, color)
@@ -84,16 +86,13 @@ def _scanned_pdf(sizes: list[tuple[int, int] | None]) -> bytes:
     return doc.tobytes()
 
 
-class CountingBackend:
+class CountingBackend(Wrapping):
     """The tiny backend, counting how the service calls it."""
 
     def __init__(self, inner) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.batches: list[int] = []
         self.lock = threading.Lock()
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
     def chat_batch(self, conversations, job, *, max_new_tokens):
         with self.lock:

@@ -17,19 +17,18 @@ from mcp_vision.ocr import page_ranges
 from mcp_vision.server import build_server
 from mcp_vision.service import VisionService
 
+from .support.wrapping import Wrapping
 from .test_batching import _scanned_pdf
 
 pytestmark = pytest.mark.anyio
 
 
-class SlowPages:
+class SlowPages(Wrapping):
     """The tiny backend, each batch of pages taking `seconds` more (as a real model's would)."""
 
     def __init__(self, inner, seconds: float) -> None:
-        self.inner, self.seconds, self.batches = inner, seconds, []
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
+        super().__init__(inner)
+        self.seconds, self.batches = seconds, []
 
     def chat_batch(self, conversations, job, *, max_new_tokens, min_new_tokens=None):
         time.sleep(self.seconds)
@@ -37,28 +36,20 @@ class SlowPages:
         return self.inner.chat_batch(conversations, job, max_new_tokens=max_new_tokens)
 
 
-class EndlessAnswers:
+class EndlessAnswers(Wrapping):
     """The tiny backend, answers never ending early (min_new_tokens = max_new_tokens)."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
     def chat(self, turns, job, *, max_new_tokens, min_new_tokens=None, conversation=None):
         return self.inner.chat(turns, job, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
                                conversation=conversation)
 
 
-class SlowLoad:
+class SlowLoad(Wrapping):
     """The tiny backend behind a load that takes `seconds`."""
 
     def __init__(self, inner, seconds: float) -> None:
-        self.inner, self.seconds, self._loaded, self.loads = inner, seconds, False, 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
+        super().__init__(inner)
+        self.seconds, self._loaded, self.loads = seconds, False, 0
 
     @property
     def loaded(self) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from PIL import Image
 
 from mcp_vision.backend.base import Turn
-from mcp_vision.backend.internvl import InternVLBackend
+from mcp_vision.backend.pytorch.engine import PyTorchBackend
 from mcp_vision.settings import Settings
 from mcp_vision.worker import Job
 
@@ -14,7 +14,7 @@ from mcp_vision.worker import Job
 def test_native_decode_keeps_greedy_output_and_restores_onednn(tiny_model_dir):
     import torch
 
-    backend = InternVLBackend(
+    backend = PyTorchBackend(
         Settings(model=str(tiny_model_dir), device="cpu", quantization="none", dtype="bfloat16", cache_bytes=0)
     )
     backend.load(Job())

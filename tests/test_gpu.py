@@ -29,9 +29,9 @@ def test_nf4_quantizes_the_language_model_and_keeps_the_rest_bf16(cuda_settings)
     import torch
 
     from mcp_vision.backend.base import Job
-    from mcp_vision.backend.internvl import InternVLBackend
+    from mcp_vision.backend.pytorch.engine import PyTorchBackend
 
-    backend = InternVLBackend(cuda_settings)
+    backend = PyTorchBackend(cuda_settings)
     backend.load(Job())
     model = backend._model
     assert (backend.device, backend.quantization) == ("cuda", "nf4")

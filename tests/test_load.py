@@ -16,32 +16,12 @@ from mcp_vision.service import VisionService
 from mcp_vision.worker import Job
 
 from . import hostile
+from .support.wrapping import Wrapping
 
 pytestmark = pytest.mark.anyio
 
 
-class _Delegating:
-    """A backend that forwards to the shared tiny InternVL backend."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def loaded(self) -> bool:
-        return self.inner.loaded
-
-    def load(self, job: Job) -> float:
-        return self.inner.load(job)
-
-    def forget(self, conversation: str) -> None:
-        self.inner.forget(conversation)
-
-
-class GatedBackend(_Delegating):
+class GatedBackend(Wrapping):
     """Every chat waits at a gate the test opens, so the inference queue stays full until then."""
 
     def __init__(self, inner) -> None:
@@ -55,7 +35,7 @@ class GatedBackend(_Delegating):
         return self.inner.chat(turns, job, max_new_tokens=max_new_tokens, conversation=conversation)
 
 
-class LongBackend(_Delegating):
+class LongBackend(Wrapping):
     """Generation that never ends early: at least `max_new_tokens` tokens unless stopped."""
 
     def __init__(self, inner) -> None:

@@ -19,12 +19,12 @@ pytest.importorskip("nncf", reason="the openvino extra is not installed (pip ins
 
 from mcp_vision.backend import create_backend, openvino_candidate
 from mcp_vision.backend.base import Turn
-from mcp_vision.backend.openvino_convert import (
+from mcp_vision.backend.openvino.convert import (
     checkpoint_fingerprint,
     converted_dir,
     is_converted,
 )
-from mcp_vision.backend.openvino_engine import OpenVINOBackend
+from mcp_vision.backend.openvino.engine import OpenVINOBackend
 from mcp_vision.settings import Settings
 from mcp_vision.worker import Job
 
@@ -146,11 +146,11 @@ def test_auto_picks_openvino_on_a_cpu_and_pytorch_when_asked(tiny_model_dir, ov_
     assert not openvino_candidate(Settings(quantization="none"))
     assert not openvino_candidate(Settings(dtype="float32"))
     assert not openvino_candidate(Settings(device="cuda"))
-    assert type(create_backend(Settings(backend="local"))).__name__ == "LocalBackend"
+    assert type(create_backend(Settings(backend="local"))).__name__ == "PyTorchBackend"
     auto = create_backend(Settings(model=str(tiny_model_dir), openvino_cache=ov_cache))
     assert not auto.loaded
     auto.load(Job())
-    assert auto.engine == "openvino" and auto.loaded
+    assert auto.chosen.engine == "openvino" and auto.loaded
     result = auto.chat([Turn.user("Describe this image.", [_image()], max_tiles=1)], Job(), max_new_tokens=4)
     assert result.output_tokens >= 1
 

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mcp_vision.backend.base import ImagePart, Turn, VideoPart
-from mcp_vision.backend.families import FAMILIES
-from mcp_vision.backend.inputs import reusable_prefix
-from mcp_vision.backend.local import LocalBackend
+from mcp_vision.backend.pytorch.families import FAMILIES
+from mcp_vision.backend.pytorch.model_inputs import reusable_prefix
+from mcp_vision.backend.pytorch.engine import PyTorchBackend
 from mcp_vision.errors import ModelUnavailableError
 from mcp_vision.settings import Settings
 from mcp_vision.worker import Job
@@ -41,7 +41,7 @@ def _conversation(backend, conversation, script, max_tiles=2):
 def uncached(tiny_qwen_dirs):
     backends = {}
     for family, path in tiny_qwen_dirs.items():
-        backends[family] = LocalBackend(
+        backends[family] = PyTorchBackend(
             Settings(model=str(path), device="cpu", quantization="none", dtype="float32", cache_bytes=0)
         )
         backends[family].load(Job())
@@ -186,7 +186,7 @@ def test_nf4_on_cpu_quantizes_the_language_model_only(tiny_qwen_dirs, family):
     import bitsandbytes as bnb
     import torch
 
-    backend = LocalBackend(Settings(model=str(tiny_qwen_dirs[family]), device="cpu", quantization="nf4", dtype="bfloat16"))
+    backend = PyTorchBackend(Settings(model=str(tiny_qwen_dirs[family]), device="cpu", quantization="nf4", dtype="bfloat16"))
     result = backend.chat([Turn.user("Describe.", [_image("red")], max_tiles=1)], Job(), max_new_tokens=4)
     model = backend._model
     quantized = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
@@ -201,7 +201,7 @@ def test_nf4_on_cpu_quantizes_the_language_model_only(tiny_qwen_dirs, family):
 
 def test_an_unsupported_model_type_names_the_supported_families(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llava"}')
-    backend = LocalBackend(Settings(model=str(tmp_path), device="cpu"))
+    backend = PyTorchBackend(Settings(model=str(tmp_path), device="cpu"))
     with pytest.raises(ModelUnavailableError) as caught:
         backend.load(Job())
     message = str(caught.value)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mcp_vision.backend.base import Turn
-from mcp_vision.backend.internvl import InternVLBackend
+from mcp_vision.backend.pytorch.engine import PyTorchBackend
 from mcp_vision.service import VisionService
 from mcp_vision.settings import Settings
 from mcp_vision.worker import Job
@@ -21,7 +21,7 @@ def _image(color: str, size=(900, 600)) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def uncached(tiny_model_dir):
-    backend = InternVLBackend(
+    backend = PyTorchBackend(
         Settings(model=str(tiny_model_dir), device="cpu", quantization="none", dtype="float32", cache_bytes=0)
     )
     backend.load(Job())
@@ -30,7 +30,7 @@ def uncached(tiny_model_dir):
 
 @pytest.fixture
 def cached(tiny_model_dir):
-    backend = InternVLBackend(Settings(model=str(tiny_model_dir), device="cpu", quantization="none", dtype="float32"))
+    backend = PyTorchBackend(Settings(model=str(tiny_model_dir), device="cpu", quantization="none", dtype="float32"))
     backend.load(Job())
     return backend
 
@@ -87,7 +87,7 @@ def test_conversations_are_isolated(cached, uncached):
 
 
 def test_a_cache_beyond_its_budget_evicts_least_recently_used(tiny_model_dir):
-    backend = InternVLBackend(
+    backend = PyTorchBackend(
         Settings(model=str(tiny_model_dir), device="cpu", quantization="none", dtype="float32", cache_bytes=1_500_000)
     )
     for name in "abc":

@@ -1,4 +1,6 @@
-"""The model boundary. `base` is torch-free; engines import their heavy libraries lazily."""
+"""The model boundary: `base` declares the contract (torch-free); one folder per engine (pytorch/, openvino/,
+remote/), `local_engine` the common base of the two in-process ones, `auto` the choice between them at load.
+Engines import their heavy libraries lazily."""
 
 from __future__ import annotations
 
@@ -10,23 +12,28 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 
-def create_backend(settings: Settings) -> Backend:
-    """The configured engine, not yet loaded (loading or checking happens on first use)."""
+def engine_class(settings: Settings) -> type[Backend]:
+    """The configured engine's class: what it declares (`remote`, `engine`) is known before it is made."""
     if settings.backend == "openai":
-        from .remote import OpenAIBackend  # standard library only: never torch
+        from .remote import RemoteBackend  # httpx2, never torch
 
-        return OpenAIBackend(settings)
+        return RemoteBackend
     if settings.backend == "openvino":
-        from .openvino_engine import OpenVINOBackend
+        from .openvino.engine import OpenVINOBackend
 
-        return OpenVINOBackend(settings)
+        return OpenVINOBackend
     if settings.backend == "auto" and openvino_candidate(settings):
         from .auto import AutoBackend
 
-        return AutoBackend(settings)
-    from .local import LocalBackend  # torch only once it loads
+        return AutoBackend
+    from .pytorch.engine import PyTorchBackend  # torch only once it loads
 
-    return LocalBackend(settings)
+    return PyTorchBackend
+
+
+def create_backend(settings: Settings) -> Backend:
+    """The configured engine, not yet loaded (loading or checking happens on first use)."""
+    return engine_class(settings)(settings)
 
 
 def openvino_installed() -> bool:
@@ -44,4 +51,4 @@ def openvino_candidate(settings: Settings) -> bool:
             and settings.dtype == "auto")
 
 
-__all__ = ["Backend", "ChatResult", "Turn", "create_backend", "openvino_candidate", "openvino_installed"]
+__all__ = ["Backend", "ChatResult", "Turn", "create_backend", "engine_class", "openvino_candidate", "openvino_installed"]

@@ -115,17 +115,17 @@ class ChatResult:
 
 
 class Backend(ABC):
-    """The whole contract the service uses: every engine declares every member (an abstract one left out fails
-    at construction, a missing class attribute at class creation). Callers read these; they never probe."""
+    """The whole contract the service uses: every engine declares every member (one left out fails at
+    construction). Callers read these; they never probe."""
 
     engine: ClassVar[str]  # what runs the model: "pytorch", "openvino" or "remote"
     remote: ClassVar[bool]  # the model runs in another process (calls may overlap; nothing is loaded here)
 
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        super().__init_subclass__(**kwargs)
+    def __new__(cls, *args: object, **kwargs: object) -> Backend:
         missing = [name for name in ("engine", "remote") if not hasattr(cls, name)]
         if missing:
             raise TypeError(f"{cls.__name__} does not declare {', '.join(missing)} (backend.base.Backend)")
+        return super().__new__(cls)  # and ABC refuses a class with an abstract member left
 
     @property
     @abstractmethod

@@ -10,7 +10,7 @@ Three models land in one directory, keyed by the checkpoint and this converter (
   int4 as an option.
 
 This module needs torch and transformers (to read the checkpoint) besides openvino and nncf; the engine
-that runs the result (openvino_engine.py) needs openvino and the processor only.
+that runs the result (engine.py) needs openvino and the processor only.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .families import INTERNVL
+from ..pytorch.families import INTERNVL
 
 log = logging.getLogger(__name__)
 
@@ -348,12 +348,12 @@ def _quantize_vision(converted: Any, processor: Any, report: Report) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m mcp_vision.backend.openvino_convert SOURCE TARGET`: what the engine runs in a child process.
+    """`python -m mcp_vision.backend.openvino.convert SOURCE TARGET`: what the engine runs in a child process.
     Progress goes to --progress-fd as one line a step; everything else the converters print, to stderr."""
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="mcp_vision.backend.openvino_convert")
+    parser = argparse.ArgumentParser(prog="mcp_vision.backend.openvino.convert")
     parser.add_argument("source", type=Path)
     parser.add_argument("target", type=Path)
     parser.add_argument("--language", choices=LANGUAGE_WEIGHTS, default="int8")

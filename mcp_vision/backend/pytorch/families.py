@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from ..errors import InputError
-from .base import ImagePart, Turn, VideoPart
-from .inputs import TILE_PIXELS, ModelInputs, Visual, chat_messages, placeholder_spans
+from ...errors import InputError
+from ..base import ImagePart, Turn, VideoPart
+from .model_inputs import TILE_PIXELS, ModelInputs, Visual, chat_messages, placeholder_spans
 
 
 class InternVL:

@@ -1,12 +1,13 @@
-"""The local engine: a supported checkpoint (InternVL, Qwen2-VL, Qwen2.5-VL) through transformers.
+"""The common base of the engines that run the model in this process: PyTorch (pytorch/) and OpenVINO (openvino/).
 
-Shared by every family: lazy loading under a lock (loading.py), sessions' KV prefix reuse and vision
-features cached by content (cache.py, inputs.reusable_prefix), batching, cancellation and progress
-(generation.py). What differs between families is the adapter in families.py.
+What they share: lazy loading under a lock, the stock processor and a family adapter for the inputs (pytorch/
+families.py, model_inputs.py), the vision-feature cache and the KV prefix reuse across a conversation (pytorch/
+cache.py), batching, cancellation and results. What each engine supplies, through the hooks below and nothing
+else: loading (`_load_model`), the vision pass (`_encode`), generation (`_generate`, whose result hands back the
+KV cache to keep: `Generated.kv`), and `parameter_counts`. A kept KV cache is whatever the engine's `_generate`
+takes back as `cache`: it answers `get_seq_length()` and `crop(count)` (transformers' caches; openvino's StateKV).
 
-With attention.py, loading.py, families.py and generation.py, the only modules that import torch,
-transformers and bitsandbytes, always inside the functions that need them, so importing the package
-stays cheap.
+Torch is imported only inside the methods that need it, so importing the package stays cheap.
 """
 
 from __future__ import annotations
@@ -14,41 +15,83 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Cancelled, ContextOverflowError, InputError, summary
-from .base import ChatResult, Turn
-from .cache import ByteBudgetLRU, tensor_bytes
-from .generation import cache_kwarg, finish_reason, generate, reading, stages
-from .inputs import ContentKeys, ModelInputs, reusable_prefix
+from .base import Backend, ChatResult, Turn
+from .pytorch.cache import ByteBudgetLRU, tensor_bytes
+from .pytorch.generation import finish_reason, reading, stages
+from .pytorch.model_inputs import ContentKeys, ModelInputs, reusable_prefix
 
 if TYPE_CHECKING:
     from ..settings import Settings
     from .base import Job
-    from .families import Family
+    from .pytorch.families import Family
+    from .pytorch.model_inputs import Visual
 
 log = logging.getLogger(__name__)
 
 
-class LocalBackend:
+@dataclass(frozen=True)
+class LoadedModel:
+    """What an engine's `_load_model` hands the shared code: the inputs' side of the model and how it runs."""
+
+    processor: Any  # the checkpoint's stock processor (tokenizer, image processor, chat template)
+    family: Family  # the family adapter that builds the inputs (InternVL, Qwen2-VL, Qwen2.5-VL)
+    config: Any  # the checkpoint's transformers config (image token id, the language model's positions)
+    generation_config: Any  # its generation config (end and padding tokens)
+    device: str
+    dtype: str
+    quantization: str
+    described: str  # how it runs, in words for the log
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What an engine's `_generate` returns: prompt plus answer ids [rows, tokens], when the first answer token was
+    ready, and the KV cache after the call, read only when it is kept (a conversation's call, not cancelled)."""
+
+    sequences: Any
+    first_token_at: float | None
+    kv: Callable[[], Any]
+
+
+class LocalEngine(Backend):
     """Loads lazily, once, under a lock; `chat` runs on the inference worker thread."""
 
-    engine = "pytorch"  # what runs the model (the OpenVINO engine, a subclass, says "openvino")
+    remote = False
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._lock = threading.Lock()
-        self._model: Any = None
-        self._processor: Any = None
-        self.family: Family | None = None  # known once loaded
-        self.device: str | None = None
-        self.dtype: str | None = None
-        self.quantization: str | None = None
+        self._loaded: LoadedModel | None = None
         self._caching = settings.cache_bytes > 0
         self._cache: ByteBudgetLRU[Any] = ByteBudgetLRU(settings.cache_bytes)
         self._keys = ContentKeys()
-        self.native_decode = False  # decode steps without oneDNN (see loading.native_gemv_is_faster)
         self._interrupting: Job | None = None  # the job whose vision pass or prefill is running
+
+    # ---------------------------------------------------------------- the hooks each engine supplies
+
+    @abstractmethod
+    def _load_model(self, job: Job) -> LoadedModel:
+        """Load (under the lock, once)."""
+
+    @abstractmethod
+    def _encode(self, visuals: list[Visual]) -> list[Any]:
+        """Vision features (a tensor [tokens, hidden]) of each visual, in order; may raise Cancelled when
+        `self.interrupted()`."""
+
+    @abstractmethod
+    def _generate(self, input_ids: Any, attention_mask: Any, batch: list[ModelInputs], features: dict[str, Any],
+                  cache: Any, job: Job, *, max_new_tokens: int, min_new_tokens: int | None) -> Generated:
+        """Generate after the prompt (`cache`: the kept KV of its first tokens, or None); `features` per kind
+        ("image", "video") fill the placeholders in order. Stops within a token of `job` being cancelled or out
+        of time; may raise Cancelled while the prompt is read."""
+
+    # ---------------------------------------------------------------- the contract
 
     @property
     def model_name(self) -> str:
@@ -56,56 +99,72 @@ class LocalBackend:
 
     @property
     def loaded(self) -> bool:
-        return self._model is not None
+        return self._loaded is not None
+
+    @property
+    def family(self) -> Family | None:
+        """The loaded checkpoint's family adapter; None before loading."""
+        return self._loaded.family if self._loaded else None
+
+    @property
+    def device(self) -> str | None:
+        return self._loaded.device if self._loaded else None
+
+    @property
+    def dtype(self) -> str | None:
+        return self._loaded.dtype if self._loaded else None
+
+    @property
+    def quantization(self) -> str | None:
+        return self._loaded.quantization if self._loaded else None
 
     @property
     def takes_video(self) -> bool:
-        """Whether video goes in as a video with its frame times (Qwen) rather than numbered frames."""
         return bool(self.family and self.family.takes_video)
 
     @property
-    def grounding_family(self) -> str | None:
-        """Whose box syntax the loaded model writes (grounding.py's names); None before loading."""
-        return self.family.grounding if self.family else None
+    def grounding_family(self) -> str:
+        """The loaded model's box syntax; InternVL's (the default family) before loading."""
+        return self.family.grounding if self.family else "internvl"
+
+    @property
+    def context_length(self) -> int | None:
+        if self._loaded is None:
+            return None
+        max_len = getattr(self._processor.tokenizer, "model_max_length", None) or 0
+        limit = getattr(self._loaded.config.text_config, "max_position_embeddings", None) or max_len
+        return int(min(limit, max_len) if max_len and max_len < 10**8 else limit)
+
+    @property
+    def _processor(self) -> Any:
+        assert self._loaded is not None, "load() first"
+        return self._loaded.processor
 
     # ---------------------------------------------------------------- loading
 
     def load(self, job: Job) -> float:
-        if self._model is not None:
+        if self._loaded is not None:
             return 0.0
         with self._lock:
-            if self._model is not None:
+            if self._loaded is not None:
                 return 0.0
             started = time.monotonic()
-            described = self._load(job)
+            loaded = self._load_model(job)
+            self._loaded = loaded
             seconds = time.monotonic() - started
-            log.info("loaded %s (%s) in %.1f s", self._settings.model, described, seconds)
+            log.info("loaded %s (%s) in %.1f s", self._settings.model, loaded.described, seconds)
             job.report(0, None, f"model loaded in {seconds:.1f} s")
             return seconds
 
-    def _load(self, job: Job) -> str:
-        """Load (under the lock, once); return how, in words for the log."""
-        from .loading import load
-
-        job.report(0, None, f"loading model {self._settings.model}")
-        loaded = load(self._settings, job, self._cancelled)
-        self._processor, self.family = loaded.processor, loaded.family
-        self.device, self.quantization, self.dtype = loaded.device, loaded.quantization, loaded.dtype
-        self.native_decode = loaded.native_decode
-        self._model = loaded.model
-        return (f"{loaded.family.label} on {self.device}, {self.dtype}, quantization {self.quantization}"
-                + (", decode without oneDNN" if self.native_decode else ""))
-
-    def _cancelled(self) -> bool:
+    def interrupted(self) -> bool:
+        """Whether the job whose vision pass or prompt is being read was cancelled (engines check it there)."""
         job = self._interrupting
         return job is not None and job.cancelled()
 
-    def parameter_counts(self) -> tuple[int, int] | None:
-        """(vision tower + projector, language model) parameters, once loaded: the time budget's first guess."""
-        if self._model is None or self.family is None:
-            return None
-        vision = sum(p.numel() for m in self.family.vision_modules(self._model) for p in m.parameters())
-        return vision, sum(p.numel() for p in self._model.model.language_model.parameters())
+    def decoding(self) -> None:
+        """An engine's `_generate` calls this once the prompt is read: from then on generation itself stops within
+        a token, and `interrupted()` stays False."""
+        self._interrupting = None
 
     # ---------------------------------------------------------------- inputs
 
@@ -146,7 +205,7 @@ class LocalBackend:
             # Without inference mode autograd records the whole vision pass, and a cached feature tensor keeps
             # every saved activation alive (GBs at 13 tiles) besides running slower.
             with torch.inference_mode():
-                encoded = self.family.encode(self._model, [inputs.visuals[i] for i in missing])
+                encoded = self._encode([inputs.visuals[i] for i in missing])
             for i, features in zip(missing, encoded):
                 found[i] = features
                 if self._caching:
@@ -180,29 +239,16 @@ class LocalBackend:
             cache.crop(-extra)  # transformers 5: a negative count removes that many tokens from the end
         return cache, common
 
-    def _generate(self, input_ids: Any, attention_mask: Any, batch: list[ModelInputs], features: dict[str, Any],
-                  cache: Any, job: Job, *, max_new_tokens: int, min_new_tokens: int | None,
-                  native_decode: bool) -> tuple[Any, float | None]:
-        def decoding() -> None:
-            self._interrupting = None  # decoding: the stopping criterion stops within a token
-
-        return generate(
-            self._model, input_ids, attention_mask, self.family.encoder_outputs(features), cache, job,
-            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, native_decode=native_decode,
-            pad_id=self._pad_id(), extra=self.family.generate_kwargs(self._model, batch, int(input_ids.shape[1])),
-            on_first_token=decoding,
-        )
-
     def _eos_ids(self) -> set[int]:
-        eos = self._model.generation_config.eos_token_id
+        eos = self._loaded.generation_config.eos_token_id
         return set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
 
     def _pad_id(self) -> int:
-        pad = self._model.generation_config.pad_token_id
+        pad = self._loaded.generation_config.pad_token_id
         if pad is None:
             pad = self._processor.tokenizer.pad_token_id
         if pad is None:
-            eos = self._model.generation_config.eos_token_id
+            eos = self._loaded.generation_config.eos_token_id
             pad = eos[0] if isinstance(eos, list) else eos
         return int(pad)
 
@@ -254,9 +300,9 @@ class LocalBackend:
         try:
             features, encoded = self._features(inputs, range(first_new, len(inputs.visuals)))
             vision_done = time.monotonic()
-            output, first_token_at = self._generate(
+            output = self._generate(
                 inputs.input_ids, inputs.attention_mask, [inputs], features, cache, job,
-                max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, native_decode=self.native_decode,
+                max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
             )
         except Cancelled:  # stopped inside the vision pass or the prefill
             return self._cancelled_result(inputs, turns, job, max_new_tokens,
@@ -266,7 +312,7 @@ class LocalBackend:
         finished = time.monotonic()
         sequence = output.sequences[0].cpu()
         if self._caching and conversation and not job.cancelled():
-            kv = getattr(output, cache_kwarg())
+            kv = output.kv()
             kept = kv.get_seq_length()
             self._cache.put("p:" + conversation, (sequence[:kept].clone(), inputs.keys, kv), tensor_bytes(kv))
         return self._result(
@@ -275,7 +321,7 @@ class LocalBackend:
             load_seconds=load_seconds,
             cached_tokens=cached_tokens,
             images_encoded=encoded,
-            stages=stages(started, vision_done, first_token_at, finished),
+            stages=stages(started, vision_done, output.first_token_at, finished),
         )
 
     def chat_batch(
@@ -313,10 +359,9 @@ class LocalBackend:
                 for kind, value in features.items():
                     joined.setdefault(kind, []).append(value)
             vision_done = time.monotonic()
-            output, first_token_at = self._generate(
+            output = self._generate(
                 input_ids, attention_mask, batch, {kind: torch.cat(v) for kind, v in joined.items()}, None, job,
                 max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                native_decode=False,  # several rows a step: oneDNN's matrix kernels are the faster ones
             )
         except Cancelled:  # stopped inside the vision pass or the prefill: every row is dropped
             return [
@@ -327,7 +372,7 @@ class LocalBackend:
         finally:
             self._interrupting = None
         finished = time.monotonic()
-        timings = stages(started, vision_done, first_token_at, finished)
+        timings = stages(started, vision_done, output.first_token_at, finished)
         eos_ids = self._eos_ids()
         results = []
         for row, (turns, inputs) in enumerate(zip(conversations, batch)):
@@ -342,11 +387,5 @@ class LocalBackend:
             ))
         return results
 
-    @property
-    def context_length(self) -> int:
-        max_len = getattr(self._processor.tokenizer, "model_max_length", None) or 0
-        limit = getattr(self._model.config.text_config, "max_position_embeddings", None) or max_len
-        return int(min(limit, max_len) if max_len and max_len < 10**8 else limit)
 
-
-__all__ = ["LocalBackend"]
+__all__ = ["Generated", "LoadedModel", "LocalEngine"]

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Cancelled, ModelUnavailableError, summary
+from ...errors import Cancelled, ModelUnavailableError, summary
 from .families import Family, family_for, supported
 
 if TYPE_CHECKING:
-    from ..settings import Settings
-    from .base import Job
+    from ...settings import Settings
+    from ..base import Job
 
 log = logging.getLogger(__name__)
 

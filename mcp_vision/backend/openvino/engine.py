@@ -1,8 +1,8 @@
-"""The OpenVINO engine: the same checkpoint, converted once (openvino_convert.py), run by OpenVINO on a CPU.
+"""The OpenVINO engine: the same checkpoint, converted once (convert.py), run by OpenVINO on a CPU.
 
-What it shares with the PyTorch engine (it is one, with three parts replaced): the stock processor and chat
-template, the inputs and their checks, the vision-feature cache, the KV prefix reuse across a conversation,
-batching, results. What it replaces: loading (conversion on first use, in a child process, then compiling),
+What it shares with the PyTorch engine (through local_engine.LocalEngine, their common base): the stock processor
+and chat template, the inputs and their checks, the vision-feature cache, the KV prefix reuse across a
+conversation, batching, results. What it supplies through the base's hooks: loading (conversion on first use, in a child process, then compiling),
 the vision pass (the converted vision tower, int8), and generation: a greedy loop of our own on the stateful
 language model (openvino-genai's VLMPipeline takes no `inputs_embeds` layout like this one), with the prompt
 read in chunks so a cancelled call stops within a chunk, and the KV cache of a conversation kept by copying
@@ -21,15 +21,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Cancelled, InputError, ModelUnavailableError, summary
-from .families import InternVL
-from .generation import cache_kwarg
-from .local import LocalBackend
+from ...errors import Cancelled, InputError, ModelUnavailableError, summary
+from ..local_engine import Generated, LoadedModel, LocalEngine
+from ..pytorch.families import INTERNVL
 
 if TYPE_CHECKING:
-    from ..settings import Settings
-    from .base import ChatResult, Job, Turn
-    from .inputs import ModelInputs, Visual
+    from ...settings import Settings
+    from ..base import ChatResult, Job, Turn
+    from ..pytorch.model_inputs import ModelInputs, Visual
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ def run_conversion(source: Path, target: Path, *, language: str, vision: str, re
     the converters print cannot reach our stdout (the MCP channel). Progress lines come back on a pipe."""
     read_fd, write_fd = os.pipe()
     command = [
-        sys.executable, "-m", "mcp_vision.backend.openvino_convert", str(source), str(target),
+        sys.executable, "-m", "mcp_vision.backend.openvino.convert", str(source), str(target),
         "--language", language, "--vision", vision, "--progress-fd", str(write_fd),
     ]
     child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(), stderr=sys.stderr.fileno(),
@@ -81,15 +80,6 @@ def run_conversion(source: Path, target: Path, *, language: str, vision: str, re
             f"Converting the model to OpenVINO failed (exit {child.returncode}; last step: {last or 'none'}): "
             "see the server's log, or set MCP_VISION_BACKEND=local to use the PyTorch engine."
         )
-
-
-class _Config:
-    """What the shared code reads of `model.config` / `model.generation_config`."""
-
-    def __init__(self, config: Any, generation: Any, device: str = "cpu") -> None:
-        self.config = config
-        self.generation_config = generation
-        self.device = device
 
 
 class StateKV:
@@ -112,38 +102,7 @@ class StateKV:
         return sum(int(a.nbytes) for a in self.arrays)
 
 
-class _Output:
-    """What the shared chat reads of generate's output: the sequences, and the KV cache under generate's name,
-    copied out of the model's state only if the chat keeps it (a conversation's call, not cancelled)."""
-
-    def __init__(self, sequences: Any, read_state: Any) -> None:
-        self.sequences = sequences
-        self._read_state = read_state
-
-    def __getattr__(self, name: str) -> Any:
-        if name == cache_kwarg():
-            return self._read_state()
-        raise AttributeError(name)
-
-
-class _OpenVINOInternVL(InternVL):
-    """InternVL's inputs, with the vision pass on the converted vision tower."""
-
-    def __init__(self, engine: OpenVINOBackend) -> None:
-        self._engine = engine
-
-    def encode(self, model: Any, visuals: list[Visual]) -> list[Any]:
-        import torch
-
-        features = self._engine._encode_tiles(torch.cat([v.pixel_values for v in visuals]))
-        out, offset = [], 0
-        for v in visuals:
-            out.append(features[offset : offset + v.tiles].reshape(-1, features.shape[-1]))
-            offset += v.tiles
-        return out
-
-
-class OpenVINOBackend(LocalBackend):
+class OpenVINOBackend(LocalEngine):
     """InternVL on OpenVINO: loads lazily, once, under a lock; `chat` runs on the inference worker thread."""
 
     engine = "openvino"
@@ -163,24 +122,21 @@ class OpenVINOBackend(LocalBackend):
     def runs_checkpoint(self) -> bool:
         """Whether the configured checkpoint is one this engine runs (InternVL); True when it cannot be read,
         so that loading says why."""
-        from .loading import read_config
+        from ..pytorch.loading import read_config
 
         try:
             return getattr(read_config(self._settings)[2], "model_type", None) == "internvl"
         except ModelUnavailableError:
             return True
 
-    def _load(self, job: Job) -> str:
-        s = self._settings
-        job.report(0, None, f"loading model {s.model} (OpenVINO)")
-        target = self.prepare(job)
-        self._compile(target, job)
-        return f"OpenVINO, language model {s.openvino_weights}, vision {s.openvino_vision}, from {target}"
+    def _load_model(self, job: Job) -> LoadedModel:
+        job.report(0, None, f"loading model {self._settings.model} (OpenVINO)")
+        return self._compile(self.prepare(job), job)
 
     def prepare(self, job: Job) -> Path:
         """The conversion of the configured checkpoint, made first if there is none (minutes, once)."""
         s = self._settings
-        from .loading import read_config
+        from ..pytorch.loading import read_config
 
         source, local_only, config = read_config(s)
         if getattr(config, "model_type", None) != "internvl":
@@ -189,7 +145,7 @@ class OpenVINOBackend(LocalBackend):
                 f"{getattr(config, 'model_type', 'unknown')!r} model: set MCP_VISION_BACKEND=local for it."
             )
         checkpoint = local_checkpoint(s, source, local_only)
-        from .openvino_convert import converted_dir, is_converted
+        from .convert import converted_dir, is_converted
 
         target = converted_dir(cache_root(s), checkpoint, s.openvino_weights, s.openvino_vision)
         if not is_converted(target):
@@ -199,7 +155,7 @@ class OpenVINOBackend(LocalBackend):
                            report=lambda step: job.report(0, None, f"converting to OpenVINO: {step}"))
         return target
 
-    def _compile(self, target: Path, job: Job) -> None:
+    def _compile(self, target: Path, job: Job) -> LoadedModel:
         import openvino as ov
         from transformers import AutoConfig, AutoProcessor, GenerationConfig
 
@@ -236,11 +192,11 @@ class OpenVINOBackend(LocalBackend):
         self._embeddings_request = embeddings.create_infer_request()
         self._manifest = manifest
         self._manifest_dir = target
-        self._processor = processor
-        self.device, self.dtype = "cpu", f"openvino {s.openvino_weights}"
-        self.quantization = f"language {s.openvino_weights}, vision {s.openvino_vision}"
-        self.family = _OpenVINOInternVL(self)
-        self._model = _Config(config, generation)
+        return LoadedModel(
+            processor=processor, family=INTERNVL, config=config, generation_config=generation, device="cpu",
+            dtype=f"openvino {s.openvino_weights}", quantization=f"language {s.openvino_weights}, vision {s.openvino_vision}",
+            described=f"OpenVINO, language model {s.openvino_weights}, vision {s.openvino_vision}, from {target}",
+        )
 
     def parameter_counts(self) -> tuple[int, int] | None:
         params = self._manifest.get("parameters")
@@ -259,6 +215,17 @@ class OpenVINOBackend(LocalBackend):
         with self._run_lock:
             return super().chat_batch(conversations, job, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
 
+    def _encode(self, visuals: list[Visual]) -> list[Any]:
+        """InternVL's vision pass on the converted tower: each visual's tiles' features, joined [tokens, hidden]."""
+        import torch
+
+        features = self._encode_tiles(torch.cat([v.pixel_values for v in visuals]))
+        out, offset = [], 0
+        for v in visuals:
+            out.append(features[offset : offset + v.tiles].reshape(-1, features.shape[-1]))
+            offset += v.tiles
+        return out
+
     def _encode_tiles(self, pixels: Any) -> Any:
         """Projected features [tiles, tokens per tile, hidden] of a tensor of tiles, a few tiles a pass, so a
         cancelled call stops between passes."""
@@ -268,8 +235,7 @@ class OpenVINOBackend(LocalBackend):
         array = pixels.numpy().astype(np.float32, copy=False)
         parts = []
         for start in range(0, len(array), VISION_CHUNK):
-            job = self._interrupting
-            if job is not None and job.cancelled():
+            if self.interrupted():
                 raise Cancelled
             self._vision_request.infer({"pixel_values": array[start : start + VISION_CHUNK]})
             parts.append(self._vision_request.get_output_tensor(0).data.copy())
@@ -307,7 +273,7 @@ class OpenVINOBackend(LocalBackend):
         new = ids[:, past:]
         embeds = self._embed(new)
         if features is not None:
-            where = new == self._model.config.image_token_id
+            where = new == self._loaded.config.image_token_id
             if int(where.sum()) != len(features):
                 raise InputError(
                     f"The prompt holds {int(where.sum())} image tokens for {len(features)} image features: "
@@ -334,11 +300,10 @@ class OpenVINOBackend(LocalBackend):
         return self._request.get_tensor("logits").data[:, -1, :]
 
     def _generate(self, input_ids: Any, attention_mask: Any, batch: list[ModelInputs], features: dict[str, Any],
-                  cache: Any, job: Job, *, max_new_tokens: int, min_new_tokens: int | None,
-                  native_decode: bool) -> tuple[Any, float | None]:
+                  cache: Any, job: Job, *, max_new_tokens: int, min_new_tokens: int | None) -> Generated:
         """Greedy generation on the stateful model; stops within a token of `job` being cancelled or out of
-        time, and within a prompt chunk while the prompt is read. Returns (output, when the first token was
-        ready) like the PyTorch engine's."""
+        time, and within a prompt chunk while the prompt is read. The KV cache kept is the model's state, copied
+        out only when asked for."""
         import numpy as np
         import torch
 
@@ -347,7 +312,7 @@ class OpenVINOBackend(LocalBackend):
         rows = ids.shape[0]
         logits, positions = self.prefill(ids, mask, features.get("image"), cache, job)
         first_token_at = time.monotonic()
-        self._interrupting = None  # decoding: the loop below stops within a token
+        self.decoding()  # the loop below stops within a token
         eos = np.array(sorted(self._eos_ids()), dtype=np.int64)
         pad = self._pad_id()
         done = np.zeros(rows, dtype=bool)
@@ -370,7 +335,7 @@ class OpenVINOBackend(LocalBackend):
             logits = self.step(token, mask, next_position)
             next_position = next_position + 1
         sequences = torch.from_numpy(np.concatenate([ids, np.stack(generated, axis=1)], axis=1))
-        return _Output(sequences, self._read_state), first_token_at
+        return Generated(sequences, first_token_at, self._read_state)
 
 
 def _layer_order(name: str) -> tuple[int, int]:

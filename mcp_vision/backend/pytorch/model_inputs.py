@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .base import ImagePart, Media, Turn, VideoPart
+from ..base import ImagePart, Media, Turn, VideoPart
 
 TILE_PIXELS = 448 * 448  # one InternVL tile: the unit `max_tiles` counts in for every family
 
