@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
                         help="how much the server logs to stderr (default: INFO)")
     sub = parser.add_subparsers(dest="command", metavar="command")
-    download = sub.add_parser("download", help="fetch the model into the Hugging Face cache ahead of time, then exit")
+    download = sub.add_parser("download", help="fetch the model into the Hugging Face cache ahead of time (and convert "
+                              "it when the OpenVINO engine will run it), then exit")
     download.add_argument("--model", dest="download_model", help="model id (default: the configured model)")
     convert = sub.add_parser("convert", help="convert the model for the OpenVINO engine ahead of time (minutes, "
                              "once; the server otherwise converts on first use), then exit")
@@ -123,6 +124,9 @@ _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's reading of a boolean var
 
 def _download(model: str) -> int:
     """Fetch `model` into the Hugging Face cache; every failure is one line on stderr and exit status 1."""
+    if os.path.isdir(os.path.expanduser(model)):  # offline or not: there is nothing to fetch
+        print(f"{model} is a local directory; nothing to download.", file=sys.stderr)
+        return 0
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if var not in _OFFLINE_SET_HERE and os.environ.get(var, "").strip().upper() in _TRUE:
             print(
@@ -132,9 +136,6 @@ def _download(model: str) -> int:
             )
             return 1
         os.environ.pop(var, None)
-    if os.path.isdir(os.path.expanduser(model)):
-        print(f"{model} is a local directory; nothing to download.", file=sys.stderr)
-        return 0
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub import errors as hub
 
@@ -175,6 +176,26 @@ def _convert(settings: Settings) -> int:
     return 0
 
 
+def _openvino_will_run(settings: Settings) -> bool:
+    """Whether `auto` will run this checkpoint on OpenVINO here: the extra is installed, nothing asks for PyTorch,
+    no GPU, and the checkpoint is InternVL (so `download` converts too and the first call finds it done)."""
+    from .backend import openvino_candidate
+
+    if settings.backend == "openvino":
+        return True
+    if settings.backend != "auto" or not openvino_candidate(settings):
+        return False
+    from .backend.pytorch.loading import accelerator, read_config
+    from .errors import ModelUnavailableError
+
+    if accelerator() is not None:
+        return False
+    try:
+        return getattr(read_config(settings)[2], "model_type", None) == "internvl"
+    except ModelUnavailableError:  # not a checkpoint (yet): the server says why when it loads
+        return False
+
+
 def _download_failure(model: str, exc: Exception, hub, endpoint: str) -> str:
     detail = summary(exc, 200)
     local = "or copy the model to this machine and set MCP_VISION_MODEL to its directory"
@@ -209,7 +230,13 @@ def run(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: {exc} (see --help)", file=sys.stderr)
         return 2
     if args.command == "download":
-        return _download(args.download_model or settings.model)
+        settings = settings.with_overrides(model=args.download_model)
+        fetched = _download(settings.model)
+        if fetched != 0 or not _openvino_will_run(settings):
+            return fetched
+        _configure_process(settings)
+        print("converting it for the OpenVINO engine, the one this machine will run (once; minutes)", file=sys.stderr)
+        return _convert(settings)
     if args.command == "convert":
         _configure_process(settings)
         return _convert(settings.with_overrides(model=args.convert_model, openvino_weights=args.convert_weights,

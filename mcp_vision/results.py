@@ -48,6 +48,10 @@ class ModelAnswer(Viewable):
     answer: str = Field(description="The model's answer.")
     session_id: str = Field(description="Pass this to follow_up (or any tool) to continue the conversation.")
     model: str = Field(description="The model that answered.")
+    engine: str = Field(
+        default="", description="The engine that ran it: pytorch, openvino or remote (the PyTorch engine answers "
+        "while the model converts to OpenVINO on a CPU)."
+    )
     usage: Usage
     finish_reason: Literal["stop", "length", "time"] = Field(
         description="'length' when the answer was cut at max_new_tokens: ask again with a larger value; 'time' "

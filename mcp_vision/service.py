@@ -142,6 +142,7 @@ class VisionService:
             "answer": result.text,
             "session_id": session.id,
             "model": self.backend.model_name,
+            "engine": result.engine,
             "usage": _usage(result),
             "finish_reason": finish,
             "seconds": round(budget.elapsed(), 3),

@@ -19,14 +19,14 @@ def server_env(model: Path | str, media: Path, **extra: str) -> dict[str, str]:
     off stdout by itself), pointed at `model` and allowed to read `media`, offline, on the CPU, on the PyTorch
     engine (the OpenVINO engine's own tests convert into a temporary cache; these never write to ~/.cache)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_VISION_", "PYMUPDF_"))}
-    env.update(
-        MCP_VISION_MODEL=str(model),
-        MCP_VISION_ALLOWED_DIRS=str(media),
-        MCP_VISION_DEVICE="cpu",
-        MCP_VISION_BACKEND="local",
-        HF_HUB_OFFLINE="1",
+    env.update({
+        "MCP_VISION_MODEL": str(model),
+        "MCP_VISION_ALLOWED_DIRS": str(media),
+        "MCP_VISION_DEVICE": "cpu",
+        "MCP_VISION_BACKEND": "local",
+        "HF_HUB_OFFLINE": "1",
         **extra,
-    )
+    })
     return env
 
 

@@ -123,7 +123,8 @@ def test_the_servers_own_offline_setting_is_not_the_users(tmp_path, monkeypatch)
     assert cli._download(str(tmp_path)) == 0  # a local directory: not refused
     monkeypatch.setattr(cli, "_OFFLINE_SET_HERE", set())
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the same value, set by the user this time
-    assert cli._download(str(tmp_path)) == 1
+    assert cli._download("some/model") == 1  # refused before any network
+    assert cli._download(str(tmp_path)) == 0  # a local directory needs no download, offline or not
 
 
 def test_help_names_the_command_and_tells_the_truth_about_the_environment():
@@ -184,3 +185,33 @@ def test_flags_and_variables_are_read_by_the_same_parsers(monkeypatch):
         cli.settings_from(cli.build_parser().parse_args([]))
     monkeypatch.setenv("MCP_VISION_MAX_TILES", "6")
     assert cli.settings_from(cli.build_parser().parse_args(["--max-tiles", " 3 "])).max_tiles == 3
+
+
+def test_download_converts_when_the_openvino_engine_will_run_it(tiny_model_dir, monkeypatch, capsys):
+    """The documented set-up step leaves nothing for the first call: on a CPU with the openvino extra, `download`
+    converts too (and says so); with the PyTorch engine asked for, it does not."""
+    pytest.importorskip("openvino")
+    for var in [v for v in os.environ if v.startswith("MCP_VISION_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setattr(cli.logging, "basicConfig", lambda **kw: None)
+    converted: list[Settings] = []
+    monkeypatch.setattr(cli, "_convert", lambda settings: converted.append(settings) or 0)
+    assert cli.run(["download", "--model", str(tiny_model_dir)]) == 0
+    assert [s.model for s in converted] == [str(tiny_model_dir)]
+    assert "converting it for the OpenVINO engine" in capsys.readouterr().err
+    assert cli.run(["--backend", "local", "download", "--model", str(tiny_model_dir)]) == 0
+    assert len(converted) == 1
+
+
+def test_one_command_name_everywhere():
+    """`mcp-vision` on PyPI is another project: every text that tells a user what to run names this one's
+    command, and it is the only script installed."""
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    assert set(tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]) == {"mcp-vision-internvl"}
+    wrong = re.compile(r"mcp-vision (download|convert|--[a-z])")
+    texts = [root / "README.md", root / "server.json", *(root / "mcp_vision").rglob("*.py")]
+    offenders = [f"{path.relative_to(root)}: {m.group(0)}" for path in texts for m in wrong.finditer(path.read_text())]
+    assert offenders == []

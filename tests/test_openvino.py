@@ -1,7 +1,7 @@
 """The OpenVINO engine on the tiny InternVL: converted once here (the real converter, in the child process
 the engine uses), then every behaviour the PyTorch engine has: accuracy against float32 PyTorch within the
 written thresholds, KV prefix reuse equal to recomputing, batching equal to one at a time, cancellation and
-deadlines, the conversion cache, `auto`, the tools end to end, and `mcp-vision convert`."""
+deadlines, the conversion cache, `auto`, the tools end to end, and `mcp-vision-internvl convert`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 from PIL import Image, ImageDraw
 
@@ -227,3 +228,39 @@ async def test_every_tool_answers_on_the_openvino_engine(tiny_model_dir, ov_back
         assert not video.is_error, video.content
         located = await client.call_tool("locate", {"image": str(media_dir / "a.png"), "target": "the circle"})
         assert located.content[0].type == "text"  # random weights name no box; the call still answers
+
+
+@pytest.mark.anyio
+async def test_auto_answers_at_once_while_converting_then_moves_to_openvino(tiny_model_dir, media_dir, tmp_path):
+    """No dead wait on a CPU: from an empty conversion cache the first call is answered by the PyTorch engine
+    within the default budget, the conversion goes on in the background, and a later call is answered by
+    OpenVINO in the same session (measured from outside, through the real server over stdio)."""
+    from mcp import Client, StdioServerParameters
+
+    from .servers import SERVER, server_env
+
+    Image.new("RGB", (320, 240), "green").save(media_dir / "converting.png")
+    cache = tmp_path / "ov"
+    # f16 vision: no calibration, so the background conversion is short; what is tested is the hand-over.
+    env = server_env(tiny_model_dir, media_dir, MCP_VISION_BACKEND="auto", MCP_VISION_OPENVINO_CACHE=str(cache),
+                     MCP_VISION_OPENVINO_VISION="f16", MCP_VISION_MAX_NEW_TOKENS="4", MCP_VISION_MAX_TILES="1")
+    params = StdioServerParameters(command=SERVER[0], args=SERVER[1:], env=env, cwd=str(media_dir))
+    async with Client(params) as client:
+        started = time.monotonic()
+        first = await client.call_tool("describe_image", {"image": "converting.png"})
+        first_seconds = time.monotonic() - started
+        assert not first.is_error, first.content
+        assert first.structured_content["engine"] == "pytorch"
+        assert first_seconds < 50  # the default budget (MCP_VISION_CALL_BUDGET)
+        session = first.structured_content["session_id"]
+        engines = []
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline:
+            later = await client.call_tool("follow_up", {"session_id": session, "question": "And the colour?"})
+            assert not later.is_error, later.content
+            engines.append(later.structured_content["engine"])
+            if engines[-1] == "openvino":
+                break
+            await anyio.sleep(5)
+    assert engines[-1] == "openvino", engines
+    assert is_converted(converted_dir(cache, tiny_model_dir, "int8", "f16"))

@@ -107,6 +107,7 @@ class ChatResult:
     # (width, height) of each newest-turn image as the processor resized it, where the model sees one size
     # (Qwen: its boxes are in these pixels); empty where the engine tiles instead (InternVL) or cannot tell.
     input_sizes: list[tuple[int, int]] = field(default_factory=list)
+    engine: str = ""  # the engine that answered (Backend.engine: "pytorch", "openvino", "remote")
 
     @property
     def history_text(self) -> str:

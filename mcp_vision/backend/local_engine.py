@@ -268,6 +268,7 @@ class LocalEngine(Backend):
             output_ids=new_tokens.tolist(),
             raw_text=raw_text,
             input_sizes=[v.size for v in newest if v.size and v.kind == "image"],
+            engine=self.engine,
             **fields,
         )
 

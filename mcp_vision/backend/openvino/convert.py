@@ -347,6 +347,18 @@ def _quantize_vision(converted: Any, processor: Any, report: Report) -> Any:
     )
 
 
+def _yield_cores() -> None:
+    """Run nicer, on half the cores (the last ones), with as many threads: the engine answering meanwhile
+    keeps the rest. Threads are set before torch or OpenVINO start their pools."""
+    os.nice(10)
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cores) > 1:
+        keep = cores[len(cores) // 2 :]
+        os.sched_setaffinity(0, keep)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(len(keep))
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m mcp_vision.backend.openvino.convert SOURCE TARGET`: what the engine runs in a child process.
     Progress goes to --progress-fd as one line a step; everything else the converters print, to stderr."""
@@ -359,10 +371,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--language", choices=LANGUAGE_WEIGHTS, default="int8")
     parser.add_argument("--vision", choices=VISION_WEIGHTS, default="int8")
     parser.add_argument("--progress-fd", type=int, default=None)
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO")
+    parser.add_argument("--background", action="store_true",
+                        help="lower priority, half the cores: another engine answers meanwhile")
     args = parser.parse_args(argv)
     os.dup2(2, 1)  # NNCF's progress bars and OpenVINO's messages: never on a stdout someone reads
     sys.stdout = sys.stderr
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(name)s: %(message)s")
+    if args.log_level != "DEBUG":  # the frameworks' warnings (tracer, deprecations) are noise to a user
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        for name in ("nncf", "transformers", "torch", "openvino"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if args.background:
+        _yield_cores()
     out = os.fdopen(args.progress_fd, "w", buffering=1) if args.progress_fd is not None else sys.stderr
 
     def report(step: str) -> None:

@@ -54,17 +54,21 @@ def local_checkpoint(settings: Settings, source: str, local_only: bool) -> Path:
     except Exception as exc:  # noqa: BLE001 - the hub raises many kinds; one sentence says what to do
         raise ModelUnavailableError(
             f"MCP_VISION_MODEL={settings.model!r} could not be found on disk for conversion ({summary(exc, 160)}): "
-            "run `mcp-vision download` first or set MCP_VISION_MODEL to a local directory."
+            "run `mcp-vision-internvl download` first or set MCP_VISION_MODEL to a local directory."
         ) from None
 
 
-def run_conversion(source: Path, target: Path, *, language: str, vision: str, report) -> None:
+def run_conversion(source: Path, target: Path, *, language: str, vision: str, report, background: bool = False,
+                   log_level: str = "INFO") -> None:
     """Convert in a child process: its float32 PyTorch copy of the model is gone when it exits, and whatever
-    the converters print cannot reach our stdout (the MCP channel). Progress lines come back on a pipe."""
+    the converters print cannot reach our stdout (the MCP channel). Progress lines come back on a pipe;
+    the frameworks' own warnings reach the log only at DEBUG. `background`: at a lower priority on part of the
+    cores, so an engine answering meanwhile keeps the rest."""
     read_fd, write_fd = os.pipe()
     command = [
         sys.executable, "-m", "mcp_vision.backend.openvino.convert", str(source), str(target),
-        "--language", language, "--vision", vision, "--progress-fd", str(write_fd),
+        "--language", language, "--vision", vision, "--progress-fd", str(write_fd), "--log-level", log_level,
+        *(["--background"] if background else []),
     ]
     child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(), stderr=sys.stderr.fileno(),
                              pass_fds=(write_fd,))
@@ -116,6 +120,9 @@ class OpenVINOBackend(LocalEngine):
         self._manifest: dict[str, Any] = {}
         self._manifest_dir: Path | None = None
         self._run_lock = threading.RLock()  # one generation at a time owns the stateful request
+        self._checkpoint: Path | None = None
+        # Converting while another engine answers: the converter runs at a lower priority on part of the cores.
+        self.background = False
 
     # ---------------------------------------------------------------- loading
 
@@ -133,8 +140,8 @@ class OpenVINOBackend(LocalEngine):
         job.report(0, None, f"loading model {self._settings.model} (OpenVINO)")
         return self._compile(self.prepare(job), job)
 
-    def prepare(self, job: Job) -> Path:
-        """The conversion of the configured checkpoint, made first if there is none (minutes, once)."""
+    def _target(self) -> Path:
+        """Where the configured checkpoint's conversion lives (or will), in the conversion cache."""
         s = self._settings
         from ..pytorch.loading import read_config
 
@@ -144,15 +151,33 @@ class OpenVINOBackend(LocalEngine):
                 f"The OpenVINO engine runs InternVL checkpoints, and MCP_VISION_MODEL={s.model!r} is a "
                 f"{getattr(config, 'model_type', 'unknown')!r} model: set MCP_VISION_BACKEND=local for it."
             )
-        checkpoint = local_checkpoint(s, source, local_only)
-        from .convert import converted_dir, is_converted
+        self._checkpoint = local_checkpoint(s, source, local_only)
+        from .convert import converted_dir
 
-        target = converted_dir(cache_root(s), checkpoint, s.openvino_weights, s.openvino_vision)
+        return converted_dir(cache_root(s), self._checkpoint, s.openvino_weights, s.openvino_vision)
+
+    def converted(self) -> bool:
+        """Whether the configured checkpoint is converted already (loading is then seconds, not minutes); False
+        when it cannot be told, so that loading says why."""
+        from .convert import is_converted
+
+        try:
+            return is_converted(self._target())
+        except ModelUnavailableError:
+            return False
+
+    def prepare(self, job: Job) -> Path:
+        """The conversion of the configured checkpoint, made first if there is none (minutes, once)."""
+        s = self._settings
+        target = self._target()
+        from .convert import is_converted
+
         if not is_converted(target):
             job.report(0, None, "converting the model to OpenVINO (once; minutes)")
             target.parent.mkdir(parents=True, exist_ok=True)
-            run_conversion(checkpoint, target, language=s.openvino_weights, vision=s.openvino_vision,
-                           report=lambda step: job.report(0, None, f"converting to OpenVINO: {step}"))
+            run_conversion(self._checkpoint, target, language=s.openvino_weights, vision=s.openvino_vision,
+                           report=lambda step: job.report(0, None, f"converting to OpenVINO: {step}"),
+                           background=self.background, log_level=s.log_level)
         return target
 
     def _compile(self, target: Path, job: Job) -> LoadedModel:

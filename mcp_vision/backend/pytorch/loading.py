@@ -113,7 +113,7 @@ def locate(settings: Settings) -> tuple[str, bool]:
     cached = try_to_load_from_cache(name, "config.json")
     if not isinstance(cached, str):
         raise ModelUnavailableError(
-            f"The model {name!r} is not available offline: run `mcp-vision download` to fetch it, "
+            f"The model {name!r} is not available offline: run `mcp-vision-internvl download` to fetch it, "
             "set MCP_VISION_MODEL to a local model directory, or set MCP_VISION_ALLOW_DOWNLOAD=1."
         )
     return name, True
