@@ -215,3 +215,31 @@ def test_one_command_name_everywhere():
     texts = [root / "README.md", root / "server.json", *(root / "mcp_vision").rglob("*.py")]
     offenders = [f"{path.relative_to(root)}: {m.group(0)}" for path in texts for m in wrong.finditer(path.read_text())]
     assert offenders == []
+
+
+def test_an_unreachable_hub_is_named_as_the_network_not_the_model(monkeypatch):
+    """MCP_VISION_ALLOW_DOWNLOAD=1 with no network: the error says the hub could not be reached, not that the
+    model is not a model. (transformers' own failure is raised here as it raises it, without the minute of
+    retries the real hub client spends against a closed port first.)"""
+    import transformers
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from mcp_vision.backend.pytorch.loading import read_config
+    from mcp_vision.errors import ModelUnavailableError
+
+    def offline(*_args, **_kwargs):
+        try:
+            raise LocalEntryNotFoundError("Cannot find the requested files in the disk cache and outgoing traffic "
+                                          "has been disabled.")
+        except LocalEntryNotFoundError as exc:
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find "
+                          "them in the cached files.") from exc
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", offline)
+    with pytest.raises(ModelUnavailableError) as caught:
+        read_config(Settings(model="some/model", allow_download=True))
+    assert "could not be reached" in str(caught.value) and "check the network" in str(caught.value)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained",
+                        lambda *a, **k: (_ for _ in ()).throw(ValueError("Unrecognized model")))
+    with pytest.raises(ModelUnavailableError, match="could not be read as a model"):
+        read_config(Settings(model="some/model", allow_download=True))

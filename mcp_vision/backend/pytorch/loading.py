@@ -89,10 +89,34 @@ def read_config(settings: Settings) -> tuple[str, bool, Any]:
     try:
         return source, local_only, AutoConfig.from_pretrained(source, local_files_only=local_only)
     except (OSError, ValueError) as exc:
+        if not local_only and _unreachable(exc):
+            from huggingface_hub import constants
+
+            raise ModelUnavailableError(
+                f"MCP_VISION_MODEL={settings.model!r} is not on this machine and {constants.ENDPOINT} could not be "
+                "reached to fetch it: check the network, proxy (HTTPS_PROXY) and HF_ENDPOINT, or run "
+                "`mcp-vision-internvl download` where the network works, or set MCP_VISION_MODEL to a local directory."
+            ) from None
         raise ModelUnavailableError(
             f"MCP_VISION_MODEL={settings.model!r} could not be read as a model ({summary(exc, 200)}): "
             f"set it to a checkpoint of a supported family ({supported()}) or its local directory."
         ) from None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a failed fetch from the hub was the network's doing (no connection, a timeout), not the model's."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (LocalEntryNotFoundError, ConnectionError, TimeoutError)) or any(
+            cls.__name__ in {"ConnectError", "ConnectTimeout", "ConnectionError", "ReadTimeout"} for cls in type(seen).__mro__
+        ):
+            return True
+        if "couldn't connect" in str(seen) or "could not connect" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def locate(settings: Settings) -> tuple[str, bool]:
