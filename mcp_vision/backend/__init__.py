@@ -13,9 +13,9 @@ if TYPE_CHECKING:
 def create_backend(settings: Settings) -> Backend:
     """The configured engine, not yet loaded (loading or checking happens on first use)."""
     if settings.backend == "openai":
-        from .remote import OpenAIBackend  # standard library only: never torch
+        from .remote import RemoteBackend  # httpx2 only: never torch
 
-        return OpenAIBackend(settings)
+        return RemoteBackend(settings)
     if settings.backend == "openvino":
         from .openvino_engine import OpenVINOBackend
 
