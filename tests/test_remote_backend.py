@@ -25,7 +25,7 @@ from mcp import Client
 from PIL import Image
 
 from mcp_vision.backend import create_backend
-from mcp_vision.backend.base import ImagePart, Turn
+from mcp_vision.backend.base import Backend, ImagePart, Turn
 from mcp_vision.backend.remote import RemoteBackend
 from mcp_vision.backend.remote.errors import engine_message as _engine_message
 from mcp_vision.errors import BusyError, ContextOverflowError, ModelUnavailableError
@@ -524,6 +524,43 @@ def test_images_are_encoded_once_while_they_live(remote_settings):
 
     gc.collect()
     assert backend._uris == {}
+
+
+# ---------------------------------------------------------------- the declared contract
+
+
+def test_the_remote_engine_declares_the_whole_contract(remote_settings):
+    backend = RemoteBackend(remote_settings)
+    assert isinstance(backend, Backend) and not RemoteBackend.__abstractmethods__
+    assert (backend.engine, backend.remote, backend.device, backend.takes_video) == ("remote", True, "remote", False)
+    assert backend.parameter_counts() is None and backend.context_length is None and not backend.loaded
+    assert backend.model_name == MODEL and backend.grounding_family == "internvl"
+
+
+def test_context_length_and_grounding_come_from_the_served_model(engine, remote_settings):
+    engine.models = [{"id": "Qwen/Qwen2.5-VL-7B-Instruct", "owned_by": "vllm", "max_model_len": 32768}]
+    backend = RemoteBackend(remote_settings.with_overrides(remote_model=""))
+    backend.load(Job())
+    assert backend.model_name == "Qwen/Qwen2.5-VL-7B-Instruct" and backend.context_length == 32768
+    assert backend.grounding_family == "qwen2_5_vl"
+    engine.models = [{"id": MODEL, "owned_by": "lmdeploy"}]  # an engine that does not say
+    quiet = RemoteBackend(remote_settings)
+    quiet.load(Job())
+    assert quiet.context_length is None and quiet.dialect == "lmdeploy"
+
+
+@pytest.mark.parametrize("missing", sorted(Backend.__abstractmethods__))
+def test_a_remote_engine_missing_a_member_fails_at_construction(remote_settings, missing):
+    """A double (or a new engine) built on the contract cannot leave a member out and get a silent default."""
+    members = {name: getattr(RemoteBackend, name) for name in Backend.__abstractmethods__ if name != missing}
+    partial = type("PartialRemote", (Backend,), {"engine": "remote", "remote": True, "__init__": RemoteBackend.__init__, **members})
+    with pytest.raises(TypeError, match=missing):
+        partial(remote_settings)
+
+
+def test_a_remote_engine_missing_a_declaration_fails_at_class_creation():
+    with pytest.raises(TypeError, match="does not declare remote"):
+        type("Undeclared", (Backend,), {"engine": "remote"})
 
 
 # ---------------------------------------------------------------- no torch
