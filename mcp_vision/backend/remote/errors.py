@@ -101,7 +101,7 @@ def root_cause(exc: BaseException, wanted: tuple[type[BaseException], ...]) -> B
 
 
 def describe(exc: BaseException) -> str:
-    """A transport failure in a few words, for messages and logs (the wording the old http.client stack used)."""
+    """A transport failure in a few words, for messages and logs (never the request or its key)."""
     import httpx2
 
     cause = root_cause(exc, (ConnectionRefusedError, ConnectionResetError, TimeoutError, socket.timeout))
