@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...errors import Cancelled, InputError, ModelUnavailableError
+from ...grounding import grounding_family
 from ..base import Backend, ChatResult, Turn
-from . import errors
+from .errors import describe, engine_message, refusal
 from .http import POLL_SECONDS, Call, EngineHTTP
 from .messages import Messages
 
@@ -92,8 +93,6 @@ class RemoteBackend(Backend):
     @property
     def grounding_family(self) -> str:
         """From the served model's name (MCP_VISION_REMOTE_MODEL, else the one the engine serves)."""
-        from ...grounding import grounding_family
-
         return grounding_family(self._settings.remote_model or self.model_name)
 
     @property
@@ -327,8 +326,8 @@ class RemoteBackend(Backend):
                 if not isinstance(chunk, dict):
                     continue
                 if chunk.get("error"):
-                    raise errors.refusal(
-                        self.shown_url, None, errors.engine_message(chunk, self._http.secret), max_new_tokens,
+                    raise refusal(
+                        self.shown_url, None, engine_message(chunk, self._http.secret), max_new_tokens,
                         self._settings.remote_retries,
                     )
                 if isinstance(chunk.get("usage"), dict):
@@ -361,7 +360,7 @@ class RemoteBackend(Backend):
         except httpx2.TransportError as exc:
             if call.check() is None:
                 raise ModelUnavailableError(
-                    f"The remote engine at {self.shown_url} broke off the answer ({errors.describe(exc)}): retry, "
+                    f"The remote engine at {self.shown_url} broke off the answer ({describe(exc)}): retry, "
                     "and check the engine's log if it keeps happening."
                 ) from None
             self._http.raise_if_stopped(call)

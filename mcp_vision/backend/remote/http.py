@@ -14,16 +14,16 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from ... import __version__
 from ...errors import Cancelled, ModelUnavailableError
-from . import errors
+from .errors import RETRY_STATUSES, connect_failure, describe, engine_message, refusal, timeout_error, unreachable
 
 if TYPE_CHECKING:
-    import anyio.abc
+    import anyio
     import httpx2
 
     from ...settings import Settings
@@ -48,7 +48,6 @@ class Call:
     job: Job
     deadline: float  # time.monotonic() by which it must be over (MCP_VISION_REMOTE_TIMEOUT)
     reason: str | None = None  # "cancelled", "budget" (the call's time budget) or "timeout" once stopped
-    _scope: anyio.abc.CancelScope | None = field(default=None, repr=False)
 
     def check(self) -> str | None:
         """Decide now whether the call must stop, and why."""
@@ -129,8 +128,7 @@ class EngineHTTP:
         async with httpx2.AsyncClient(verify=self._tls, trust_env=False, follow_redirects=False) as client:
             call = Call(client, job, deadline)
             async with anyio.create_task_group() as group:
-                call._scope = group.cancel_scope
-                group.start_soon(self._watch, call)
+                group.start_soon(self._watch, call, group.cancel_scope)
                 try:
                     done.append(await work(call))
                 except Exception as exc:  # raised below: from inside the group anyio would wrap it in a group
@@ -138,25 +136,25 @@ class EngineHTTP:
                 group.cancel_scope.cancel()  # ends the watch
         if failure is not None:
             raise failure
-        if not done:
+        if not done:  # cut by the watch
             self.raise_if_stopped(call)
+            raise Cancelled
         return done[0]
 
-    async def _watch(self, call: Call) -> None:
+    async def _watch(self, call: Call, scope: anyio.CancelScope) -> None:
         """Cut the call (its connection and stream) the moment the job stops or a deadline passes."""
         import anyio
 
         while call.check() is None:
             await anyio.sleep(POLL_SECONDS)
-        assert call._scope is not None
-        call._scope.cancel()
+        scope.cancel()
 
     def raise_if_stopped(self, call: Call) -> None:
         reason = call.check()
         if reason in {"cancelled", "budget"}:  # before any text: nothing to return either way
             raise Cancelled
         if reason == "timeout":
-            raise errors.timeout_error(self.shown_url, self.timeout)
+            raise timeout_error(self.shown_url, self.timeout)
 
     # ---------------------------------------------------------------- requests
 
@@ -172,7 +170,7 @@ class EngineHTTP:
             except httpx2.TransportError as exc:
                 self.raise_if_stopped(call)
                 raise ModelUnavailableError(
-                    f"The remote engine at {self.shown_url} broke off its answer ({errors.describe(exc)}): retry in "
+                    f"The remote engine at {self.shown_url} broke off its answer ({describe(exc)}): retry in "
                     "a moment."
                 ) from None
 
@@ -207,7 +205,7 @@ class EngineHTTP:
             delay = None
             remaining = call.deadline - time.monotonic()
             if remaining <= 0:
-                raise errors.timeout_error(self.shown_url, self.timeout)
+                raise timeout_error(self.shown_url, self.timeout)
             request = call.client.build_request(
                 method, self.shown_url + path, content=body, headers=headers,
                 # The watch enforces the exact deadline; these only bound each step.
@@ -217,10 +215,10 @@ class EngineHTTP:
                 response = await call.client.send(request, stream=True)
             except httpx2.TransportError as exc:
                 self.raise_if_stopped(call)
-                fatal = errors.connect_failure(self.shown_url, exc)
+                fatal = connect_failure(self.shown_url, exc)
                 if fatal is not None:
                     raise fatal from None
-                failure = errors.describe(exc)
+                failure = describe(exc)
                 log.warning("remote engine %s: %s (attempt %d of %d)", self.shown_url, failure, attempt + 1, attempts)
                 continue
             status = response.status_code
@@ -231,21 +229,21 @@ class EngineHTTP:
                     await response.aclose()
                 return
             try:
-                detail = errors.engine_message(await read_capped(response, MAX_ERROR_BODY), self._secret)
+                detail = engine_message(await read_capped(response, MAX_ERROR_BODY), self._secret)
             except httpx2.TransportError:
                 detail = ""
             finally:
                 await response.aclose()
             self.raise_if_stopped(call)
-            if status in errors.RETRY_STATUSES and attempt + 1 < attempts:
+            if status in RETRY_STATUSES and attempt + 1 < attempts:
                 delay = retry_after(response.headers.get("Retry-After"))
                 log.warning(
                     "remote engine %s answered HTTP %d (attempt %d of %d); retrying",
                     self.shown_url, status, attempt + 1, attempts,
                 )
                 continue
-            raise errors.refusal(self.shown_url, status, detail, max_new_tokens, self.retries)
-        raise errors.unreachable(self.shown_url, failure, attempts)
+            raise refusal(self.shown_url, status, detail, max_new_tokens, self.retries)
+        raise unreachable(self.shown_url, failure, attempts)
 
 
 async def read_capped(response: httpx2.Response, limit: int) -> bytes:
