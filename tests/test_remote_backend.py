@@ -398,6 +398,12 @@ async def test_a_stream_that_ends_before_the_answer_is_an_error(engine, remote_s
     assert r.is_error and "ended the stream before the answer was complete" in r.content[0].text
 
 
+def test_an_answer_that_is_not_an_event_stream_names_its_content_type(engine, remote_settings):
+    engine.replies.append(Reply(content_type="application/json"))
+    with pytest.raises(ModelUnavailableError, match="Content-Type 'application/json' instead of an event stream"):
+        RemoteBackend(remote_settings).chat([Turn.user("hi")], Job(), max_new_tokens=8)
+
+
 def test_total_timeout_names_the_variable(engine, remote_settings):
     engine.replies.append(Reply(hang=3))
     backend = RemoteBackend(remote_settings.with_overrides(remote_timeout=0.5))

@@ -39,6 +39,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     done: bool = True  # end with data: [DONE]
     echo: bool = False  # answer with the text of the last message instead of `pieces`
+    content_type: str = "text/event-stream"
 
 
 class FakeEngine:
@@ -129,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
         counted = True
         try:
             self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Type", reply.content_type)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": body["model"]}

@@ -310,9 +310,17 @@ class RemoteBackend(Backend):
         import httpx2
 
         job = call.job
+        kind = (response.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
+        if kind != "text/event-stream":
+            raise ModelUnavailableError(
+                f"The remote engine at {self.shown_url} answered with Content-Type {kind[:60] or 'none'!r} instead of "
+                "an event stream: check that MCP_VISION_BASE_URL points at an OpenAI-compatible API."
+            )
         chunks = 0
         try:
             async for event in httpx2.EventSource(response):
+                if not event.data.strip():
+                    continue  # an event of only `id:`, `retry:` or an empty `data:`
                 if event.data.strip() == "[DONE]":
                     streamed.done = True
                     return
@@ -346,16 +354,10 @@ class RemoteBackend(Backend):
                         streamed.finish = str(choice["finish_reason"])
                 if job.cancelled() or job.out_of_time():
                     return
-        except httpx2.SSEError as exc:
-            if "content type" not in str(exc):
-                raise ModelUnavailableError(
-                    f"The remote engine at {self.shown_url} sent a stream event over 1 MiB: retry, and check the "
-                    "engine's log if it keeps happening."
-                ) from None
-            shown = (response.headers.get("Content-Type") or "none").split(";")[0].strip()[:60]
+        except httpx2.SSEError:  # the content type is checked above: an event over httpx2's 1 MiB limit
             raise ModelUnavailableError(
-                f"The remote engine at {self.shown_url} answered with Content-Type {shown!r} instead of an event "
-                "stream: check that MCP_VISION_BASE_URL points at an OpenAI-compatible API."
+                f"The remote engine at {self.shown_url} sent a stream event over 1 MiB: retry, and check the "
+                "engine's log if it keeps happening."
             ) from None
         except httpx2.TransportError as exc:
             if call.check() is None:
