@@ -114,6 +114,9 @@ def _configure_process(settings: Settings) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx2 logs every request's full URL at INFO: a fetched URL's query may hold a signature or token, and
+    # the engine's calls are logged by the remote engine itself (without credentials).
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 
 # Offline variables this process set itself (the server without MCP_VISION_ALLOW_DOWNLOAD), as opposed

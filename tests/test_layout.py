@@ -17,7 +17,8 @@ PACKAGE = Path(mcp_vision.__file__).parent
 FOUNDATION = {"mcp_vision.errors", "mcp_vision.limits", "mcp_vision.settings"}
 ALLOWED = {
     "mcp_vision.inputs": FOUNDATION,
-    "mcp_vision.backend": FOUNDATION,
+    # grounding.py (pure standard library, FOUNDATION only) names a served model's box syntax for the remote engine.
+    "mcp_vision.backend": FOUNDATION | {"mcp_vision.grounding"},
     "mcp_vision.sessions": FOUNDATION | {"mcp_vision.backend"},
     "mcp_vision.prompts": FOUNDATION,
     "mcp_vision.results": FOUNDATION,

@@ -13,7 +13,7 @@ from PIL import Image
 
 from mcp_vision.server import build_server
 
-from .test_remote_backend import Reply, engine, quick_backoff, remote_settings  # noqa: F401 - fixtures
+from .support.remote import Reply, engine, quick_backoff, remote_settings  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.anyio
 

@@ -16,9 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,196 +25,18 @@ from mcp import Client
 from PIL import Image
 
 from mcp_vision.backend import create_backend
-from mcp_vision.backend.base import ImagePart, Turn
-from mcp_vision.backend.remote import OpenAIBackend, _engine_message
+from mcp_vision.backend.base import Backend, ImagePart, Turn
+from mcp_vision.backend.remote import RemoteBackend
+from mcp_vision.backend.remote.errors import engine_message as _engine_message
 from mcp_vision.errors import BusyError, ContextOverflowError, ModelUnavailableError
 from mcp_vision.server import build_server
 from mcp_vision.service import VisionService
 from mcp_vision.settings import Settings
 from mcp_vision.worker import Job
 
-MODEL = "OpenGVLab/InternVL3-2B-hf"
-KEY = "sk-test-SECRET-4242"
-ANSWER = "Hello from the engine."
+from .support.remote import ANSWER, KEY, MODEL, FakeEngine, Reply, engine, quick_backoff, remote_settings  # noqa: F401 - fixtures
 
-
-# ---------------------------------------------------------------- the fake engine
-
-
-@dataclass
-class Reply:
-    """What the engine does with the next chat request."""
-
-    status: int = 200
-    pieces: tuple[str, ...] = ("Hello", " from", " the", " engine.")
-    finish: str | None = "stop"
-    usage: dict[str, Any] | None = field(
-        default_factory=lambda: {"prompt_tokens": 321, "completion_tokens": 4, "total_tokens": 325}
-    )
-    delay: float = 0.0  # seconds before each piece
-    hang: float = 0.0  # seconds before answering at all
-    error: Any = None  # JSON body of a non-200 answer
-    headers: dict[str, str] = field(default_factory=dict)
-    done: bool = True  # end with data: [DONE]
-    echo: bool = False  # answer with the text of the last message instead of `pieces`
-
-
-class FakeEngine:
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.replies: deque[Reply] = deque()
-        self.models: list[dict[str, Any]] = [{"id": MODEL, "object": "model", "owned_by": "vllm"}]
-        self.models_status = 200
-        self.sent_pieces = 0
-        self.finished_streams = 0
-        self.closed_early = threading.Event()
-        self.active = 0
-        self.max_active = 0
-        self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        self.scheme = "http"
-        if tls is not None:
-            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-            self.scheme = "https"
-        self.server.engine = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    @property
-    def chats(self) -> list[dict[str, Any]]:
-        return [r for r in self.requests if r["method"] == "POST"]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    @property
-    def engine(self) -> FakeEngine:
-        return self.server.engine  # type: ignore[attr-defined]
-
-    def _record(self, body: Any = None) -> None:
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        self.engine.requests.append({"method": self.command, "path": self.path, "headers": headers, "body": body})
-
-    def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _event(self, data: bytes) -> None:
-        payload = b"data: " + data + b"\n\n"
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
-        self.wfile.flush()
-
-    def do_GET(self) -> None:
-        self._record()
-        if self.path == "/v1/models" and self.engine.models_status == 200:
-            self._json(200, {"object": "list", "data": self.engine.models})
-        else:
-            self._json(self.engine.models_status if self.path == "/v1/models" else 404, {"detail": "Not Found"})
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-        self._record(body)
-        engine = self.engine
-        reply = engine.replies.popleft() if engine.replies else Reply()
-        if reply.hang:
-            time.sleep(reply.hang)
-        if reply.status != 200:
-            error = reply.error if reply.error is not None else {"error": {"message": "The engine is busy."}}
-            self._json(reply.status, error, reply.headers)
-            return
-        with engine._lock:
-            engine.active += 1
-            engine.max_active = max(engine.max_active, engine.active)
-        counted = True
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": body["model"]}
-            first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-            self._event(json.dumps({**base, "choices": [first]}).encode())
-            pieces = reply.pieces
-            if reply.echo:
-                content = body["messages"][-1]["content"]
-                pieces = (content if isinstance(content, str) else "".join(
-                    c.get("text", "") for c in content if c.get("type") == "text"
-                ),)
-            for index, piece in enumerate(pieces):
-                if reply.delay:
-                    time.sleep(reply.delay)
-                last = index == len(pieces) - 1
-                choice = {"index": 0, "delta": {"content": piece}, "finish_reason": reply.finish if last else None}
-                self._event(json.dumps({**base, "choices": [choice]}).encode())
-                engine.sent_pieces += 1
-            # Generation is over: counted as no longer active before the client can see the end of the
-            # stream (and send its next request), so max_active counts only overlapping generations.
-            with engine._lock:
-                engine.active -= 1
-                counted = False
-            if reply.usage:
-                self._event(json.dumps({**base, "choices": [], "usage": reply.usage}).encode())
-            if reply.done:
-                self._event(b"[DONE]")
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
-            with engine._lock:
-                engine.finished_streams += 1
-        except (BrokenPipeError, ConnectionResetError):
-            engine.closed_early.set()
-            self.close_connection = True
-        finally:
-            with engine._lock:
-                if counted:
-                    engine.active -= 1
-
-
-# ---------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture
-def engine():
-    fake = FakeEngine()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture(autouse=True)
-def quick_backoff(monkeypatch):
-    monkeypatch.setattr(OpenAIBackend, "backoff_seconds", 0.01)
-
-
-@pytest.fixture
-def remote_settings(engine, media_dir) -> Settings:
-    return Settings(
-        backend="openai",
-        base_url=engine.url,
-        api_key=KEY,
-        remote_model=MODEL,
-        remote_retries=2,
-        allowed_dirs=(media_dir,),
-        max_new_tokens=16,
-        max_tiles=6,
-    )
+# ---------------------------------------------------------------- helpers
 
 
 def _noise(path: Path, size=(120, 80), seed=0) -> Path:
@@ -431,7 +250,7 @@ async def test_the_model_is_discovered_or_checked_against_the_engine_list(engine
 def test_base_url_without_v1_is_named_in_the_error(engine, remote_settings):
     root = remote_settings.with_overrides(base_url=engine.url.removesuffix("/v1"), remote_model="")
     with pytest.raises(ModelUnavailableError, match="ends in /v1"):
-        OpenAIBackend(root).load(Job())
+        RemoteBackend(root).load(Job())
 
 
 # ---------------------------------------------------------------- retries and errors
@@ -547,7 +366,7 @@ def test_context_overflow_is_the_error_the_service_drops_history_on(engine, remo
     engine.replies.append(Reply(status=400, error={"error": {"message": (
         "The decoder prompt (length 40000) is longer than the maximum model length of 32768."
     )}}))
-    backend = OpenAIBackend(remote_settings)
+    backend = RemoteBackend(remote_settings)
     with pytest.raises(ContextOverflowError) as first:
         backend.chat([Turn.user("hi")], Job(), max_new_tokens=512)
     assert (first.value.prompt_tokens, first.value.limit) == (32768, 32768)
@@ -579,9 +398,15 @@ async def test_a_stream_that_ends_before_the_answer_is_an_error(engine, remote_s
     assert r.is_error and "ended the stream before the answer was complete" in r.content[0].text
 
 
+def test_an_answer_that_is_not_an_event_stream_names_its_content_type(engine, remote_settings):
+    engine.replies.append(Reply(content_type="application/json"))
+    with pytest.raises(ModelUnavailableError, match="Content-Type 'application/json' instead of an event stream"):
+        RemoteBackend(remote_settings).chat([Turn.user("hi")], Job(), max_new_tokens=8)
+
+
 def test_total_timeout_names_the_variable(engine, remote_settings):
     engine.replies.append(Reply(hang=3))
-    backend = OpenAIBackend(remote_settings.with_overrides(remote_timeout=0.5))
+    backend = RemoteBackend(remote_settings.with_overrides(remote_timeout=0.5))
     backend.load(Job())
     started = time.monotonic()
     with pytest.raises(BusyError, match="MCP_VISION_REMOTE_TIMEOUT=0.5 s"):
@@ -611,9 +436,9 @@ def test_https_engine_checks_the_certificate(tls_engine, monkeypatch):
     fake, cert = tls_engine
     settings = Settings(backend="openai", base_url=fake.url, remote_model=MODEL, remote_retries=0)
     with pytest.raises(ModelUnavailableError, match="TLS to the remote engine at MCP_VISION_BASE_URL=https://"):
-        OpenAIBackend(settings).load(Job())
+        RemoteBackend(settings).load(Job())
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # how a private CA is trusted
-    result = OpenAIBackend(settings).chat([Turn.user("hi")], Job(), max_new_tokens=8)
+    result = RemoteBackend(settings).chat([Turn.user("hi")], Job(), max_new_tokens=8)
     assert result.text == ANSWER and result.finish_reason == "stop"
 
 
@@ -622,7 +447,7 @@ def test_https_engine_checks_the_certificate(tls_engine, monkeypatch):
 
 def test_cancelling_the_job_closes_the_stream(engine, remote_settings):
     engine.replies.append(Reply(pieces=("word ",) * 2000, delay=0.01, finish="length"))
-    backend = OpenAIBackend(remote_settings)
+    backend = RemoteBackend(remote_settings)
     job = Job()
     results: list = []
     worker = threading.Thread(target=lambda: results.append(backend.chat([Turn.user("Talk.")], job, max_new_tokens=4000)))
@@ -640,7 +465,7 @@ def test_cancelling_the_job_closes_the_stream(engine, remote_settings):
 
 def test_cancelling_while_the_engine_is_silent_returns_at_once(engine, remote_settings):
     engine.replies.append(Reply(hang=3))
-    backend = OpenAIBackend(remote_settings)
+    backend = RemoteBackend(remote_settings)
     backend.load(Job())
     job = Job()
     threading.Timer(0.3, job.stop.set).start()
@@ -666,7 +491,7 @@ async def test_cancelling_the_tool_call_closes_the_stream(engine, remote_setting
 
 @pytest.mark.parametrize("limit", [1, 3])
 def test_concurrent_calls_are_limited(engine, remote_settings, limit):
-    backend = OpenAIBackend(remote_settings.with_overrides(remote_concurrency=limit))
+    backend = RemoteBackend(remote_settings.with_overrides(remote_concurrency=limit))
     for _ in range(3):
         engine.replies.append(Reply(delay=0.05))
     threads = [
@@ -685,7 +510,7 @@ def test_concurrent_calls_are_limited(engine, remote_settings, limit):
 
 
 def test_a_batch_is_sent_at_once_and_answered_in_order(engine, remote_settings):
-    backend = OpenAIBackend(remote_settings.with_overrides(remote_concurrency=3))
+    backend = RemoteBackend(remote_settings.with_overrides(remote_concurrency=3))
     for _ in range(3):
         engine.replies.append(Reply(echo=True, delay=0.3))
     questions = [f"question {i}" for i in range(3)]
@@ -695,7 +520,7 @@ def test_a_batch_is_sent_at_once_and_answered_in_order(engine, remote_settings):
 
 
 def test_images_are_encoded_once_while_they_live(remote_settings):
-    backend = OpenAIBackend(remote_settings)
+    backend = RemoteBackend(remote_settings)
     image = Image.new("RGB", (50, 40), "purple")
     turn = Turn("user", [ImagePart(image, 4), "What?"])
     first = backend.build_messages([turn])
@@ -707,11 +532,48 @@ def test_images_are_encoded_once_while_they_live(remote_settings):
     assert backend._uris == {}
 
 
+# ---------------------------------------------------------------- the declared contract
+
+
+def test_the_remote_engine_declares_the_whole_contract(remote_settings):
+    backend = RemoteBackend(remote_settings)
+    assert isinstance(backend, Backend) and not RemoteBackend.__abstractmethods__
+    assert (backend.engine, backend.remote, backend.device, backend.takes_video) == ("remote", True, "remote", False)
+    assert backend.parameter_counts() is None and backend.context_length is None and not backend.loaded
+    assert backend.model_name == MODEL and backend.grounding_family == "internvl"
+
+
+def test_context_length_and_grounding_come_from_the_served_model(engine, remote_settings):
+    engine.models = [{"id": "Qwen/Qwen2.5-VL-7B-Instruct", "owned_by": "vllm", "max_model_len": 32768}]
+    backend = RemoteBackend(remote_settings.with_overrides(remote_model=""))
+    backend.load(Job())
+    assert backend.model_name == "Qwen/Qwen2.5-VL-7B-Instruct" and backend.context_length == 32768
+    assert backend.grounding_family == "qwen2_5_vl"
+    engine.models = [{"id": MODEL, "owned_by": "lmdeploy"}]  # an engine that does not say
+    quiet = RemoteBackend(remote_settings)
+    quiet.load(Job())
+    assert quiet.context_length is None and quiet.dialect == "lmdeploy"
+
+
+@pytest.mark.parametrize("missing", sorted(Backend.__abstractmethods__))
+def test_a_remote_engine_missing_a_member_fails_at_construction(remote_settings, missing):
+    """A double (or a new engine) built on the contract cannot leave a member out and get a silent default."""
+    members = {name: getattr(RemoteBackend, name) for name in Backend.__abstractmethods__ if name != missing}
+    partial = type("PartialRemote", (Backend,), {"engine": "remote", "remote": True, "__init__": RemoteBackend.__init__, **members})
+    with pytest.raises(TypeError, match=missing):
+        partial(remote_settings)
+
+
+def test_a_remote_engine_missing_a_declaration_fails_at_class_creation():
+    with pytest.raises(TypeError, match="does not declare remote"):
+        type("Undeclared", (Backend,), {"engine": "remote"})
+
+
 # ---------------------------------------------------------------- no torch
 
 
 def test_create_backend_picks_the_engine(remote_settings):
-    assert isinstance(create_backend(remote_settings), OpenAIBackend)
+    assert isinstance(create_backend(remote_settings), RemoteBackend)
 
 
 def test_the_server_process_never_imports_torch_with_the_remote_engine(engine, media_dir):

@@ -22,7 +22,7 @@ from mcp_vision.server import build_server
 from mcp_vision.service import VisionService
 from mcp_vision.sessions import SessionStore
 
-from .test_remote_backend import Reply, engine, quick_backoff, remote_settings  # noqa: F401 - fixtures
+from .support.remote import Reply, engine, quick_backoff, remote_settings  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.anyio
 

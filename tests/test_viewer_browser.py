@@ -26,7 +26,7 @@ from mcp_vision import viewer
 from mcp_vision.server import build_server
 
 from .browser import Browser, Page, file_url, find_chromium
-from .test_remote_backend import Reply, engine, quick_backoff, remote_settings  # noqa: F401 - fixtures
+from .support.remote import Reply, engine, quick_backoff, remote_settings  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.anyio
 

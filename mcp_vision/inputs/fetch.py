@@ -1,21 +1,28 @@
-"""Fetch an http(s) URL safely: only public addresses, the checked address is the one connected to,
-redirects re-checked per hop, timeouts, a total deadline and a byte cap counted while streaming."""
+"""Fetch an http(s) URL safely, through httpx2: only public addresses, the checked address is the one
+connected to, redirects re-checked per hop, timeouts, a total deadline and a byte cap counted while
+streaming, no credentials sent."""
 
 from __future__ import annotations
 
-import http.client
 import ipaddress
+import re
 import socket
 import ssl
 import time
-from urllib.parse import urljoin, urlparse
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urljoin, urlparse
 
 from ..errors import AccessError, InputError, TooLarge
 from ..settings import Settings
 
+if TYPE_CHECKING:
+    import httpx2
+
 MAX_REDIRECTS = 5
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _USER_AGENT = "mcp-vision (+https://github.com/mcp-vision/mcp-vision)"
+_DISALLOWED = re.compile("[\x00-\x20\x7f]")
+_VISIBLE_ASCII = "".join(chr(c) for c in range(0x21, 0x7F))  # kept as written by quote(); the rest is encoded
 
 
 def is_public_address(address: str) -> bool:
@@ -51,44 +58,73 @@ def _resolve(host: str, port: int, allow_private: bool, shown: str) -> list[str]
     return addresses
 
 
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self._address = address
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
-
-
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self._address = address
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+# Why the address is pinned by hand: httpx2 resolves a URL's host itself when it connects, after any check made
+# here, so a name that answers a public address to the check and a private one to the connection (DNS
+# rebinding) would get through. So each hop is resolved and checked here, and httpx2 is handed the checked
+# address itself as the URL's host, with the name in the Host header and as the TLS server name (httpx2's
+# `sni_hostname` extension), so the certificate is still verified for the name. httpx2 does the rest:
+# connecting, TLS, HTTP/1.1 framing, chunked bodies, per-step timeouts.
 
 
-def _connect(cls: type, host: str, port: int, addresses: list[str], timeout: float, shown: str):
-    """Connect to the first checked address that answers."""
-    for address in addresses:
-        conn = cls(host, port, address, timeout=timeout)
+def _request(client: httpx2.Client, host: str, port: int, address: str, target: str, https: bool) -> httpx2.Request:
+    """GET `target` from `address` (a checked IP), named `host`; nothing else is sent: no credentials."""
+    import httpx2
+
+    default_port = 443 if https else 80
+    named = f"[{host}]" if ":" in host else host
+    return client.build_request(
+        "GET",
+        httpx2.URL(scheme="https" if https else "http", host=address, port=port, raw_path=target.encode("ascii")),
+        headers={
+            "Host": named if port == default_port else f"{named}:{port}",
+            "User-Agent": _USER_AGENT,
+            "Accept": "*/*",
+            "Accept-Encoding": "identity",  # the bytes as stored: the size cap counts what arrives
+        },
+        extensions={"sni_hostname": host} if https else {},
+    )
+
+
+def _target(path: str, query: str, shown: str) -> str:
+    """The request target as sent: non-ASCII percent-encoded as UTF-8; spaces and control characters refused
+    (as http.client refused them)."""
+    target = (path or "/") + (f"?{query}" if query else "")
+    if _DISALLOWED.search(target):
+        raise InputError(f"{shown} could not be fetched (InvalidURL).")
+    return quote(target, safe=_VISIBLE_ASCII)
+
+
+def _ascii_host(host: str, shown: str) -> str:
+    """The name as it goes in the Host header and the TLS server name (IDNA for a non-ASCII name)."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise InputError(f"{shown}: the host {host!r} could not be resolved.") from None
+
+
+def _connect(client: httpx2.Client, requests: list[httpx2.Request], shown: str) -> httpx2.Response:
+    """The response from the first checked address that answers (headers read, body still to stream)."""
+    import httpx2
+
+    for request in requests:
         try:
-            conn.connect()
-            return conn
-        except ssl.SSLError as exc:  # the handshake: a certificate problem, not a missing host
-            conn.close()
-            raise _tls_failed(shown, exc) from None
-        except OSError:
-            conn.close()
+            return client.send(request, stream=True)
+        except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
+            tls = _ssl_error(exc)
+            if tls is not None:  # the handshake: a certificate problem, not a missing host
+                raise _tls_failed(shown, tls) from None
     raise InputError(f"{shown} could not be reached (connection failed).")
 
 
 def fetch_url(url: str, settings: Settings, shown: str) -> bytes:
     """GET `url` and return its body, or raise an error that says what to change; `shown` is how the
     caller names the URL in messages (sources.describe_source)."""
+    import httpx2
+
     deadline = time.monotonic() + settings.url_timeout
+    tls: ssl.SSLContext | None = None
     for _hop in range(MAX_REDIRECTS + 1):
         try:
             parsed = urlparse(url)
@@ -102,50 +138,73 @@ def fetch_url(url: str, settings: Settings, shown: str) -> bytes:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise InputError(f"{shown} took longer than {settings.url_timeout:g} s (MCP_VISION_URL_TIMEOUT).")
-        cls = _PinnedHTTPSConnection if parsed.scheme == "https" else _PinnedHTTPConnection
-        target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
-        conn = _connect(cls, parsed.hostname, port, addresses, min(remaining, 10.0), shown)
+        https = parsed.scheme == "https"
+        if https and tls is None:
+            tls = httpx2.create_ssl_context()  # the system's CAs (SSL_CERT_FILE / SSL_CERT_DIR honoured)
+        target = _target(parsed.path, parsed.query, shown)
+        host = _ascii_host(parsed.hostname, shown)
+        # A client per hop: no cookie, connection or TLS session carries from one name to another; no
+        # environment (proxy variables would route around the address check; no .netrc credentials).
+        client = httpx2.Client(
+            verify=tls if tls is not None else True, trust_env=False, follow_redirects=False,
+            timeout=min(remaining, 10.0),
+        )
         try:
-            conn.request("GET", target, headers={"User-Agent": _USER_AGENT, "Accept": "*/*"})
-            response = conn.getresponse()
-            if response.status in {301, 302, 303, 307, 308}:
-                location = response.getheader("Location")
-                if not location:
-                    raise InputError(f"{shown} answered a redirect without a Location header.")
-                url = urljoin(url, location)
-                continue
-            if response.status != 200:
-                raise InputError(f"{shown} answered HTTP {response.status} {response.reason}.")
-            declared = response.getheader("Content-Length")
-            if declared and declared.isdigit() and int(declared) > settings.max_file_bytes:
-                raise TooLarge(
-                    f"{shown} is {int(declared):,} bytes, over the {settings.max_file_bytes:,} byte limit "
-                    "(MCP_VISION_MAX_FILE_BYTES)."
-                )
-            chunks: list[bytes] = []
-            total = 0
-            while True:
-                if time.monotonic() > deadline:
-                    raise InputError(f"{shown} took longer than {settings.url_timeout:g} s (MCP_VISION_URL_TIMEOUT).")
-                chunk = response.read(1 << 16)
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > settings.max_file_bytes:
+            requests = [_request(client, host, port, address, target, https) for address in addresses]
+            response = _connect(client, requests, shown)
+            try:
+                if response.status_code in {301, 302, 303, 307, 308}:
+                    location = response.headers.get("Location")
+                    if not location:
+                        raise InputError(f"{shown} answered a redirect without a Location header.")
+                    url = urljoin(url, location)
+                    continue
+                if response.status_code != 200:
+                    raise InputError(f"{shown} answered HTTP {response.status_code} {response.reason_phrase}.")
+                declared = response.headers.get("Content-Length")
+                if declared and declared.isdigit() and int(declared) > settings.max_file_bytes:
                     raise TooLarge(
-                        f"{shown} is over the {settings.max_file_bytes:,} byte limit (MCP_VISION_MAX_FILE_BYTES)."
+                        f"{shown} is {int(declared):,} bytes, over the {settings.max_file_bytes:,} byte limit "
+                        "(MCP_VISION_MAX_FILE_BYTES)."
                     )
-                chunks.append(chunk)
-            return b"".join(chunks)
-        except (TimeoutError, socket.timeout):
+                chunks: list[bytes] = []
+                total = 0
+                for chunk in response.iter_raw(1 << 16):
+                    if time.monotonic() > deadline:
+                        raise InputError(
+                            f"{shown} took longer than {settings.url_timeout:g} s (MCP_VISION_URL_TIMEOUT)."
+                        )
+                    total += len(chunk)
+                    if total > settings.max_file_bytes:
+                        raise TooLarge(
+                            f"{shown} is over the {settings.max_file_bytes:,} byte limit (MCP_VISION_MAX_FILE_BYTES)."
+                        )
+                    chunks.append(chunk)
+                return b"".join(chunks)
+            finally:
+                response.close()
+        except httpx2.TimeoutException:
             raise InputError(f"{shown} timed out; try again or download the file and pass its path.") from None
-        except ssl.SSLError as exc:
-            raise _tls_failed(shown, exc) from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (httpx2.TransportError, httpx2.InvalidURL) as exc:
+            tls_error = _ssl_error(exc)
+            if tls_error is not None:
+                raise _tls_failed(shown, tls_error) from None
             raise InputError(f"{shown} could not be fetched ({type(exc).__name__}).") from None
         finally:
-            conn.close()
+            client.close()
     raise InputError(f"{shown} redirected more than {MAX_REDIRECTS} times.")
+
+
+def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error under an httpx2 error (httpx2 wraps the socket's own error twice), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _tls_failed(shown: str, exc: ssl.SSLError) -> InputError:
