@@ -564,9 +564,11 @@ def test_a_remote_engine_missing_a_member_fails_at_construction(remote_settings,
         partial(remote_settings)
 
 
-def test_a_remote_engine_missing_a_declaration_fails_at_class_creation():
+def test_a_remote_engine_missing_a_declaration_fails_at_construction(remote_settings):
+    members = {name: getattr(RemoteBackend, name) for name in Backend.__abstractmethods__}
+    undeclared = type("Undeclared", (Backend,), {"engine": "remote", "__init__": RemoteBackend.__init__, **members})
     with pytest.raises(TypeError, match="does not declare remote"):
-        type("Undeclared", (Backend,), {"engine": "remote"})
+        undeclared(remote_settings)
 
 
 # ---------------------------------------------------------------- no torch
