@@ -38,6 +38,11 @@ class Budget:
     def deadline(self) -> float | None:
         return None if self.seconds is None else self.started + self.seconds
 
+    @property
+    def work_deadline(self) -> float | None:
+        """When model work must stop (time.monotonic()): the deadline less the margin kept for the result."""
+        return None if self.seconds is None else self.started + self.seconds - MARGIN_SECONDS
+
     def remaining(self) -> float | None:
         """Seconds left (may be negative), or None without a budget."""
         return None if self.seconds is None else self.started + self.seconds - time.monotonic()
