@@ -16,7 +16,8 @@ OCR_MIN_TOKENS = 1024  # default answer room for a page read by the model (a ful
 # Questions.
 MAX_QUESTION_CHARS = 20_000
 
-# Image detail: 448x448 tiles per image (a thumbnail tile comes on top when an image is split).
+# Image detail: TILE_SIDE x TILE_SIDE tiles per image (a thumbnail tile comes on top when an image is split).
+TILE_SIDE = 448  # InternVL's tile edge in pixels: the unit `max_tiles` counts in, for every family and engine
 MAX_TILES_CAP = 40
 DEFAULT_MAX_TILES = 12
 COMPARE_TILE_BUDGET = 24  # tiles shared by the images of one comparison (256 tokens each)
@@ -34,8 +35,11 @@ DEFAULT_NUM_FRAMES = 8
 OcrMode = Literal["auto", "text_layer", "vision"]
 OCR_MODES = get_args(OcrMode)
 MIN_DPI = 36
-MAX_DPI = 600
+MAX_DPI = 600  # the `dpi` a tool call may ask pages to be read at
 DEFAULT_DPI = 150
+# What the page renderer accepts from any caller (the tool's dpi, previews at 72, benchmarks): a guard against
+# nonsense (infinite, huge) before the pixel limit is computed; the pixel limit binds first on any real page.
+MAX_RENDER_DPI = 10_000
 DEFAULT_MAX_PAGES = 50
 OCR_BATCH_CAP = 16
 DEFAULT_OCR_BATCH = 4

@@ -555,12 +555,11 @@ class VisionService:
     ) -> VideoQaResult:
         from .compose import video_parts
         from .inputs.sandbox import DECODE_TIMEOUT, run_isolated
-        from .inputs.video import sample_frames
+        from .inputs.video import check_num_frames, sample_frames
 
         tokens = self._max_new_tokens(max_new_tokens)
         asked = self._question(question, self.prompts.task("video").text.strip())
-        if not 1 <= num_frames <= self.settings.max_frames:
-            raise InputError(f"num_frames={num_frames} is out of range: use 1 to {self.settings.max_frames} (MCP_VISION_MAX_FRAMES).")
+        check_num_frames(num_frames, self.settings.max_frames)
         call = self._begin(session_id, time_budget, progress, roots, previews)
         media = await self.load_media(video, call.roots)
         if media.kind == "pdf":
