@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .inputs.images import ImagePages
     from .inputs.pdf import PdfPages
     from .inputs.sources import Media
-    from .prompts import PromptLibrary
+    from .model_prompts import PromptLibrary
     from .results import Region
     from .settings import Settings
 

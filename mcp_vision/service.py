@@ -1,6 +1,6 @@
 """The tools' logic, free of MCP: validate, load media, ask the backend, shape the result.
 
-Each tool's path: service -> (ocr | inputs | sessions | compose) -> backend. A tool's per-call values (its
+Each tool's path: service -> (ocr | inputs | sessions | model_prompts) -> backend. A tool's per-call values (its
 session, time budget, progress, the client's roots, whether it shows previews) travel together as one `Call`.
 """
 
@@ -20,7 +20,7 @@ from . import limits
 from .backend.base import Backend, ChatResult, Turn
 from .budget import MARGIN_SECONDS, Budget, Plan, Speeds, plan
 from .errors import ContextOverflowError, InputError, ModelLoading
-from .prompts import PromptLibrary
+from .model_prompts import PromptLibrary
 from .results import (
     BudgetReport,
     CompareImagesResult,
@@ -487,7 +487,7 @@ class VisionService:
         roots: Roots = None,
         previews: bool = False,
     ) -> Shown[CompareImagesResult]:
-        from .compose import compare_parts
+        from .model_prompts import compare_parts
         from .inputs.diff import compare_pixels
         from .inputs.sandbox import run_isolated
 
@@ -553,7 +553,7 @@ class VisionService:
         roots: Roots = None,
         previews: bool = False,
     ) -> VideoQaResult:
-        from .compose import video_parts
+        from .model_prompts import video_parts
         from .inputs.sandbox import DECODE_TIMEOUT, run_isolated
         from .inputs.video import check_num_frames, sample_frames
 

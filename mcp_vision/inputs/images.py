@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import InputError, TooLarge, summary
 from .sources import Media
@@ -17,12 +17,19 @@ from .sources import Media
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-    from ..results import Region
-
 # Formats with a well-fuzzed decoder in Pillow. EPS (Ghostscript) and the exotic ones are not read.
 _OPEN_LOCK = threading.Lock()
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP", "TIFF", "ICO", "PPM", "AVIF", "HEIF")
+
+
+class Area(Protocol):
+    """A part of an image in its original pixels (results.Region, which inputs/ does not import)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,7 @@ async def decode_isolated(media: Media, max_pixels: int, *, isolate: bool) -> De
     return await run_isolated(decode_image, media, max_pixels, what=media.label, isolate=isolate)
 
 
-def crop(decoded: DecodedImage, region: Region | None) -> tuple[PILImage.Image, tuple[int, int, int, int]]:
+def crop(decoded: DecodedImage, region: Area | None) -> tuple[PILImage.Image, tuple[int, int, int, int]]:
     """The part of a decoded image to read: (image, (left, top, width, height) in original pixels); the whole
     image without a region. A region not inside the image is one InputError (Region itself refuses an empty
     one or one starting before the image)."""
