@@ -186,28 +186,19 @@ async def read_document(
     """Open `media` (a PDF or another document PyMuPDF opens, a multi-page TIFF, or one page image), read the
     pages asked for and close it. `region` reads part of a single page image. `pictures`: also keep each
     returned page's picture (for a viewer's preview)."""
-    from .inputs.images import ImagePages, crop, decode_isolated, is_multipage_candidate
+    from .inputs.images import ImagePages, is_multipage_candidate
 
-    if region is not None and (media.kind in {"pdf", "unknown"} or is_multipage_candidate(media)):
+    paged = media.kind in {"pdf", "unknown"} or is_multipage_candidate(media)
+    if region is not None and paged:
         raise InputError(
             f"region reads part of a single page image, and {media.label} is a document of pages: omit region, "
             "or pass an image of the page."
         )
-    if media.kind in {"pdf", "unknown"}:  # open_pdf says what an unknown file is, if not a PDF
-        from .inputs.pdf import open_pdf
-
-        doc: PdfPages | ImagePages = await open_pdf(media, isolate=settings.isolate_decoding)
-    elif is_multipage_candidate(media):  # a TIFF: every frame is a page (scanner and fax output)
-        check_image_request(media, None, mode)
-        doc = await ImagePages(media, settings.max_image_pixels, settings.isolate_decoding).open()
-    else:
-        check_image_request(media, pages, mode)
-        decoded = await decode_isolated(media, settings.max_image_pixels, isolate=settings.isolate_decoding)
-        picture, _ = crop(decoded, region)
-        read = await read_image(picture, settings, reader)
-        return await _done(replace(read, pictures={1: decoded.image}), reader)  # the viewer outlines the region
+    if not paged:
+        return await _done(await _read_page_image(media, pages, mode, region, settings, reader), reader)
+    doc = await _open_pages(media, mode, settings)
     try:
-        if media.kind == "image":
+        if isinstance(doc, ImagePages):  # its page count is known once it is open
             check_image_request(media, pages, mode, doc.page_count)
         read = await read_pages(doc, pages, mode, dpi, settings, reader)
         if pictures:
@@ -217,7 +208,33 @@ async def read_document(
     return await _done(read, reader)
 
 
+async def _open_pages(media: Media, mode: str, settings: Settings) -> PdfPages | ImagePages:
+    """A PDF (open_pdf says what an unknown file is, if not a PDF), or a multi-page TIFF: every frame is a page
+    (scanner and fax output)."""
+    from .inputs.images import ImagePages
+
+    if media.kind in {"pdf", "unknown"}:
+        from .inputs.pdf import open_pdf
+
+        return await open_pdf(media, isolate=settings.isolate_decoding)
+    check_image_request(media, None, mode)
+    return await ImagePages(media, settings.max_image_pixels, settings.isolate_decoding).open()
+
+
+async def _read_page_image(
+    media: Media, pages: str | None, mode: str, region: Region | None, settings: Settings, reader: PageReader
+) -> OcrPages:
+    """One image of a page, or `region` of it; its picture is the whole page (the viewer outlines the region)."""
+    from .inputs.images import crop, decode_isolated
+
+    check_image_request(media, pages, mode)
+    decoded = await decode_isolated(media, settings.max_image_pixels, isolate=settings.isolate_decoding)
+    picture, _ = crop(decoded, region)
+    return replace(await read_image(picture, settings, reader), pictures={1: decoded.image})
+
+
 async def _done(read: OcrPages, reader: PageReader) -> OcrPages:
+    """The last progress of a read document: every page returned is done."""
     await reader.report(len(read.pages), len(read.pages), "done")
     return read
 

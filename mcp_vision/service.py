@@ -410,7 +410,7 @@ class VisionService:
         if not question or not question.strip():
             raise InputError("The question is empty: say what you want to know about the session's media.")
         asked = self._question(question, question)  # checks the length; the question is never empty here
-        call = self._begin(None, time_budget, progress)  # get() below says what is wrong with the session
+        call = self._begin(session_id, time_budget, progress)
         session = self.sessions.get(session_id)
         fitted = await self._fit(call, max_new_tokens=tokens, text_tokens=len(asked) // 3 + 50)
         user = Turn.user(asked)
@@ -445,6 +445,7 @@ class VisionService:
             self._max_new_tokens(max_new_tokens) if max_new_tokens
             else max(self.settings.max_new_tokens, limits.OCR_MIN_TOKENS)
         )
+        # The model loads only when a page needs it: a document read from its text layers never loads it.
         reader = ocr.PageReader(
             self.worker, self.backend, self.prompts.task("ocr").text.strip(), partial(self._ready, call),
             max_tiles=self.settings.max_tiles, max_new_tokens=tokens, progress=call.progress, budget=call.budget,
