@@ -16,6 +16,9 @@ OCR_MIN_TOKENS = 1024  # default answer room for a page read by the model (a ful
 # Questions.
 MAX_QUESTION_CHARS = 20_000
 
+# Images, pages and frames: the most pixels one may decode or render to (MCP_VISION_MAX_IMAGE_PIXELS).
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+
 # Image detail: TILE_SIDE x TILE_SIDE tiles per image (a thumbnail tile comes on top when an image is split).
 TILE_SIDE = 448  # InternVL's tile edge in pixels: the unit `max_tiles` counts in, for every family and engine
 MAX_TILES_CAP = 40
@@ -45,6 +48,14 @@ OCR_BATCH_CAP = 16
 DEFAULT_OCR_BATCH = 4
 MIN_OUTPUT_CHARS = 1000
 DEFAULT_MAX_OUTPUT_CHARS = 200_000
+MAX_PAGE_SPEC_CHARS = 1000  # the `pages` value's length
+
+# Sessions (per session unless said; the oldest exchanges, and their media, go first).
+MAX_EXCHANGES = 64  # question/answer pairs kept
+MAX_IMAGES = 48  # images, pages and frames kept
+MAX_SESSION_PREVIEW_BYTES = 16 * 1024 * 1024  # previews kept (the oldest go first)
+MAX_PREVIEW_TOTAL = 128 * 1024 * 1024  # previews kept over all sessions (the least recently used go first)
+MAX_PREVIEW_BYTES = 600_000  # one preview; a larger one is shrunk until it fits
 
 # Time budgets (seconds from a call's arrival; desktop clients cut calls at about 60 s).
 DEFAULT_CALL_BUDGET = 50.0

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import DecoderFailure, InputError, summary
-from ..limits import MAX_RENDER_DPI
+from ..limits import MAX_PAGE_SPEC_CHARS, MAX_RENDER_DPI
 from .sources import Media
 
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 MIN_TEXT_CHARS = 20  # fewer real characters than this and a page counts as image-only
 DEFAULT_PAGES_OPEN = 8  # loaded pages kept per document (an LRU), so text then render loads once
 MAX_WARNINGS = 50
-MAX_PAGE_SPEC_CHARS = 1000
 
 _T = TypeVar("_T")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, summary
-from ..limits import DEFAULT_MAX_FRAMES
+from ..limits import DEFAULT_MAX_FRAMES, DEFAULT_MAX_IMAGE_PIXELS
 from .sources import Media
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def sample_frames(
     max_side: int = 896,
     max_duration: float = 3 * 3600,
     time_budget: float = 60.0,
-    max_pixels: int = 64_000_000,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> VideoSample:
     """Sample `num_frames` frames at the midpoints of equal segments of [start, end] (default: all)."""
     check_num_frames(num_frames, max_frames)
