@@ -1,6 +1,6 @@
 """Count the module boundaries one tool call crosses inside mcp_vision, on the tiny random InternVL.
 
-    python -m bench.trace_calls [--tool ocr_document|describe_image] [--calls] [--edges]
+    python -m bench.trace_calls [--tool ocr_document|describe_image] [--path ROOMS] [--edges]
 
 A dev tool for keeping a tool's path short (issue 23): it drives one call through the in-memory client (the
 call is made once untraced first, so the model load and the decoder processes' start are not counted), with a

@@ -55,6 +55,7 @@ class PageReader:
         self.seconds_per_page: float | None = None  # measured on the batches read so far
 
     async def report(self, done: float, total: float | None, message: str) -> None:
+        """Progress of the pages, in this module's words (nothing when the client asked for none)."""
         if self._progress is not None:
             await self._progress(done, total, message)
 
