@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     model, _ = ensure_model(args.cache, layers)
     cache = args.cache / "openvino"
     media = {k: str(Path(v).resolve()) for k, v in make_inputs(args.cache / "media").items()}
-    from mcp_vision.prompts import PromptLibrary
+    from mcp_vision.model_prompts import PromptLibrary
 
     base = {"model": str(model), "media": media, "tokens": args.tokens, "tiles": args.tiles, "dpi": PAGE_DPI,
             "ocr_prompt": PromptLibrary(None).task("ocr").text.strip()}

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"model at {model} ({'built' if built else 'cached'} in {time.perf_counter() - build_started:.1f} s)")
     media = {k: str(Path(v).resolve()) for k, v in make_inputs(args.cache / "media").items()}
 
-    from mcp_vision.prompts import PromptLibrary
+    from mcp_vision.model_prompts import PromptLibrary
 
     ocr_prompt = PromptLibrary(None).task("ocr").text.strip()
     config = {

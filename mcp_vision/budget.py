@@ -8,8 +8,9 @@ import time
 from dataclasses import dataclass, field
 
 from .backend.base import ChatResult
+from .limits import TILE_SIDE
 
-TOKENS_PER_TILE = 256  # image tokens one 448 px tile becomes (InternVL's pixel shuffle)
+TOKENS_PER_TILE = 256  # image tokens one tile becomes (InternVL's pixel shuffle)
 FRAME_TEXT_TOKENS = 16  # a frame's label and timestamp in the prompt ("Frame7: ", "Frame7: 12.50 s, ")
 # Of the time left, the share vision and prefill may take: the rest is for the answer and the reply.
 UPFRONT_SHARE = 0.5
@@ -37,6 +38,11 @@ class Budget:
     @property
     def deadline(self) -> float | None:
         return None if self.seconds is None else self.started + self.seconds
+
+    @property
+    def work_deadline(self) -> float | None:
+        """When model work must stop (time.monotonic()): the deadline less the margin kept for the result."""
+        return None if self.seconds is None else self.started + self.seconds - MARGIN_SECONDS
 
     def remaining(self) -> float | None:
         """Seconds left (may be negative), or None without a budget."""
@@ -73,7 +79,7 @@ class Speeds:
 
     # (dense bf16 FLOP/s, weight bytes read per second) a conservative machine reaches.
     MACHINES = {"cpu": (1.5e11, 1.0e10), "cuda": (5.0e13, 5.0e11)}
-    PATCHES_PER_TILE = 1025  # 448 px / 14 px patches, plus the class token
+    PATCHES_PER_TILE = (TILE_SIDE // 14) ** 2 + 1  # 14 px patches, plus the class token
 
     def __init__(self, device: str = "cpu", vision_params: int | None = None, language_params: int | None = None):
         if device == "remote" or vision_params is None or language_params is None:

@@ -16,7 +16,11 @@ OCR_MIN_TOKENS = 1024  # default answer room for a page read by the model (a ful
 # Questions.
 MAX_QUESTION_CHARS = 20_000
 
-# Image detail: 448x448 tiles per image (a thumbnail tile comes on top when an image is split).
+# Images, pages and frames: the most pixels one may decode or render to (MCP_VISION_MAX_IMAGE_PIXELS).
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+
+# Image detail: TILE_SIDE x TILE_SIDE tiles per image (a thumbnail tile comes on top when an image is split).
+TILE_SIDE = 448  # InternVL's tile edge in pixels: the unit `max_tiles` counts in, for every family and engine
 MAX_TILES_CAP = 40
 DEFAULT_MAX_TILES = 12
 COMPARE_TILE_BUDGET = 24  # tiles shared by the images of one comparison (256 tokens each)
@@ -34,13 +38,24 @@ DEFAULT_NUM_FRAMES = 8
 OcrMode = Literal["auto", "text_layer", "vision"]
 OCR_MODES = get_args(OcrMode)
 MIN_DPI = 36
-MAX_DPI = 600
+MAX_DPI = 600  # the `dpi` a tool call may ask pages to be read at
 DEFAULT_DPI = 150
+# What the page renderer accepts from any caller (the tool's dpi, previews at 72, benchmarks): a guard against
+# nonsense (infinite, huge) before the pixel limit is computed; the pixel limit binds first on any real page.
+MAX_RENDER_DPI = 10_000
 DEFAULT_MAX_PAGES = 50
 OCR_BATCH_CAP = 16
 DEFAULT_OCR_BATCH = 4
 MIN_OUTPUT_CHARS = 1000
 DEFAULT_MAX_OUTPUT_CHARS = 200_000
+MAX_PAGE_SPEC_CHARS = 1000  # the `pages` value's length
+
+# Sessions (per session unless said; the oldest exchanges, and their media, go first).
+MAX_EXCHANGES = 64  # question/answer pairs kept
+MAX_IMAGES = 48  # images, pages and frames kept
+MAX_SESSION_PREVIEW_BYTES = 16 * 1024 * 1024  # previews kept (the oldest go first)
+MAX_PREVIEW_TOTAL = 128 * 1024 * 1024  # previews kept over all sessions (the least recently used go first)
+MAX_PREVIEW_BYTES = 600_000  # one preview; a larger one is shrunk until it fits
 
 # Time budgets (seconds from a call's arrival; desktop clients cut calls at about 60 s).
 DEFAULT_CALL_BUDGET = 50.0

@@ -1,29 +1,32 @@
-"""ocr_document's page policy: which pages, read how (the text layer or the model), in what batches, and
-where the output cap stops the reading. MCP-free; the model is reached through a runner the service hands in."""
+"""ocr_document's pages, from the opened file to the text: which pages, read how (the text layer or the model),
+in what batches, rendered at what resolution, where the output cap or the time budget stops the reading, what
+progress says of each page, and the picture of each page a viewer previews. MCP-free; the model is reached
+through the inference worker, and loaded through a hook the service hands in (only it knows the load)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from . import limits
-from .backend.base import Backend, ChatResult, ImagePart, Job, Turn
+from .backend.base import Backend, ChatResult, ImagePart, Turn
 from .budget import MARGIN_SECONDS, Budget, Speeds, tiles_read
 from .errors import InputError
 from .results import PageText
-from .worker import Progress
+from .worker import InferenceWorker, Progress
 
 if TYPE_CHECKING:
     from .inputs.images import ImagePages
     from .inputs.pdf import PdfPages
     from .inputs.sources import Media
-    from .prompts import PromptLibrary
+    from .model_prompts import PromptLibrary
+    from .results import Region
     from .settings import Settings
 
-T = TypeVar("T")
-ModelRunner = Callable[[Callable[[Job], T], Progress | None, Budget], Awaitable[T]]
+# Has the model loaded (within the call's budget) and returns the speeds measured so far.
+Prepare = Callable[[], Awaitable[Speeds]]
 
 
 def check_request(mode: str, dpi: int) -> None:
@@ -41,22 +44,25 @@ class PageReader:
     """Reads page images with the model, several in one batch, and keeps each as it was shown to it."""
 
     def __init__(
-        self, run_model: ModelRunner, backend: Backend, prompt: str, *, max_tiles: int, max_new_tokens: int,
-        progress: Progress | None, budget: Budget | None = None, speeds: Callable[[], Speeds] | None = None,
-        ready: Callable[[], Awaitable[None]] | None = None,
+        self, worker: InferenceWorker, backend: Backend, prompt: str, prepare: Prepare, *, max_tiles: int,
+        max_new_tokens: int, progress: Progress | None, budget: Budget,
     ) -> None:
-        self._run_model, self._backend, self._prompt = run_model, backend, prompt
+        self._worker, self._backend, self._prompt, self._prepare = worker, backend, prompt, prepare
         self._max_tiles, self._max_new_tokens, self._progress = max_tiles, max_new_tokens, progress
-        self.budget = budget or Budget(None)
-        self._speeds, self._ready = speeds, ready
+        self.budget = budget
+        self._speeds: Speeds | None = None  # known once the model is ready
         self.page_images: dict[int, ImagePart] = {}
         self.seconds_per_page: float | None = None  # measured on the batches read so far
 
+    async def report(self, done: float, total: float | None, message: str) -> None:
+        """Progress of the pages, in this module's words (nothing when the client asked for none)."""
+        if self._progress is not None:
+            await self._progress(done, total, message)
+
     async def prepare(self) -> None:
         """Before the first page goes to the model: have it loaded (within the budget)."""
-        if self._ready is not None:
-            await self._ready()
-            self._ready = None
+        if self._speeds is None:
+            self._speeds = await self._prepare()
 
     def pages_that_fit(self, wanted: int, first: bool) -> int:
         """How many of `wanted` pages the time left allows in one batch (the first batch reads at least one)."""
@@ -67,7 +73,7 @@ class PageReader:
         if self.seconds_per_page is not None:
             fits = int(left / self.seconds_per_page)
         elif self._speeds is not None:
-            speeds = self._speeds()
+            speeds = self._speeds
             tiles = tiles_read(self._max_tiles)
 
             def cost(n: int) -> float:
@@ -80,24 +86,23 @@ class PageReader:
 
     async def read(self, images: list, numbers: list[int], label: str, index: float, total: int) -> list[ChatResult]:
         """The answer for each image, in order; progress runs from `index` to `index + len(images)` of `total`."""
-        progress = self._progress
 
         async def inner(p: float, t: float | None, message: str | None) -> None:
-            if progress is not None:
-                fraction = min(p / t, 1.0) if t else 0.0
-                await progress(index + fraction * len(images), total, f"{label}: {message}" if message else label)
+            fraction = min(p / t, 1.0) if t else 0.0
+            await self.report(index + fraction * len(images), total, f"{label}: {message}" if message else label)
 
         parts = [ImagePart(image, self._max_tiles) for image in images]
         self.page_images.update(zip(numbers, parts))
         conversations = [[Turn("user", [part, self._prompt])] for part in parts]
         backend, tokens = self._backend, self._max_new_tokens
         started = time.monotonic()
-        answers = await self._run_model(
-            lambda job: backend.chat_batch(conversations, job, max_new_tokens=tokens), inner, self.budget
+        answers = await self._worker.run(
+            lambda job: backend.chat_batch(conversations, job, max_new_tokens=tokens),
+            progress=inner, label="starting", deadline=self.budget.work_deadline,
         )
         self.seconds_per_page = (time.monotonic() - started) / max(1, len(images))
         if self._speeds is not None and answers:
-            self._speeds().learn(answers[0])  # the batch's stages are shared by its rows
+            self._speeds.learn(answers[0])  # the batch's stages are shared by its rows
         return answers
 
 
@@ -165,16 +170,89 @@ class _Output:
 
 @dataclass(frozen=True)
 class OcrPages:
+    """The pages read, and (asked for) each returned page's picture for a viewer, by page number."""
+
     pages: list[PageText]
     page_count: int
     truncated: bool
     note: str | None
     next_pages: str | None = None
+    pictures: dict[int, Any] = field(default_factory=dict)
+
+
+async def read_document(
+    media: Media, *, pages: str | None, mode: str, dpi: int, region: Region | None, settings: Settings,
+    reader: PageReader, pictures: bool = False,
+) -> OcrPages:
+    """Open `media` (a PDF or another document PyMuPDF opens, a multi-page TIFF, or one page image), read the
+    pages asked for and close it. `region` reads part of a single page image. `pictures`: also keep each
+    returned page's picture (for a viewer's preview)."""
+    from .inputs.images import ImagePages, is_multipage_candidate
+
+    paged = media.kind in {"pdf", "unknown"} or is_multipage_candidate(media)
+    if region is not None and paged:
+        raise InputError(
+            f"region reads part of a single page image, and {media.label} is a document of pages: omit region, "
+            "or pass an image of the page."
+        )
+    if not paged:
+        return await _done(await _read_page_image(media, pages, mode, region, settings, reader), reader)
+    doc = await _open_pages(media, mode, settings)
+    try:
+        if isinstance(doc, ImagePages):  # its page count is known once it is open
+            check_image_request(media, pages, mode, doc.page_count)
+        read = await read_pages(doc, pages, mode, dpi, settings, reader)
+        if pictures:
+            read = replace(read, pictures=await _page_pictures(doc, read, reader, settings.max_image_pixels))
+    finally:
+        await doc.aclose()
+    return await _done(read, reader)
+
+
+async def _open_pages(media: Media, mode: str, settings: Settings) -> PdfPages | ImagePages:
+    """A PDF (open_pdf says what an unknown file is, if not a PDF), or a multi-page TIFF: every frame is a page
+    (scanner and fax output)."""
+    from .inputs.images import ImagePages
+
+    if media.kind in {"pdf", "unknown"}:
+        from .inputs.pdf import open_pdf
+
+        return await open_pdf(media, isolate=settings.isolate_decoding)
+    check_image_request(media, None, mode)
+    return await ImagePages(media, settings.max_image_pixels, settings.isolate_decoding).open()
+
+
+async def _read_page_image(
+    media: Media, pages: str | None, mode: str, region: Region | None, settings: Settings, reader: PageReader
+) -> OcrPages:
+    """One image of a page, or `region` of it; its picture is the whole page (the viewer outlines the region)."""
+    from .inputs.images import crop, decode_isolated
+
+    check_image_request(media, pages, mode)
+    decoded = await decode_isolated(media, settings.max_image_pixels, isolate=settings.isolate_decoding)
+    picture, _ = crop(decoded, region)
+    return replace(await read_image(picture, settings, reader), pictures={1: decoded.image})
+
+
+async def _done(read: OcrPages, reader: PageReader) -> OcrPages:
+    """The last progress of a read document: every page returned is done."""
+    await reader.report(len(read.pages), len(read.pages), "done")
+    return read
+
+
+async def _page_pictures(doc: PdfPages | ImagePages, read: OcrPages, reader: PageReader, max_pixels: int) -> dict:
+    """Each returned page as a picture: as the model saw it, or (a text-layer page) rendered small."""
+    from .previews import PAGE_DPI
+
+    pictures = {}
+    for page in read.pages:
+        part = reader.page_images.get(page.page)
+        pictures[page.page] = part.image if part is not None else await doc.render(page.page, PAGE_DPI, max_pixels)
+    return pictures
 
 
 async def read_pages(
     doc: PdfPages | ImagePages, pages: str | None, mode: str, dpi: int, settings: Settings, reader: PageReader,
-    progress: Progress | None,
 ) -> OcrPages:
     """The selected pages' text in order (of a PDF, or of a multi-page image, whose pages have no text
     layer): text layers at once, the others through the model, up to MCP_VISION_OCR_BATCH of them in one
@@ -205,8 +283,7 @@ async def read_pages(
         batch = settings.ocr_batch
         while position < total and len(images) < batch and known < output.left:
             number = selected[position]
-            if progress is not None:
-                await progress(done, total, f"page {number} ({position + 1}/{total})")
+            await reader.report(done, total, f"page {number} ({position + 1}/{total})")
             if mode == "text_layer" or (mode == "auto" and await doc.has_text_layer(number)):
                 text = await doc.text_layer(number)
                 if mode == "text_layer" and not await doc.has_text_layer(number):
@@ -260,10 +337,9 @@ def _notes(cap: str | None, empty: list[int]) -> str | None:
     return " ".join(notes) or None
 
 
-async def read_image(image: Any, settings: Settings, reader: PageReader, progress: Progress | None) -> OcrPages:
+async def read_image(image: Any, settings: Settings, reader: PageReader) -> OcrPages:
     """A single page image, read by the model."""
-    if progress is not None:
-        await progress(0, 1, "page 1 (1/1)")
+    await reader.report(0, 1, "page 1 (1/1)")
     await reader.prepare()
     [answer] = await reader.read([image], [1], "page 1 (1/1)", 0, 1)
     output = _Output(settings.max_output_chars, [1])
@@ -291,4 +367,7 @@ def session_turns(result: OcrPages, reader: PageReader, label: str, prompts: Pro
     ]
 
 
-__all__ = ["PageReader", "OcrPages", "page_ranges", "check_request", "check_image_request", "read_pages", "read_image", "session_turns"]
+__all__ = [
+    "PageReader", "OcrPages", "page_ranges", "check_request", "check_image_request", "read_document", "read_pages",
+    "read_image", "session_turns",
+]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING
 
+from .limits import MAX_PREVIEW_BYTES
+
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
@@ -20,7 +22,6 @@ IMAGE_SIDE = 1024  # longest side of an image's preview (describe_image, locate,
 PAGE_SIDE = 900  # of a document page's
 FRAME_SIDE = 384  # of a video frame's
 PAGE_DPI = 72  # a text-layer page (never rendered for the model) is rendered at this for its preview
-MAX_PREVIEW_BYTES = 600_000  # one preview; a larger one is shrunk until it fits
 
 _QUALITY = 85
 _SHRINK = 0.75

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 from . import __version__, limits, previews, viewer
 from .backend.base import Backend
 from .errors import VisionError
-from .mcp_prompts import register_prompts
+from .prompt_menu import register_prompts
 from .results import (
     CompareImagesResult,
     DescribeImageResult,

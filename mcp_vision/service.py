@@ -1,6 +1,7 @@
 """The tools' logic, free of MCP: validate, load media, ask the backend, shape the result.
 
-Each tool's path: service -> (ocr | inputs | sessions | compose) -> backend.
+Each tool's path: service -> (ocr | inputs | sessions | model_prompts) -> backend. A tool's per-call values (its
+session, time budget, progress, the client's roots, whether it shows previews) travel together as one `Call`.
 """
 
 from __future__ import annotations
@@ -8,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -17,10 +18,10 @@ import anyio
 
 from . import limits
 from .backend import create_backend, engine_class
-from .backend.base import Backend, ChatResult, Job, Turn
+from .backend.base import Backend, ChatResult, Turn
 from .budget import MARGIN_SECONDS, Budget, Plan, Speeds, plan
 from .errors import ContextOverflowError, InputError, ModelLoading
-from .prompts import PromptLibrary
+from .model_prompts import PromptLibrary
 from .results import (
     BudgetReport,
     CompareImagesResult,
@@ -44,7 +45,6 @@ from .worker import InferenceWorker, Progress
 if TYPE_CHECKING:
     from .inputs.images import DecodedImage
 
-T = TypeVar("T")
 R = TypeVar("R")
 Roots = tuple[Path, ...] | None  # the client's root directories (where files are read when none are configured)
 
@@ -69,24 +69,17 @@ class _Asked:
     dropped: int
 
 
-def crop(decoded, region: Region | None):
-    """The part of a decoded image to read: (image, (left, top, width, height) in original pixels); the whole
-    image without a region. A region not inside the image is one InputError (Region itself refuses an empty
-    one or one starting before the image)."""
-    width, height = decoded.width, decoded.height
-    if region is None:
-        return decoded.image, (0, 0, width, height)
-    if region.x + region.width > width or region.y + region.height > height:
-        raise InputError(
-            f"region {_shown_region(region)} falls outside the {width}x{height} image: keep x + width <= {width} "
-            f"and y + height <= {height} (pixels of the original image, after EXIF orientation)."
-        )
-    box = (region.x, region.y, region.x + region.width, region.y + region.height)
-    return decoded.image.crop(box), (region.x, region.y, region.width, region.height)
+@dataclass(frozen=True)
+class Call:
+    """What one tool call carries beside its own arguments: the session it continues (None: a new one), its
+    time budget (from its arrival), where progress goes, the client's roots, and whether the client shows
+    previews (MCP Apps)."""
 
-
-def _shown_region(region: Region) -> str:
-    return f"{{x: {region.x}, y: {region.y}, width: {region.width}, height: {region.height}}}"
+    session_id: str | None
+    budget: Budget
+    progress: Progress | None = None
+    roots: Roots = None
+    previews: bool = False
 
 
 class VisionService:
@@ -135,7 +128,7 @@ class VisionService:
             raise InputError(f"The question is {len(value):,} characters; the limit is {limits.MAX_QUESTION_CHARS:,}.")
         return value.strip()
 
-    def _answer(self, result: ChatResult, session: Session, budget: Budget, dropped: int, fitted: Plan) -> dict:
+    def _answer(self, result: ChatResult, session: Session, call: Call, dropped: int, fitted: Plan) -> dict:
         """The fields every model answer carries (see results.ModelAnswer)."""
         finish = result.finish_reason if result.finish_reason in {"length", "time"} else "stop"
         return {
@@ -145,18 +138,21 @@ class VisionService:
             "engine": result.engine,
             "usage": _usage(result),
             "finish_reason": finish,
-            "seconds": round(budget.elapsed(), 3),
+            "seconds": round(call.budget.elapsed(), 3),
             "dropped_turns": dropped,
             "budget": BudgetReport(**fitted.as_dict()),
         }
 
-    def _begin(self, session_id: str | None, time_budget: float | None = None) -> Budget:
-        """The call's time budget (from now); fails before any work on an unknown or expired session."""
+    def _begin(
+        self, session_id: str | None, time_budget: float | None = None, progress: Progress | None = None,
+        roots: Roots = None, previews: bool = False,
+    ) -> Call:
+        """The call, its time budget running from now; fails before any work on an unknown or expired session."""
         budget = Budget.of(self.settings.call_budget, time_budget)
         if time_budget is not None and not 0 < time_budget <= limits.MAX_TIME_BUDGET:
             raise InputError(f"time_budget={time_budget:g} is out of range: use more than 0 to {limits.MAX_TIME_BUDGET:g} seconds.")
         self.sessions.check(session_id)
-        return budget
+        return Call(session_id, budget, progress, roots, previews)
 
     @property
     def speeds(self) -> Speeds:
@@ -195,44 +191,41 @@ class VisionService:
         if self._backend is not None:
             self._backend.forget(session_id)
 
-    async def _run_model(self, fn: Callable[[Job], T], progress: Progress | None, budget: Budget | None = None) -> T:
-        """Run model work on the inference worker; the work reports its own phases (reading images,
-        generating) and its generation stops at the budget's deadline."""
-        deadline = budget.deadline - MARGIN_SECONDS if budget is not None and budget.deadline is not None else None
-        return await self.worker.run(fn, progress=progress, label="starting", deadline=deadline)
-
-    async def _chat(
-        self, turns: list[Turn], progress: Progress | None, max_new_tokens: int, budget: Budget,
-        conversation: str | None = None,
-    ) -> ChatResult:
+    async def _chat(self, turns: list[Turn], call: Call, max_new_tokens: int, conversation: str | None = None) -> ChatResult:
+        """Ask the model on the inference worker; the work reports its own phases (reading images, generating)
+        and its generation stops at the budget's deadline."""
         backend = self.backend
-        result = await self._run_model(
+        result = await self.worker.run(
             lambda job: backend.chat(turns, job, max_new_tokens=max_new_tokens, conversation=conversation),
-            progress, budget,
+            progress=call.progress, label="starting", deadline=call.budget.work_deadline,
         )
         self.speeds.learn(result)
         return result
 
+    async def _ready(self, call: Call) -> Speeds:
+        """Have the model loaded within the call's budget; the speeds measured so far."""
+        await self._ensure_loaded(call.budget, call.progress)
+        return self.speeds
+
     async def _fit(
-        self, budget: Budget, progress: Progress | None, *, images: int = 0, tiles: int | None = None,
-        frames: int | None = None, max_new_tokens: int, text_tokens: int = 200,
+        self, call: Call, *, images: int = 0, tiles: int | None = None, frames: int | None = None,
+        max_new_tokens: int, text_tokens: int = 200,
     ) -> Plan:
         """Have the model ready, then fit the call into what is left of its budget."""
-        await self._ensure_loaded(budget, progress)
+        budget = call.budget
+        await self._ensure_loaded(budget, call.progress)
         return plan(
             budget, self.speeds, images=images, tiles=tiles, frames=frames, max_new_tokens=max_new_tokens,
             text_tokens=text_tokens, context=self.backend.context_length,
         )
 
-    async def _ask(
-        self, session: Session, user: Turn, progress: Progress | None, max_new_tokens: int, budget: Budget
-    ) -> tuple[ChatResult, int]:
+    async def _ask(self, session: Session, user: Turn, call: Call, max_new_tokens: int) -> tuple[ChatResult, int]:
         """Ask `user` after the session's history; the oldest exchanges (and their media) are dropped when the
         history exceeds the session's bounds or the model's context. Returns (result, exchanges dropped)."""
         async with session.lock:
             for history, dropped in self.sessions.histories(session, [user]):
                 try:
-                    result = await self._chat([*history, user], progress, max_new_tokens, budget, conversation=session.id)
+                    result = await self._chat([*history, user], call, max_new_tokens, conversation=session.id)
                     break
                 except ContextOverflowError:
                     if not history:
@@ -246,18 +239,12 @@ class VisionService:
 
         return await anyio.to_thread.run_sync(load_media, source, self.settings, roots)
 
-    async def decode_image(self, media):
-        """Decode an image's bytes in a decoder process (or here, when isolation is off)."""
-        from .inputs.images import decode_image
-        from .inputs.sandbox import run_isolated
+    async def load_image(self, source: str, roots: Roots = None) -> DecodedImage:
+        """Read and decode an image (in a decoder process, or here when isolation is off)."""
+        from .inputs.images import decode_isolated
 
-        return await run_isolated(
-            decode_image, media, self.settings.max_image_pixels,
-            what=media.label, isolate=self.settings.isolate_decoding,
-        )
-
-    async def load_image(self, source: str, roots: Roots = None):
-        return await self.decode_image(await self.load_media(source, roots))
+        media = await self.load_media(source, roots)
+        return await decode_isolated(media, self.settings.max_image_pixels, isolate=self.settings.isolate_decoding)
 
     def warm_decoders(self) -> None:
         """Start a decoder process in the background, so the first decode does not wait for it."""
@@ -274,23 +261,24 @@ class VisionService:
         return time.monotonic() - started
 
     async def _ask_about_image(
-        self, image: str, asked: str, region: Region | None, tiles: int, tokens: int, session_id: str | None,
-        budget: Budget, progress: Progress | None, roots: Roots,
+        self, image: str, asked: str, call: Call, *, region: Region | None, tiles: int, tokens: int
     ) -> _Asked:
         """Load one image, read `region` of it (or all of it) within the budget, and ask `asked` in the session."""
-        decoded = await self.load_image(image, roots)
+        from .inputs.images import crop
+
+        decoded = await self.load_image(image, call.roots)
         picture, shown = crop(decoded, region)
-        fitted = await self._fit(budget, progress, images=1, tiles=tiles, max_new_tokens=tokens)
-        session = self.sessions.get_or_create(session_id)
+        fitted = await self._fit(call, images=1, tiles=tiles, max_new_tokens=tokens)
+        session = self.sessions.get_or_create(call.session_id)
         user = Turn.user(asked, [picture], max_tiles=fitted.tiles or tiles)
-        result, dropped = await self._ask(session, user, progress, fitted.max_new_tokens, budget)
+        result, dropped = await self._ask(session, user, call, fitted.max_new_tokens)
         return _Asked(decoded, shown, fitted, session, result, dropped)
 
-    def _image_answer(self, asked: _Asked, budget: Budget, region: Region | None) -> dict:
+    def _image_answer(self, asked: _Asked, call: Call, region: Region | None) -> dict:
         """The fields of an answer about one image: the model answer's, the image, the region read, its tiles."""
         decoded, result = asked.decoded, asked.result
         return {
-            **self._answer(result, asked.session, budget, asked.dropped, asked.fitted),
+            **self._answer(result, asked.session, call, asked.dropped, asked.fitted),
             "image": ImageInfo(width=decoded.width, height=decoded.height, format=decoded.format),
             "region": region,
             "tiles": result.tiles[0] if result.tiles else 0,
@@ -328,13 +316,13 @@ class VisionService:
         tokens = self._max_new_tokens(max_new_tokens)
         tiles = self._max_tiles(max_tiles)
         asked = self._question(question, self.prompts.task("describe").text.strip())
-        budget = self._begin(session_id, time_budget)
-        asked_image = await self._ask_about_image(image, asked, region, tiles, tokens, session_id, budget, progress, roots)
+        call = self._begin(session_id, time_budget, progress, roots, previews)
+        asked_image = await self._ask_about_image(image, asked, call, region=region, tiles=tiles, tokens=tokens)
         described = DescribeImageResult(
-            **self._image_answer(asked_image, budget, region),
+            **self._image_answer(asked_image, call, region),
             load_seconds=round(asked_image.result.load_seconds, 3),
         )
-        if previews:
+        if call.previews:
             described._viewer = {"images": await self._image_previews(asked_image)}
         return described
 
@@ -370,8 +358,8 @@ class VisionService:
             self.prompts.task("locate").render(target=wanted).strip() if wanted
             else self.prompts.task("locate-all").text.strip()
         )
-        budget = self._begin(session_id, time_budget)
-        asked_image = await self._ask_about_image(image, asked, region, tiles, tokens, session_id, budget, progress, roots)
+        call = self._begin(session_id, time_budget, progress, roots, previews)
+        asked_image = await self._ask_about_image(image, asked, call, region=region, tiles=tiles, tokens=tokens)
         decoded, shown = asked_image.decoded, asked_image.shown
         # Qwen2.5-VL's boxes are in pixels of the image as its processor resized it (the local engine says
         # which size that was); the normalised families ignore the size.
@@ -384,11 +372,11 @@ class VisionService:
             for b in boxes
         ]
         located = LocateResult(
-            **self._image_answer(asked_image, budget, region),
+            **self._image_answer(asked_image, call, region),
             boxes=found,
             dropped_boxes=parsed.dropped + len(parsed.found) - len(boxes),
         )
-        if previews:
+        if call.previews:
             located._viewer = {"images": await self._image_previews(asked_image)}
         drawn = None
         if annotate:
@@ -417,13 +405,13 @@ class VisionService:
         if not question or not question.strip():
             raise InputError("The question is empty: say what you want to know about the session's media.")
         asked = self._question(question, question)  # checks the length; the question is never empty here
-        budget = self._begin(None, time_budget)
+        call = self._begin(session_id, time_budget, progress)
         session = self.sessions.get(session_id)
-        fitted = await self._fit(budget, progress, max_new_tokens=tokens, text_tokens=len(asked) // 3 + 50)
+        fitted = await self._fit(call, max_new_tokens=tokens, text_tokens=len(asked) // 3 + 50)
         user = Turn.user(asked)
-        result, dropped = await self._ask(session, user, progress, fitted.max_new_tokens, budget)
+        result, dropped = await self._ask(session, user, call, fitted.max_new_tokens)
         return FollowUpResult(
-            **self._answer(result, session, budget, dropped, fitted),
+            **self._answer(result, session, call, dropped, fitted),
             turns=session.turn_count,
         )
 
@@ -443,53 +431,25 @@ class VisionService:
         previews: bool = False,
     ) -> OcrDocumentResult:
         from . import ocr
-        from .inputs.images import ImagePages, is_multipage_candidate
 
         ocr.check_request(mode, dpi)
-        budget = self._begin(session_id, time_budget)
-        media = await self.load_media(document, roots)
+        call = self._begin(session_id, time_budget, progress, roots, previews)
+        media = await self.load_media(document, call.roots)
         # A full page of text needs more room than a typical answer.
         tokens = (
             self._max_new_tokens(max_new_tokens) if max_new_tokens
             else max(self.settings.max_new_tokens, limits.OCR_MIN_TOKENS)
         )
+        # The model loads only when a page needs it: a document read from its text layers never loads it.
         reader = ocr.PageReader(
-            self._run_model, self.backend, self.prompts.task("ocr").text.strip(),
-            max_tiles=self.settings.max_tiles, max_new_tokens=tokens, progress=progress,
-            budget=budget, speeds=lambda: self.speeds, ready=lambda: self._ensure_loaded(budget, progress),
+            self.worker, self.backend, self.prompts.task("ocr").text.strip(), partial(self._ready, call),
+            max_tiles=self.settings.max_tiles, max_new_tokens=tokens, progress=call.progress, budget=call.budget,
         )
-        if region is not None and (media.kind in {"pdf", "unknown"} or is_multipage_candidate(media)):
-            raise InputError(
-                f"region reads part of a single page image, and {media.label} is a document of pages: omit region, "
-                "or pass an image of the page."
-            )
-        if media.kind in {"pdf", "unknown"}:  # open_pdf says what an unknown file is, if not a PDF
-            from .inputs.pdf import open_pdf
-
-            doc = await open_pdf(media, isolate=self.settings.isolate_decoding)
-            try:
-                read = await ocr.read_pages(doc, pages, mode, dpi, self.settings, reader, progress)
-                shown = await self._page_pictures(doc, read, reader) if previews else {}
-            finally:
-                await doc.aclose()
-        elif is_multipage_candidate(media):  # a TIFF: every frame is a page (scanner and fax output)
-            ocr.check_image_request(media, None, mode)
-            frames = await ImagePages(media, self.settings.max_image_pixels, self.settings.isolate_decoding).open()
-            try:
-                ocr.check_image_request(media, pages, mode, frames.page_count)
-                read = await ocr.read_pages(frames, pages, mode, dpi, self.settings, reader, progress)
-                shown = await self._page_pictures(frames, read, reader) if previews else {}
-            finally:
-                await frames.aclose()
-        else:
-            ocr.check_image_request(media, pages, mode)
-            decoded = await self.decode_image(media)
-            picture, _ = crop(decoded, region)
-            read = await ocr.read_image(picture, self.settings, reader, progress)
-            shown = {1: decoded.image}  # the whole page; the viewer outlines the region read
-        if progress is not None:
-            await progress(len(read.pages), len(read.pages), "done")
-        session = self.sessions.get_or_create(session_id)
+        read = await ocr.read_document(
+            media, pages=pages, mode=mode, dpi=dpi, region=region, settings=self.settings, reader=reader,
+            pictures=call.previews,
+        )
+        session = self.sessions.get_or_create(call.session_id)
         async with session.lock:
             self.sessions.append(session, ocr.session_turns(read, reader, media.label, self.prompts))
         document_read = OcrDocumentResult(
@@ -501,27 +461,14 @@ class VisionService:
             truncated=read.truncated,
             next_pages=read.next_pages,
             note=read.note,
-            seconds=round(budget.elapsed(), 3),
+            seconds=round(call.budget.elapsed(), 3),
         )
-        if previews:
+        if call.previews:
             from .previews import PAGE_SIDE
 
-            numbers = [page.page for page in read.pages if page.page in shown]
-            uris = await self._keep_previews(session, [shown[n] for n in numbers], PAGE_SIDE)
-            document_read._viewer = {"pages": {str(n): u for n, u in zip(numbers, uris)}}
+            uris = await self._keep_previews(session, list(read.pictures.values()), PAGE_SIDE)
+            document_read._viewer = {"pages": {str(n): u for n, u in zip(read.pictures, uris)}}
         return document_read
-
-    async def _page_pictures(self, doc, read, reader) -> dict:
-        """Each returned page as a picture: as the model saw it, or (a text-layer page) rendered small."""
-        from .previews import PAGE_DPI
-
-        pictures = {}
-        for page in read.pages:
-            part = reader.page_images.get(page.page)
-            pictures[page.page] = (
-                part.image if part is not None else await doc.render(page.page, PAGE_DPI, self.settings.max_image_pixels)
-            )
-        return pictures
 
     async def compare_images(
         self,
@@ -536,7 +483,7 @@ class VisionService:
         roots: Roots = None,
         previews: bool = False,
     ) -> Shown[CompareImagesResult]:
-        from .compose import compare_parts
+        from .model_prompts import compare_parts
         from .inputs.diff import compare_pixels
         from .inputs.sandbox import run_isolated
 
@@ -547,10 +494,10 @@ class VisionService:
             )
         tokens = self._max_new_tokens(max_new_tokens)
         asked = self._question(question, self.prompts.task("compare").text.strip())
-        budget = self._begin(session_id, time_budget)
-        decoded = [await self.load_image(source, roots) for source in images]
-        if progress is not None:
-            await progress(0, None, "measuring pixel differences")
+        call = self._begin(session_id, time_budget, progress, roots, previews)
+        decoded = [await self.load_image(source, call.roots) for source in images]
+        if call.progress is not None:
+            await call.progress(0, None, "measuring pixel differences")
         diffs = [
             await run_isolated(
                 compare_pixels, decoded[0].image, d.image, what="the images", isolate=self.settings.isolate_decoding
@@ -559,12 +506,12 @@ class VisionService:
         ]
         # Share one tile budget between the images so the whole prompt fits the context.
         tiles = max(1, min(self.settings.max_tiles, limits.COMPARE_TILE_BUDGET // len(decoded)))
-        fitted = await self._fit(budget, progress, images=len(decoded), tiles=tiles, max_new_tokens=tokens)
+        fitted = await self._fit(call, images=len(decoded), tiles=tiles, max_new_tokens=tokens)
         parts = compare_parts(self.prompts, [d.image for d in decoded], diffs, fitted.tiles or tiles, asked)
-        session = self.sessions.get_or_create(session_id)
-        result, dropped = await self._ask(session, Turn("user", parts), progress, fitted.max_new_tokens, budget)
+        session = self.sessions.get_or_create(call.session_id)
+        result, dropped = await self._ask(session, Turn("user", parts), call, fitted.max_new_tokens)
         compared = CompareImagesResult(
-            **self._answer(result, session, budget, dropped, fitted),
+            **self._answer(result, session, call, dropped, fitted),
             diffs=[
                 ImageDiff(
                     image=index,
@@ -576,7 +523,7 @@ class VisionService:
             images=[ImageInfo(width=d.width, height=d.height, format=d.format) for d in decoded],
             tiles=result.tiles,
         )
-        if previews:
+        if call.previews:
             from .previews import IMAGE_SIDE
 
             compared._viewer = {"images": await self._keep_previews(session, [d.image for d in decoded], IMAGE_SIDE)}
@@ -602,22 +549,21 @@ class VisionService:
         roots: Roots = None,
         previews: bool = False,
     ) -> VideoQaResult:
-        from .compose import video_parts
+        from .model_prompts import video_parts
         from .inputs.sandbox import DECODE_TIMEOUT, run_isolated
-        from .inputs.video import sample_frames
+        from .inputs.video import check_num_frames, sample_frames
 
         tokens = self._max_new_tokens(max_new_tokens)
         asked = self._question(question, self.prompts.task("video").text.strip())
-        if not 1 <= num_frames <= self.settings.max_frames:
-            raise InputError(f"num_frames={num_frames} is out of range: use 1 to {self.settings.max_frames} (MCP_VISION_MAX_FRAMES).")
-        budget = self._begin(session_id, time_budget)
-        media = await self.load_media(video, roots)
+        check_num_frames(num_frames, self.settings.max_frames)
+        call = self._begin(session_id, time_budget, progress, roots, previews)
+        media = await self.load_media(video, call.roots)
         if media.kind == "pdf":
             raise InputError(f"{media.label} is a PDF document, not a video: use ocr_document to read it.")
-        fitted = await self._fit(budget, progress, frames=num_frames, max_new_tokens=tokens)
+        fitted = await self._fit(call, frames=num_frames, max_new_tokens=tokens)
         frames = fitted.frames or num_frames
-        if progress is not None:
-            await progress(0, None, f"decoding {frames} frames")
+        if call.progress is not None:
+            await call.progress(0, None, f"decoding {frames} frames")
         sample = await run_isolated(
             sample_frames, media, frames, start, end,
             max_frames=self.settings.max_frames, max_pixels=self.settings.max_image_pixels,
@@ -626,16 +572,16 @@ class VisionService:
         )
         parts = video_parts(self.prompts, sample.frames, sample.timestamps, sample.duration, asked,
                             as_video=self.backend.takes_video)
-        session = self.sessions.get_or_create(session_id)
-        result, dropped = await self._ask(session, Turn("user", parts), progress, fitted.max_new_tokens, budget)
+        session = self.sessions.get_or_create(call.session_id)
+        result, dropped = await self._ask(session, Turn("user", parts), call, fitted.max_new_tokens)
         answered = VideoQaResult(
-            **self._answer(result, session, budget, dropped, fitted),
+            **self._answer(result, session, call, dropped, fitted),
             frames=[FrameInfo(index=i, timestamp=round(t, 3)) for i, t in enumerate(sample.timestamps, start=1)],
             duration=round(sample.duration, 3),
             width=sample.width,
             height=sample.height,
         )
-        if previews:
+        if call.previews:
             from .previews import FRAME_SIDE
 
             answered._viewer = {"frames": await self._keep_previews(session, sample.frames, FRAME_SIDE)}

@@ -18,11 +18,7 @@ from dataclasses import dataclass, field
 
 from .backend.base import Turn
 from .errors import SessionError
-
-MAX_EXCHANGES = 64  # question/answer pairs kept per session
-MAX_IMAGES = 48  # images, pages and frames kept per session
-MAX_PREVIEW_BYTES = 16 * 1024 * 1024  # previews kept per session (the oldest go first)
-MAX_PREVIEW_TOTAL = 128 * 1024 * 1024  # previews kept over all sessions (the least recently used go first)
+from .limits import MAX_EXCHANGES, MAX_IMAGES, MAX_PREVIEW_TOTAL, MAX_SESSION_PREVIEW_BYTES
 
 
 @dataclass(eq=False)
@@ -53,7 +49,7 @@ class SessionStore:
         on_evict: Callable[[str], None] | None = None,
         max_exchanges: int = MAX_EXCHANGES,
         max_images: int = MAX_IMAGES,
-        max_preview_bytes: int = MAX_PREVIEW_BYTES,
+        max_preview_bytes: int = MAX_SESSION_PREVIEW_BYTES,
         max_preview_total: int = MAX_PREVIEW_TOTAL,
     ) -> None:
         self.max_sessions = max_sessions
@@ -177,4 +173,4 @@ class SessionStore:
         return len(self._sessions)
 
 
-__all__ = ["Session", "SessionStore", "MAX_EXCHANGES", "MAX_IMAGES", "MAX_PREVIEW_BYTES", "MAX_PREVIEW_TOTAL"]
+__all__ = ["Session", "SessionStore"]

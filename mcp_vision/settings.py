@@ -106,7 +106,7 @@ class Settings:
     allow_urls: bool = True
     allow_private_urls: bool = False
     max_file_bytes: int = 50 * 1024 * 1024
-    max_image_pixels: int = 64_000_000
+    max_image_pixels: int = limits.DEFAULT_MAX_IMAGE_PIXELS
     max_tiles: int = limits.DEFAULT_MAX_TILES
     max_new_tokens: int = limits.DEFAULT_MAX_NEW_TOKENS
     max_pages: int = limits.DEFAULT_MAX_PAGES

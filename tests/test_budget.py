@@ -1,5 +1,5 @@
-"""Time budgets on the real backend (the tiny InternVL): planning, partial OCR, answers cut at the deadline,
-a model load that outlasts the call, and cancellation inside the vision pass and the prefill."""
+"""Time budgets on the real backend (the tiny InternVL): planning, answers cut at the deadline, a model load
+that outlasts the call, and cancellation inside the vision pass and the prefill (partial OCR: test_ocr.py)."""
 
 from __future__ import annotations
 
@@ -13,31 +13,20 @@ from PIL import Image
 from mcp_vision.backend.base import Job, Turn
 from mcp_vision.budget import Budget, Speeds, plan
 from mcp_vision.errors import InputError
-from mcp_vision.ocr import page_ranges
 from mcp_vision.server import build_server
 from mcp_vision.service import VisionService
 
 from .support.wrapping import Wrapping
-from .test_batching import _scanned_pdf
 
 pytestmark = pytest.mark.anyio
 
 
-class SlowPages(Wrapping):
-    """The tiny backend, each batch of pages taking `seconds` more (as a real model's would)."""
-
-    def __init__(self, inner, seconds: float) -> None:
-        super().__init__(inner)
-        self.seconds, self.batches = seconds, []
-
-    def chat_batch(self, conversations, job, *, max_new_tokens, min_new_tokens=None):
-        time.sleep(self.seconds)
-        self.batches.append(len(conversations))
-        return self.inner.chat_batch(conversations, job, max_new_tokens=max_new_tokens)
-
-
 class EndlessAnswers(Wrapping):
     """The tiny backend, answers never ending early (min_new_tokens = max_new_tokens)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
 
     def chat(self, turns, job, *, max_new_tokens, min_new_tokens=None, conversation=None):
         return self.inner.chat(turns, job, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
@@ -48,8 +37,8 @@ class SlowLoad(Wrapping):
     """The tiny backend behind a load that takes `seconds`."""
 
     def __init__(self, inner, seconds: float) -> None:
-        super().__init__(inner)
-        self.seconds, self._loaded, self.loads = seconds, False, 0
+        self.inner, self.seconds, self._loaded, self.loads = inner, seconds, False, 0
+
 
     @property
     def loaded(self) -> bool:
@@ -101,42 +90,7 @@ def test_first_guesses_come_from_the_model_size():
     assert big.decode.value < 10 and big.prefill.value < 200
 
 
-def test_page_ranges_are_exact():
-    assert page_ranges([3, 4, 5, 7, 9, 10]) == "3-5,7,9-10"
-    assert page_ranges([2]) == "2"
-
-
 # ------------------------------------------------------------------ through the service
-
-
-async def test_ocr_returns_the_pages_that_fit_and_the_exact_rest(settings, tiny_backend, media_dir):
-    pdf = media_dir / "scan.pdf"
-    pdf.write_bytes(_scanned_pdf([(300, 420)] * 4 + [None] + [(300, 420)] * 3))
-    backend = SlowPages(tiny_backend, 1.0)  # 8 pages: 8 s or more without a budget
-    service = VisionService(settings.with_overrides(ocr_batch=1), backend)
-    await service.ocr_document(str(pdf), dpi=40, max_new_tokens=1, pages="5")  # decoder processes started
-    started = time.monotonic()
-    result = await service.ocr_document(str(pdf), dpi=40, max_new_tokens=4, time_budget=2.5)
-    took = time.monotonic() - started
-    assert 1 <= len(result.pages) < 8 and result.truncated
-    read = [p.page for p in result.pages]
-    assert read == list(range(1, len(read) + 1))
-    assert result.next_pages == page_ranges(list(range(len(read) + 1, 9)))
-    assert "time budget" in result.note and f'pages="{result.next_pages}"' in result.note
-    assert took < 6.0, took  # near the budget, far from the 8 s the whole document takes
-    again = await service.ocr_document(str(pdf), dpi=40, max_new_tokens=4, pages=result.next_pages, time_budget=60)
-    assert [p.page for p in again.pages] == list(range(len(read) + 1, 9)) and not again.truncated
-
-
-async def test_the_first_page_is_read_even_when_nothing_seems_to_fit(settings, tiny_backend, media_dir):
-    pdf = media_dir / "scan.pdf"
-    pdf.write_bytes(_scanned_pdf([(300, 420)] * 3))
-    backend = SlowPages(tiny_backend, 0.0)
-    service = VisionService(settings.with_overrides(ocr_batch=4), backend)
-    service.speeds.vision_tile.value = 100.0  # a guess that says no page fits
-    result = await service.ocr_document(str(pdf), dpi=40, max_new_tokens=4, time_budget=5)
-    assert result.pages[0].page == 1 and result.pages[0].method == "vision"
-    assert backend.batches[0] == 1  # one page first; then the measured speed decides
 
 
 async def test_an_answer_cut_at_the_deadline_says_time(settings, tiny_backend, media_dir):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mcp_vision.compose import describe_regions
+from mcp_vision.model_prompts import describe_regions
 from mcp_vision.inputs.diff import Box, PixelDiff, compare_pixels
 
 GREEN = (20, 200, 20)

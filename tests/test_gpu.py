@@ -13,7 +13,7 @@ from PIL import Image
 from mcp_vision.server import build_server
 from mcp_vision.settings import Settings
 
-from .test_batching import _scanned_pdf
+from .support.documents import scanned_pdf
 
 pytestmark = [pytest.mark.gpu, pytest.mark.anyio]
 
@@ -52,7 +52,7 @@ async def test_every_tool_answers_on_the_gpu(cuda_settings, media_dir):
     other = media_dir / "b.png"
     Image.new("RGB", (640, 480), "purple").save(other)
     pdf = media_dir / "scan.pdf"
-    pdf.write_bytes(_scanned_pdf([(400, 560), (500, 700)]))
+    pdf.write_bytes(scanned_pdf([(400, 560), (500, 700)]))
     async with Client(build_server(cuda_settings)) as client:
         described = await client.call_tool("describe_image", {"image": str(image)})
         assert not described.is_error, described.content[0].text

@@ -1,4 +1,4 @@
-"""The package's layout holds: each tool's path is service -> (ocr | inputs | sessions | compose) -> backend,
+"""The package's layout holds: each tool's path is service -> (ocr | inputs | sessions | model_prompts) -> backend,
 with no import back up, no circle, and the forkserver preloading modules that exist."""
 
 from __future__ import annotations
@@ -20,17 +20,16 @@ ALLOWED = {
     # grounding.py (pure standard library, FOUNDATION only) names a served model's box syntax for the remote engine.
     "mcp_vision.backend": FOUNDATION | {"mcp_vision.grounding"},
     "mcp_vision.sessions": FOUNDATION | {"mcp_vision.backend"},
-    "mcp_vision.prompts": FOUNDATION,
     "mcp_vision.results": FOUNDATION,
     "mcp_vision.worker": FOUNDATION | {"mcp_vision.backend"},
     "mcp_vision.budget": FOUNDATION | {"mcp_vision.backend"},
     "mcp_vision.grounding": FOUNDATION,
     "mcp_vision.previews": FOUNDATION,
     "mcp_vision.viewer": FOUNDATION,
-    "mcp_vision.compose": FOUNDATION | {"mcp_vision.backend", "mcp_vision.prompts", "mcp_vision.inputs"},
+    "mcp_vision.model_prompts": FOUNDATION | {"mcp_vision.backend", "mcp_vision.inputs"},
     "mcp_vision.ocr": FOUNDATION
-    | {"mcp_vision.backend", "mcp_vision.budget", "mcp_vision.inputs", "mcp_vision.prompts", "mcp_vision.results",
-       "mcp_vision.worker"},
+    | {"mcp_vision.backend", "mcp_vision.budget", "mcp_vision.inputs", "mcp_vision.model_prompts", "mcp_vision.previews",
+       "mcp_vision.results", "mcp_vision.worker"},
 }
 
 
@@ -80,7 +79,7 @@ def test_no_module_imports_a_layer_above_it(path):
     name = _module_name(path)
     layer = _layer(name)
     if layer not in ALLOWED:
-        return  # the top: service, server, cli, mcp_prompts
+        return  # the top: service, server, cli, prompt_menu
     allowed = ALLOWED[layer] | {layer}
     wrong = sorted(m for m in _imports(path) if m != "mcp_vision" and _layer(m) not in allowed)
     assert not wrong, f"{name} imports {wrong}: only {sorted(allowed)} are below it"

@@ -12,8 +12,8 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from mcp_vision.mcp_prompts import render
-from mcp_vision.prompts import PromptLibrary, parse_prompt
+from mcp_vision.prompt_menu import render
+from mcp_vision.model_prompts import PromptLibrary, parse_prompt
 from mcp_vision.server import build_server
 
 pytestmark = pytest.mark.anyio

@@ -204,9 +204,9 @@ async def test_every_tool_answers_on_the_openvino_engine(tiny_model_dir, ov_back
     changed = _image()
     ImageDraw.Draw(changed).rectangle([400, 300, 520, 420], fill="black")
     changed.save(media_dir / "b.png")
-    from .test_batching import _scanned_pdf
+    from .support.documents import scanned_pdf
 
-    (media_dir / "scan.pdf").write_bytes(_scanned_pdf([(800, 300), (800, 300)]))
+    (media_dir / "scan.pdf").write_bytes(scanned_pdf([(800, 300), (800, 300)]))
     frames = [_image(c, (320, 240)) for c in ("red", "green", "blue", "yellow")]
     frames[0].save(media_dir / "clip.gif", save_all=True, append_images=frames[1:], duration=250, loop=0)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_vision.prompts import PromptArgumentSpec, PromptLibrary, parse_prompt, shipped_prompts_dir
+from mcp_vision.model_prompts import PromptArgumentSpec, PromptLibrary, parse_prompt, shipped_prompts_dir
 from mcp_vision.settings import Settings
 
 

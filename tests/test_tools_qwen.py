@@ -15,7 +15,8 @@ from mcp_vision.settings import Settings
 
 from .conftest import QWEN_FAMILIES
 from .servers import server_env
-from .test_tools_media import _mp4, _pdf
+from .support.documents import sentences_pdf
+from .support.media import mp4
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("family", QWEN_FAMILIES)]
 
@@ -32,8 +33,8 @@ async def test_every_tool_answers(tiny_qwen_dirs, tiny_qwen_backends, media_dir,
     photo, other = media_dir / "photo.png", media_dir / "other.png"
     Image.new("RGB", (640, 400), "red").save(photo)
     Image.new("RGB", (640, 400), "blue").save(other)
-    clip = _mp4(media_dir / "clip.mp4", [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)])
-    pdf = _pdf(media_dir / "scan.pdf", scanned_page=True)
+    clip = mp4(media_dir / "clip.mp4", [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)])
+    pdf = sentences_pdf(media_dir / "scan.pdf", scanned_page=True)
     async with Client(build_server(settings, tiny_qwen_backends[family])) as client:
         described = await client.call_tool("describe_image", {"image": str(photo)})
         sid = described.structured_content["session_id"]

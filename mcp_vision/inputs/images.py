@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import InputError, TooLarge, summary
 from .sources import Media
@@ -21,6 +21,15 @@ if TYPE_CHECKING:
 _OPEN_LOCK = threading.Lock()
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP", "TIFF", "ICO", "PPM", "AVIF", "HEIF")
+
+
+class Area(Protocol):
+    """A part of an image in its original pixels (results.Region, which inputs/ does not import)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,30 @@ def decode_image(media: Media, max_pixels: int, frame: int = 0) -> DecodedImage:
     InputError that names it and says what is wrong."""
     with _decoding(media, max_pixels):
         return decode_frame(_open(media, max_pixels), media, max_pixels, frame)
+
+
+async def decode_isolated(media: Media, max_pixels: int, *, isolate: bool) -> DecodedImage:
+    """`decode_image` in a decoder process (or here, when isolation is off)."""
+    from .sandbox import run_isolated
+
+    return await run_isolated(decode_image, media, max_pixels, what=media.label, isolate=isolate)
+
+
+def crop(decoded: DecodedImage, region: Area | None) -> tuple[PILImage.Image, tuple[int, int, int, int]]:
+    """The part of a decoded image to read: (image, (left, top, width, height) in original pixels); the whole
+    image without a region. A region not inside the image is one InputError (Region itself refuses an empty
+    one or one starting before the image)."""
+    width, height = decoded.width, decoded.height
+    if region is None:
+        return decoded.image, (0, 0, width, height)
+    if region.x + region.width > width or region.y + region.height > height:
+        shown = f"{{x: {region.x}, y: {region.y}, width: {region.width}, height: {region.height}}}"
+        raise InputError(
+            f"region {shown} falls outside the {width}x{height} image: keep x + width <= {width} "
+            f"and y + height <= {height} (pixels of the original image, after EXIF orientation)."
+        )
+    box = (region.x, region.y, region.x + region.width, region.y + region.height)
+    return decoded.image.crop(box), (region.x, region.y, region.width, region.height)
 
 
 def _open(media: Media, max_pixels: int) -> PILImage.Image:
@@ -216,4 +249,4 @@ def to_rgb(img: PILImage.Image) -> PILImage.Image:
     return img.convert("RGB")
 
 
-__all__ = ["decode_image", "decode_frame", "DecodedImage", "ImagePages", "is_multipage_candidate", "to_rgb", "ALLOWED_FORMATS"]
+__all__ = ["decode_image", "decode_isolated", "crop", "decode_frame", "DecodedImage", "ImagePages", "is_multipage_candidate", "to_rgb", "ALLOWED_FORMATS"]

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import DecoderFailure, InputError, summary
+from ..limits import MAX_PAGE_SPEC_CHARS, MAX_RENDER_DPI
 from .sources import Media
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 MIN_TEXT_CHARS = 20  # fewer real characters than this and a page counts as image-only
 DEFAULT_PAGES_OPEN = 8  # loaded pages kept per document (an LRU), so text then render loads once
 MAX_WARNINGS = 50
-MAX_PAGE_SPEC_CHARS = 1000
-MAX_DPI = 10_000
 
 _T = TypeVar("_T")
 
@@ -211,8 +210,8 @@ class PdfDocument:
 
     def check_render(self, page_number: int, dpi: float, max_pixels: int) -> tuple[int, int]:
         """The (width, height) a render at `dpi` gives; refused, before rendering, when over `max_pixels`."""
-        if not (isinstance(dpi, int | float) and 0 < dpi <= MAX_DPI):
-            raise InputError(f"dpi={dpi!r} is out of range: use a resolution above 0 and at most {MAX_DPI:,}.")
+        if not (isinstance(dpi, int | float) and 0 < dpi <= MAX_RENDER_DPI):
+            raise InputError(f"dpi={dpi!r} is out of range: use a resolution above 0 and at most {MAX_RENDER_DPI:,}.")
         rect = self._run(page_number, "read", lambda page: page.rect)
         width, height = _pixel_size(rect, dpi)
         if width < 1 or height < 1:

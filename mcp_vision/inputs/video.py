@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, summary
+from ..limits import DEFAULT_MAX_FRAMES, DEFAULT_MAX_IMAGE_PIXELS
 from .sources import Media
 
 if TYPE_CHECKING:
@@ -73,21 +74,28 @@ def _png_is_animated(data: bytes) -> bool:
     return False
 
 
+def check_num_frames(num_frames: int, max_frames: int) -> None:
+    """The one check of a frame count (the service's, before any work, and sample_frames' own)."""
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 1 <= num_frames <= max_frames:
+        raise InputError(
+            f"num_frames={num_frames!r} is out of range: ask for 1 to {max_frames} frames (MCP_VISION_MAX_FRAMES)."
+        )
+
+
 def sample_frames(
     media: Media,
     num_frames: int,
     start: float | None,
     end: float | None,
     *,
-    max_frames: int = 32,
+    max_frames: int = DEFAULT_MAX_FRAMES,
     max_side: int = 896,
     max_duration: float = 3 * 3600,
     time_budget: float = 60.0,
-    max_pixels: int = 64_000_000,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> VideoSample:
     """Sample `num_frames` frames at the midpoints of equal segments of [start, end] (default: all)."""
-    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 1 <= num_frames <= max_frames:
-        raise InputError(f"num_frames={num_frames!r} is out of range: ask for 1 to {max_frames} frames.")
+    check_num_frames(num_frames, max_frames)
     for name, value in (("start", start), ("end", end)):
         if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
             raise InputError(f"{name}={value!r} is not a time in seconds: pass a number that is 0 or more.")
@@ -439,4 +447,4 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-__all__ = ["VideoSample", "sample_frames", "demuxer_for", "SUPPORTED"]
+__all__ = ["VideoSample", "check_num_frames", "sample_frames", "demuxer_for", "SUPPORTED"]

@@ -25,9 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ...limits import TILE_SIDE
 from ..base import ImagePart, Media, Turn, VideoPart
 
-TILE_PIXELS = 448 * 448  # one InternVL tile: the unit `max_tiles` counts in for every family
+TILE_PIXELS = TILE_SIDE * TILE_SIDE  # one InternVL tile: the unit `max_tiles` counts in for every family
 
 
 @dataclass

@@ -9,12 +9,13 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from ...limits import TILE_SIDE
 from ..base import ImagePart, Turn
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-TILE_SIZE = 448  # InternVL's tile edge
+TILE_SIZE = TILE_SIDE  # InternVL's tile edge (limits.TILE_SIDE)
 LMDEPLOY_IMAGE_TOKEN = "<IMAGE_TOKEN>"
 
 

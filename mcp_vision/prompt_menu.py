@@ -1,4 +1,4 @@
-"""MCP prompts: the `kind: mcp` prompt files, listed by `prompts/list` for people to pick from a menu.
+"""The prompt menu (MCP prompts): the `kind: mcp` prompt files, listed by `prompts/list` for people to pick.
 
 Each renders to one user message that tells the agent which tool to call with which arguments.
 Placeholders `{name}` take the argument values in one pass; a line naming an optional argument that
@@ -18,7 +18,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 from pydantic import Field
 
-from .prompts import PLACEHOLDER, PromptFile, PromptLibrary
+from .model_prompts import PLACEHOLDER, PromptFile, PromptLibrary
 
 
 

@@ -1,0 +1,25 @@
+"""Media the tests build: short videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def mp4(path: Path, colors: list[tuple[int, int, int]], fps: int = 10, seconds_each: int = 1) -> Path:
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for color in colors:
+            for _ in range(fps * seconds_each):
+                frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), color, dtype=np.uint8), format="rgb24")
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+__all__ = ["mp4"]
