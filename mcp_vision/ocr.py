@@ -53,6 +53,7 @@ class PageReader:
         self._speeds: Speeds | None = None  # known once the model is ready
         self.page_images: dict[int, ImagePart] = {}
         self.seconds_per_page: float | None = None  # measured on the batches read so far
+        self.predicted: tuple[float, float] | None = None  # (seconds, seconds left) of a page not started
 
     async def report(self, done: float, total: float | None, message: str) -> None:
         """Progress of the pages, in this module's words (nothing when the client asked for none)."""
@@ -69,9 +70,11 @@ class PageReader:
         left = self.budget.remaining()
         if left is None:
             return wanted
-        left -= MARGIN_SECONDS  # generation stops that much before the deadline
+        usable = left - MARGIN_SECONDS  # generation stops that much before the deadline
+        one: float | None = None  # the predicted seconds of one page
         if self.seconds_per_page is not None:
-            fits = int(left / self.seconds_per_page)
+            one = self.seconds_per_page
+            fits = int(usable / one)
         elif self._speeds is not None:
             speeds = self._speeds
             tiles = tiles_read(self._max_tiles)
@@ -79,10 +82,13 @@ class PageReader:
             def cost(n: int) -> float:
                 return n * speeds.upfront(tiles, 100) + speeds.answer(self._max_new_tokens)
 
-            fits = max((n for n in range(wanted + 1) if cost(n) <= left), default=0)
+            one = cost(1)
+            fits = max((n for n in range(wanted + 1) if cost(n) <= usable), default=0)
         else:
             fits = wanted
-        return max(1 if first else 0, min(wanted, fits))
+        fits = max(1 if first else 0, min(wanted, fits))
+        self.predicted = (one, max(left, 0.0)) if fits == 0 and one is not None else None
+        return fits
 
     async def read(self, images: list, numbers: list[int], label: str, index: float, total: int) -> list[ChatResult]:
         """The answer for each image, in order; progress runs from `index` to `index + len(images)` of `total`."""
@@ -157,15 +163,22 @@ class _Output:
             )
         return False
 
-    def stop_for_time(self, index: int, budget: Budget, cut_page: int | None = None) -> None:
-        """Reading stops before the page at `index` of the selection (or inside it: `cut_page`)."""
+    def stop_for_time(self, index: int, budget: Budget, cut_page: int | None = None,
+                      predicted: tuple[float, float] | None = None) -> None:
+        """Reading stops before the page at `index` of the selection (or inside it: `cut_page`); `predicted`:
+        (seconds the next page was predicted to need, seconds left) when it was not started for that reason."""
         self.next_pages = page_ranges(self.selected[index:])
         seconds = f"{budget.seconds:g} s"
+        again = f"call again with pages=\"{self.next_pages}\" for the rest (a larger time_budget reads more a call)."
+        if predicted is not None and cut_page is None:
+            need, left = predicted
+            self.note = (
+                f"Page {self.selected[index]} was not started: it was predicted to need about {need:.0f} s, and "
+                f"{left:.0f} s of the {seconds} time budget were left: {again}"
+            )
+            return
         where = f"in page {cut_page}" if cut_page is not None else f"before page {self.selected[index]}"
-        self.note = (
-            f"Stopped at the {seconds} time budget {where}: call again with pages=\"{self.next_pages}\" for the "
-            "rest (a larger time_budget reads more a call)."
-        )
+        self.note = f"Stopped at the {seconds} time budget {where}: {again}"
 
 
 @dataclass(frozen=True)
@@ -305,8 +318,10 @@ async def read_pages(
             read = [entry for entry in chunk if entry[2] == "vision"]
             numbers = [entry[1] for entry in read]
             shown = ", ".join(map(str, numbers))
-            label = f"page {shown}" if len(read) == 1 else f"pages {shown} ({len(read)} together)"
-            answers = await reader.read(images, numbers, f"{label} of {total}", done, total)
+            first, last = read[0][0] + 1, read[-1][0] + 1  # their places among the pages asked for
+            label = (f"page {shown} ({first}/{total})" if len(read) == 1
+                     else f"pages {shown} together ({first}-{last}/{total})")
+            answers = await reader.read(images, numbers, label, done, total)
             for entry, answer in zip(read, answers):
                 entry[3] = answer.text
                 if answer.finish_reason == "time" and cut is None:
@@ -322,7 +337,7 @@ async def read_pages(
             if not output.take(index, number, method, text):
                 return finished(True)
         if position < total and batch == 0:  # the next model page does not fit the time left
-            output.stop_for_time(position, budget)
+            output.stop_for_time(position, budget, predicted=reader.predicted)
             return finished(True)
     return finished(False)
 

@@ -261,3 +261,33 @@ async def test_the_first_page_is_read_even_when_nothing_seems_to_fit(settings, t
     result = await service.ocr_document(str(pdf), dpi=40, max_new_tokens=4, time_budget=5)
     assert result.pages[0].page == 1 and result.pages[0].method == "vision"
     assert backend.batches[0] == 1  # one page first; then the measured speed decides
+
+
+async def test_a_page_not_started_for_its_predicted_time_says_so(settings, tiny_backend, media_dir):
+    """A page skipped because it was predicted not to fit is worded as a prediction (its seconds and the seconds
+    left), not as time spent."""
+    pdf = media_dir / "scan.pdf"
+    pdf.write_bytes(scanned_pdf([(300, 420)] * 3))
+    backend = SlowPages(tiny_backend, 3.0)
+    service = VisionService(settings.with_overrides(ocr_batch=1), backend)
+    await service.ocr_document(str(pdf), dpi=40, max_new_tokens=1, pages="3", time_budget=60)  # warm
+    result = await service.ocr_document(str(pdf), dpi=40, max_new_tokens=2, time_budget=5)
+    assert [p.page for p in result.pages] == [1] and result.next_pages == "2-3"
+    assert result.note.startswith("Page 2 was not started: it was predicted to need about 3 s"), result.note
+    assert "of the 5 s time budget were left" in result.note and 'pages="2-3"' in result.note
+
+
+async def test_progress_counts_the_pages_asked_for(settings, tiny_backend, media_dir):
+    pdf = media_dir / "scan.pdf"
+    pdf.write_bytes(scanned_pdf([(300, 420)] * 3))
+    service = VisionService(settings.with_overrides(ocr_batch=2), tiny_backend)
+    messages: list[str] = []
+
+    async def on_progress(_value, _total, message):
+        messages.append(message or "")
+
+    await service.ocr_document(str(pdf), dpi=40, max_new_tokens=2, pages="2", progress=on_progress)
+    await service.ocr_document(str(pdf), dpi=40, max_new_tokens=2, pages="1-3", progress=on_progress)
+    assert not [m for m in messages if " of 1" in m or " of 3" in m], messages
+    assert any(m.startswith("page 2 (1/1)") for m in messages), messages
+    assert any(m.startswith("pages 1, 2 together (1-2/3)") for m in messages), messages
