@@ -551,7 +551,7 @@ class VisionService:
     ) -> VideoQaResult:
         from .model_prompts import video_parts
         from .inputs.sandbox import DECODE_TIMEOUT, run_isolated
-        from .inputs.video import check_num_frames, sample_frames
+        from .inputs.video import check_num_frames, check_video, sample_frames
 
         tokens = self._max_new_tokens(max_new_tokens)
         asked = self._question(question, self.prompts.task("video").text.strip())
@@ -560,6 +560,7 @@ class VisionService:
         media = await self.load_media(video, call.roots)
         if media.kind == "pdf":
             raise InputError(f"{media.label} is a PDF document, not a video: use ocr_document to read it.")
+        check_video(media, start, end)  # before the model loads: a wrong file or span is refused at once
         fitted = await self._fit(call, frames=num_frames, max_new_tokens=tokens)
         frames = fitted.frames or num_frames
         if call.progress is not None:

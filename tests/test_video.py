@@ -305,3 +305,20 @@ def test_too_many_pixels(mp4):
 
 def test_time_budget(mp4):
     assert "took longer than" in _error(mp4, 5, None, None, time_budget=1e-9)
+
+
+@pytest.mark.anyio
+async def test_video_qa_refuses_a_picture_or_a_bad_span_before_the_model_loads(settings, media_dir, mp4):
+    """A wrong file or span is refused at once: the model (seconds to minutes) is not loaded first."""
+    from mcp_vision.backend.pytorch.engine import PyTorchBackend
+    from mcp_vision.service import VisionService
+
+    Image.new("RGB", (64, 48), "blue").save(media_dir / "still.png")
+    backend = PyTorchBackend(settings)  # not loaded
+    service = VisionService(settings, backend)
+    with pytest.raises(InputError, match="is not a video in a supported format"):
+        await service.video_qa(str(media_dir / "still.png"))
+    (media_dir / "clip.mp4").write_bytes(mp4)
+    with pytest.raises(InputError, match="is not before end"):
+        await service.video_qa(str(media_dir / "clip.mp4"), start=3, end=1)
+    assert not backend.loaded

@@ -82,6 +82,20 @@ def check_num_frames(num_frames: int, max_frames: int) -> None:
         )
 
 
+def check_video(media: Media, start: float | None, end: float | None) -> str:
+    """The checks that need no decoding (the times asked for, the container by its bytes), so a caller can make
+    them before any slow work; returns the demuxer's name."""
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+            raise InputError(f"{name}={value!r} is not a time in seconds: pass a number that is 0 or more.")
+    if start is not None and end is not None and start >= end:
+        raise InputError(f"start ({start:g} s) is not before end ({end:g} s): pass a start earlier than the end.")
+    demuxer = demuxer_for(media.data)
+    if demuxer is None:
+        raise InputError(f"{media.label} is not a video in a supported format ({SUPPORTED}).")
+    return demuxer
+
+
 def sample_frames(
     media: Media,
     num_frames: int,
@@ -96,14 +110,7 @@ def sample_frames(
 ) -> VideoSample:
     """Sample `num_frames` frames at the midpoints of equal segments of [start, end] (default: all)."""
     check_num_frames(num_frames, max_frames)
-    for name, value in (("start", start), ("end", end)):
-        if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-            raise InputError(f"{name}={value!r} is not a time in seconds: pass a number that is 0 or more.")
-    if start is not None and end is not None and start >= end:
-        raise InputError(f"start ({start:g} s) is not before end ({end:g} s): pass a start earlier than the end.")
-    demuxer = demuxer_for(media.data)
-    if demuxer is None:
-        raise InputError(f"{media.label} is not a video in a supported format ({SUPPORTED}).")
+    demuxer = check_video(media, start, end)
 
     import av
 
@@ -447,4 +454,4 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-__all__ = ["VideoSample", "check_num_frames", "sample_frames", "demuxer_for", "SUPPORTED"]
+__all__ = ["SUPPORTED", "VideoSample", "check_num_frames", "check_video", "demuxer_for", "sample_frames"]
