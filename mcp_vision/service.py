@@ -69,7 +69,7 @@ class _Asked:
     dropped: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class Call:
     """What one tool call carries beside its own arguments: the session it continues (None: a new one), its
     time budget (from its arrival), where progress goes, the client's roots, and whether the client shows
@@ -80,6 +80,7 @@ class Call:
     progress: Progress | None = None
     roots: Roots = None
     previews: bool = False
+    load_seconds: float = 0.0  # spent waiting for the model to load during this call
 
 
 class VisionService:
@@ -162,12 +163,14 @@ class VisionService:
             self._speeds = Speeds(self.backend.device or "cpu", *(counts or (None, None)))
         return self._speeds
 
-    async def _ensure_loaded(self, budget: Budget, progress: Progress | None) -> None:
-        """Have the model loaded (or the remote engine checked). A load that cannot finish within the call's
-        budget goes on in the background, and the call says to come back (ModelLoading)."""
+    async def _ensure_loaded(self, budget: Budget, progress: Progress | None) -> float:
+        """Have the model loaded (or the remote engine checked); return the seconds this call waited for it. A
+        load that cannot finish within the call's budget goes on in the background, and the call says to come
+        back (ModelLoading)."""
         backend = self.backend
         if backend.loaded:
-            return
+            return 0.0
+        waiting = time.monotonic()
         failed = self._loading is not None and self._loading.done() and (
             self._loading.cancelled() or self._loading.exception() is not None
         )
@@ -186,6 +189,7 @@ class VisionService:
             if not self._loading.done() and progress is not None:
                 await progress(0, None, f"loading model ({time.monotonic() - self._load_started:.0f} s)")
         self._loading.result()  # the load's own error, if it failed
+        return time.monotonic() - waiting
 
     def _forget(self, session_id: str) -> None:
         if self._backend is not None:
@@ -204,7 +208,7 @@ class VisionService:
 
     async def _ready(self, call: Call) -> Speeds:
         """Have the model loaded within the call's budget; the speeds measured so far."""
-        await self._ensure_loaded(call.budget, call.progress)
+        call.load_seconds += await self._ensure_loaded(call.budget, call.progress)
         return self.speeds
 
     async def _fit(
@@ -213,7 +217,7 @@ class VisionService:
     ) -> Plan:
         """Have the model ready, then fit the call into what is left of its budget."""
         budget = call.budget
-        await self._ensure_loaded(budget, call.progress)
+        call.load_seconds += await self._ensure_loaded(budget, call.progress)
         return plan(
             budget, self.speeds, images=images, tiles=tiles, frames=frames, max_new_tokens=max_new_tokens,
             text_tokens=text_tokens, context=self.backend.context_length,
@@ -320,7 +324,7 @@ class VisionService:
         asked_image = await self._ask_about_image(image, asked, call, region=region, tiles=tiles, tokens=tokens)
         described = DescribeImageResult(
             **self._image_answer(asked_image, call, region),
-            load_seconds=round(asked_image.result.load_seconds, 3),
+            load_seconds=round(asked_image.result.load_seconds + call.load_seconds, 3),
         )
         if call.previews:
             described._viewer = {"images": await self._image_previews(asked_image)}

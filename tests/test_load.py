@@ -133,3 +133,17 @@ async def test_a_cancelled_generation_stops_and_frees_the_worker(settings, tiny_
         assert not after.is_error, after.content
         assert time.monotonic() - started < 30  # the worker was free: no 4000-token job ahead of it
     assert service.worker.pending == 0
+
+
+async def test_load_seconds_is_the_time_this_call_spent_loading(settings, media_dir):
+    """The call that loads the model says how long it waited for it; the next says 0."""
+    from PIL import Image
+
+    from mcp_vision.backend.pytorch.engine import PyTorchBackend
+
+    Image.new("RGB", (96, 64), "red").save(media_dir / "red.png")
+    service = VisionService(settings, PyTorchBackend(settings))  # not loaded yet
+    first = await service.describe_image(str(media_dir / "red.png"), max_new_tokens=2)
+    again = await service.describe_image(str(media_dir / "red.png"), max_new_tokens=2)
+    assert first.load_seconds > 0 and first.load_seconds <= first.seconds
+    assert again.load_seconds == 0
