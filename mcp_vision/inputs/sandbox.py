@@ -62,6 +62,7 @@ _POLL_SECONDS = 0.05  # how often a waiting call looks at its deadline and at ca
 _PRELOAD = (
     "numpy",
     "PIL.Image",
+    "pillow_heif",
     "pymupdf",
     "av",
     "mcp_vision.inputs.images",

@@ -21,6 +21,7 @@ from urllib.request import url2pathname
 
 from ..errors import AccessError, InputError, NotFound, OutsideAllowedDirs, TooLarge
 from ..settings import Settings
+from .formats import format_of
 
 MediaKind = Literal["image", "pdf", "video", "unknown"]
 
@@ -43,10 +44,9 @@ def sniff(data: bytes) -> MediaKind:
     head = data[:64]
     if head.startswith(b"%PDF-"):
         return "pdf"
+    if format_of(head) is not None:  # HEIF and AVIF before other ISO media files (ftyp), which are video
+        return "image"
     if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}:
-            return "image"
         return "video"
     if head.startswith(b"\x1a\x45\xdf\xa3"):  # EBML: Matroska / WebM
         return "video"
@@ -54,14 +54,10 @@ def sniff(data: bytes) -> MediaKind:
         return "video"
     if head.startswith(b"\x00\x00\x01\xba") or head.startswith(b"\x00\x00\x01\xb3"):  # MPEG-PS
         return "video"
-    image_magic = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
-    if head.startswith(image_magic) or (head.startswith(b"RIFF") and head[8:12] == b"WEBP"):
-        return "image"
     # A PDF may have bytes before its header; a file that starts with a format's own signature is that format.
     if b"%PDF-" in data[:1024]:
         return "pdf"
-    weak_magic = (b"BM", b"\x00\x00\x01\x00", b"P1", b"P2", b"P3", b"P4", b"P5", b"P6")  # BMP, ICO, PNM
-    if head.startswith(weak_magic):
+    if format_of(head, weak=True) is not None:  # BMP, ICO, Netpbm: two to four bytes, so after the rest
         return "image"
     return "unknown"
 
