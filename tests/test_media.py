@@ -204,6 +204,39 @@ def test_outside_allowed_dirs_is_refused(root, tmp_path):
     assert "MCP_VISION_ALLOWED_DIRS" in str(info.value)
 
 
+@pytest.mark.parametrize("relative", ["secret.png", "./secret.png", "sub/../secret.png"])
+def test_a_relative_path_refused_says_where_it_was_resolved(root, tmp_path, monkeypatch, relative):
+    """The working directory a relative path was resolved against is named, so the caller sees why it is outside;
+    the path shown is worked out from the text (the same whether the file is there or not)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(AccessError) as missing:
+        load_media(relative, _settings(root))
+    (elsewhere / "secret.png").write_bytes(PNG)
+    with pytest.raises(AccessError) as existing:
+        load_media(relative, _settings(root))
+    assert str(missing.value) == str(existing.value) == (
+        f"'{Path(relative)}' (resolved against {elsewhere} as '{elsewhere / 'secret.png'}') is outside the allowed "
+        f"directories ({root}): move the file there or add its directory to MCP_VISION_ALLOWED_DIRS."
+    )
+
+
+def test_a_relative_path_that_climbs_out_says_where_it_landed(root, tmp_path, monkeypatch):
+    monkeypatch.chdir(root)
+    with pytest.raises(AccessError) as refused:
+        load_media("../other/a.png", _settings(root))
+    assert str(refused.value).startswith(
+        f"'../other/a.png' (resolved against {root} as '{tmp_path / 'other' / 'a.png'}') is outside the allowed"
+    )
+
+
+def test_an_absolute_path_refused_is_shown_as_given(root, tmp_path):
+    with pytest.raises(AccessError) as refused:
+        load_media(str(tmp_path / "secret.png"), _settings(root))
+    assert str(refused.value).startswith(f"'{tmp_path / 'secret.png'}' is outside the allowed directories ({root}): ")
+
+
 def test_outside_error_does_not_reveal_existence(root, tmp_path):
     target = tmp_path / "secret.png"
     with pytest.raises(AccessError) as missing:

@@ -252,12 +252,20 @@ class Boundary:
         )
 
 
+def _resolved(shown: str, path: Path, absolute: Path) -> str:
+    """`shown`, and for a relative path the directory it was resolved against and the result, so a refusal says
+    what was compared with the allowed directories. Both are worked out from the text alone (the working
+    directory, no link followed), so they tell nothing about what exists."""
+    if path.is_absolute():
+        return shown
+    return f"{shown} (resolved against {os.getcwd()} as {describe_source(str(absolute))})"
+
+
 def read_allowed_file(path: Path, settings: Settings, roots: tuple[Path, ...] | None = None) -> bytes:
     """Read a regular file inside the file boundary (see `Boundary`: the configured directories, or the
     client's `roots`, or the default), opening exactly what was checked."""
     boundary = Boundary.of(settings, roots)
     shown = describe_source(str(path))
-    outside = boundary.refusal(shown)
     text = str(path)
     if "\x00" in text:
         raise InputError("The path contains a NUL character, which no file name holds: pass it without one.")
@@ -266,6 +274,7 @@ def read_allowed_file(path: Path, settings: Settings, roots: tuple[Path, ...] | 
     except UnicodeError:  # lone surrogates, as a JSON string can carry
         raise InputError(f"{shown} is not a valid file path (it holds characters no file name can).") from None
     absolute = Path(os.path.abspath(path))
+    outside = boundary.refusal(_resolved(shown, path, absolute))
     # Refuse before touching the file system, so nothing is learned about paths outside.
     if not boundary.admits_name(absolute):
         raise outside
