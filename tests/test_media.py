@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mcp_vision.errors import AccessError, InputError
-from mcp_vision.inputs.sources import load_media, read_allowed_file, sniff
+from mcp_vision.inputs.sources import load_media, missing_dirs_warning, read_allowed_file, sniff
 from mcp_vision.settings import Settings
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
@@ -235,6 +235,18 @@ def test_an_absolute_path_refused_is_shown_as_given(root, tmp_path):
     with pytest.raises(AccessError) as refused:
         load_media(str(tmp_path / "secret.png"), _settings(root))
     assert str(refused.value).startswith(f"'{tmp_path / 'secret.png'}' is outside the allowed directories ({root}): ")
+
+
+def test_the_start_warning_names_each_configured_directory_that_is_not_one(root, tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a directory")
+    gone = tmp_path / "gone"
+    assert missing_dirs_warning(_settings(root, gone, a_file)) == (
+        f"MCP_VISION_ALLOWED_DIRS names {gone}, {a_file}, which are not existing directories: no file there can be "
+        "read; create them or correct MCP_VISION_ALLOWED_DIRS"
+    )
+    assert missing_dirs_warning(_settings(root)) is None
+    assert missing_dirs_warning(Settings()) is None  # nothing configured: the default is the working directory
 
 
 def test_outside_error_does_not_reveal_existence(root, tmp_path):

@@ -252,6 +252,21 @@ class Boundary:
         )
 
 
+def missing_dirs_warning(settings: Settings, setting: str = "MCP_VISION_ALLOWED_DIRS") -> str | None:
+    """One line for the start-up log when configured allowed directories are not directories (a typo, a drive not
+    mounted): every file there would be refused later as outside, with nothing saying why. None when all exist."""
+    if settings.allowed_dirs is None:
+        return None
+    missing = [str(d) for d in settings.allowed_dirs if not os.path.isdir(d)]
+    if not missing:
+        return None
+    if len(missing) == 1:
+        what, them = f"{missing[0]}, which is not an existing directory", "it"
+    else:
+        what, them = f"{', '.join(missing)}, which are not existing directories", "them"
+    return f"{setting} names {what}: no file there can be read; create {them} or correct {setting}"
+
+
 def _resolved(shown: str, path: Path, absolute: Path) -> str:
     """`shown`, and for a relative path the directory it was resolved against and the result, so a refusal says
     what was compared with the allowed directories. Both are worked out from the text alone (the working
@@ -329,5 +344,5 @@ def read_allowed_file(path: Path, settings: Settings, roots: tuple[Path, ...] | 
 
 __all__ = [
     "Boundary", "Media", "MediaKind", "load_media", "sniff", "read_allowed_file", "is_within", "narrow",
-    "roots_from_uris", "describe_source",
+    "roots_from_uris", "describe_source", "missing_dirs_warning",
 ]
