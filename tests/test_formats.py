@@ -214,3 +214,15 @@ def test_a_still_heic_or_avif_is_not_a_video():
     assert demuxer_for(hostile.heic_bomb()) is None
     assert demuxer_for(_encode(next(f for f in FORMATS if f.pillow == ("AVIF",)), _halves())) is None
     assert demuxer_for(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 8) == "mov"
+
+
+def test_a_heif_in_a_coding_libheif_lacks_says_so_and_what_to_save_it_as():
+    """HEIF holds AV1 too; one labelled HEIC (so Pillow's AVIF decoder passes it by) reaches libheif, built without
+    AV1: the refusal quotes libheif and lists the formats read."""
+    avif = _encode(next(f for f in FORMATS if f.pillow == ("AVIF",)), _halves())
+    relabelled = avif[:8] + b"heic" + avif[12:]
+    with pytest.raises(InputError) as refused:
+        _decode(relabelled, "'av1.heic'")
+    text = str(refused.value)
+    assert text.startswith("'av1.heic' could not be decoded (") and "AV1" in text, text
+    assert text.endswith(f": re-save it as {names()}."), text
