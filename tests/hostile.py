@@ -138,6 +138,16 @@ def heic_bomb(width: int = 60000, height: int = 60000) -> bytes:
     return bytes(data)
 
 
+def truncated_jp2() -> bytes:
+    """A JPEG 2000 (the JP2 file format scanners and archives write) cut in half."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(noisy_png())).convert("RGB").save(buf, "JPEG2000")
+    data = buf.getvalue()
+    return data[: len(data) // 2]
+
+
 def pdf(pages: int = 3) -> bytes:
     import pymupdf
 
@@ -204,6 +214,7 @@ MALFORMED = {
     "truncated.heic": truncated_heic,
     "garbled.heic": garbled_heic,
     "bomb.heic": heic_bomb,
+    "truncated.jp2": truncated_jp2,
     "archive.pdf": zip_named_pdf,
     "truncated.mp4": truncated_mp4,
     "random.bin": random_bytes,
