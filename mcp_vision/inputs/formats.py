@@ -1,7 +1,7 @@
 """The image formats the server reads: one list that sniffing, the decoder's allow-list, its refusals, the
 describe_image description and the README all follow (tests/test_formats.py compares them).
 
-Nothing here imports Pillow: the list is read at start-up (the tool descriptions) and by `sniff`.
+Nothing here imports Pillow: `sniff` reads the list for every source, long before anything is decoded.
 """
 
 from __future__ import annotations
