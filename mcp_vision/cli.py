@@ -260,6 +260,10 @@ def run(argv: list[str] | None = None) -> int:
         engine = f"remote engine {url.scheme}://{host}{url.path} (model {settings.remote_model or 'from its list'})"
     log = logging.getLogger("mcp_vision")
     log.info("mcp-vision %s serving over %s; %s; files: %s", __version__, args.transport, engine, _boundary(settings))
+    from .inputs.sources import missing_dirs_warning
+
+    if missing := missing_dirs_warning(settings, "--allowed-dir" if args.allowed_dirs else "MCP_VISION_ALLOWED_DIRS"):
+        log.warning("%s", missing)
     if settings.allowed_dirs is None and not settings.default_dirs():
         log.warning(
             "MCP_VISION_ALLOWED_DIRS is unset and the working directory %s is / or the home directory, which is "

@@ -214,9 +214,9 @@ async def describe_image(
     roots: ImageRoots = None,
 ) -> DescribeImageResult:
     """Look at one image (photo, screenshot, diagram, chart, scanned page) and answer a question about it,
-    or describe it in detail. PNG, JPEG, GIF (first frame), WebP, BMP, TIFF, ICO and PPM are read; PDFs go
-    to ocr_document and videos to video_qa. Returns the answer, a session_id for follow_up, the image
-    size, tiles and token counts."""
+    or describe it in detail. Reads PNG, JPEG, GIF, WebP, BMP, TIFF, ICO, PPM/PGM/PBM, AVIF, HEIF/HEIC, JPEG 2000
+    (a GIF's first frame); PDFs go to ocr_document and videos to video_qa. Returns the answer, a session_id for
+    follow_up, the image size, tiles and token counts."""
     async with _guard():
         described = await _service(ctx).describe_image(
             image, question=question, max_new_tokens=max_new_tokens, max_tiles=max_tiles, region=region,

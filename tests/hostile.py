@@ -106,6 +106,48 @@ def corrupt_gif() -> bytes:
     return bytes(data[: start + 64])
 
 
+def heic(image: object = None, **save: object) -> bytes:
+    """A HEIC (HEVC in HEIF, what phones save) of `image` (default: the noisy PNG), written by pillow-heif."""
+    import pillow_heif
+    from PIL import Image
+
+    picture = image if image is not None else Image.open(io.BytesIO(noisy_png())).convert("RGB")
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(picture).save(buf, quality=90, **save)
+    return buf.getvalue()
+
+
+def truncated_heic() -> bytes:
+    data = heic()
+    return data[: len(data) // 2]  # the coded picture ends early; the header still points past the end
+
+
+def garbled_heic() -> bytes:
+    """A HEIC whose metadata (item locations, properties) is overwritten with garbage."""
+    data = bytearray(heic())
+    start = data.index(b"meta") + 20
+    data[start : start + 100] = random.Random(3).randbytes(100)
+    return bytes(data)
+
+
+def heic_bomb(width: int = 60000, height: int = 60000) -> bytes:
+    """A small HEIC whose image-size property (ispe) claims `width` x `height` pixels."""
+    data = bytearray(heic())
+    size = data.index(b"ispe") + 8  # after the box type and its version and flags
+    data[size : size + 8] = struct.pack(">II", width, height)
+    return bytes(data)
+
+
+def truncated_jp2() -> bytes:
+    """A JPEG 2000 (the JP2 file format scanners and archives write) cut in half."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(noisy_png())).convert("RGB").save(buf, "JPEG2000")
+    data = buf.getvalue()
+    return data[: len(data) // 2]
+
+
 def pdf(pages: int = 3) -> bytes:
     import pymupdf
 
@@ -169,6 +211,10 @@ MALFORMED = {
     "bomb.png": png_bomb,
     "bomb-animated.png": lambda: png_bomb(animated=True),
     "bomb.gif": gif_bomb,
+    "truncated.heic": truncated_heic,
+    "garbled.heic": garbled_heic,
+    "bomb.heic": heic_bomb,
+    "truncated.jp2": truncated_jp2,
     "archive.pdf": zip_named_pdf,
     "truncated.mp4": truncated_mp4,
     "random.bin": random_bytes,

@@ -161,6 +161,40 @@ def test_started_in_the_root_directory_with_nothing_configured_it_warns_what_to_
     assert "files: the client's roots, which replace the default (none)" in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("by_flag", [False, True], ids=["variable", "flag"])
+def test_a_configured_directory_that_does_not_exist_is_warned_at_start_in_one_line(tmp_path, by_flag):
+    """A typo in MCP_VISION_ALLOWED_DIRS would otherwise only show as every file being refused as outside."""
+    there, missing = tmp_path / "photos", tmp_path / "nonexistent" / "dir"
+    there.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_VISION_")}
+    env.update(MCP_VISION_MODEL=str(tmp_path / "no-model"), HF_HUB_OFFLINE="1")
+    dirs = os.pathsep.join([str(there), str(missing)])
+    argv = ["--allowed-dir", dirs] if by_flag else []
+    if not by_flag:
+        env["MCP_VISION_ALLOWED_DIRS"] = dirs
+    setting = "--allowed-dir" if by_flag else "MCP_VISION_ALLOWED_DIRS"
+    proc = subprocess.run([sys.executable, "-m", "mcp_vision", *argv], env=env, cwd=tmp_path,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    warned = [line for line in proc.stderr.splitlines() if str(missing) in line and "serving over" not in line]
+    assert len(warned) == 1, proc.stderr
+    assert "WARNING" in warned[0] and (
+        f"{setting} names {missing}, which is not an existing directory: no file there can be read; create it or "
+        f"correct {setting}"
+    ) in warned[0]
+    assert str(there) not in warned[0]  # the directory that exists is not blamed
+
+
+def test_configured_directories_that_exist_start_without_a_warning(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_VISION_")}
+    env.update(MCP_VISION_MODEL=str(tmp_path / "no-model"), HF_HUB_OFFLINE="1", MCP_VISION_ALLOWED_DIRS=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "mcp_vision"], env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING" not in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [

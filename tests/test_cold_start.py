@@ -6,7 +6,9 @@ import subprocess
 import sys
 import textwrap
 
-HEAVY = ("torch", "transformers", "bitsandbytes", "accelerate", "fitz", "pymupdf", "av", "PIL", "openvino", "nncf")
+HEAVY = (
+    "torch", "transformers", "bitsandbytes", "accelerate", "fitz", "pymupdf", "av", "PIL", "pillow_heif", "openvino", "nncf",
+)
 
 
 def _run(code: str) -> str:

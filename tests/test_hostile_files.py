@@ -58,7 +58,7 @@ async def test_every_malformed_file_is_one_line_error_from_every_tool(settings, 
             assert not ok.is_error, (name, ok.content)
 
 
-@pytest.mark.parametrize("name", ["bomb.png", "bomb.gif"])
+@pytest.mark.parametrize("name", ["bomb.png", "bomb.gif", "bomb.heic"])
 async def test_decompression_bombs_are_refused_at_once_naming_the_limit(settings, tiny_backend, media_dir, name):
     path = media_dir / name
     path.write_bytes(hostile.MALFORMED[name]())

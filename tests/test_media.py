@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mcp_vision.errors import AccessError, InputError
-from mcp_vision.inputs.sources import load_media, read_allowed_file, sniff
+from mcp_vision.inputs.sources import load_media, missing_dirs_warning, read_allowed_file, sniff
 from mcp_vision.settings import Settings
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
@@ -202,6 +202,51 @@ def test_outside_allowed_dirs_is_refused(root, tmp_path):
     with pytest.raises(AccessError, match="outside the allowed directories") as info:
         load_media(str(tmp_path / "secret.png"), _settings(root))
     assert "MCP_VISION_ALLOWED_DIRS" in str(info.value)
+
+
+@pytest.mark.parametrize("relative", ["secret.png", "./secret.png", "sub/../secret.png"])
+def test_a_relative_path_refused_says_where_it_was_resolved(root, tmp_path, monkeypatch, relative):
+    """The working directory a relative path was resolved against is named, so the caller sees why it is outside;
+    the path shown is worked out from the text (the same whether the file is there or not)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(AccessError) as missing:
+        load_media(relative, _settings(root))
+    (elsewhere / "secret.png").write_bytes(PNG)
+    with pytest.raises(AccessError) as existing:
+        load_media(relative, _settings(root))
+    assert str(missing.value) == str(existing.value) == (
+        f"'{Path(relative)}' (resolved against {elsewhere} as '{elsewhere / 'secret.png'}') is outside the allowed "
+        f"directories ({root}): move the file there or add its directory to MCP_VISION_ALLOWED_DIRS."
+    )
+
+
+def test_a_relative_path_that_climbs_out_says_where_it_landed(root, tmp_path, monkeypatch):
+    monkeypatch.chdir(root)
+    with pytest.raises(AccessError) as refused:
+        load_media("../other/a.png", _settings(root))
+    assert str(refused.value).startswith(
+        f"'../other/a.png' (resolved against {root} as '{tmp_path / 'other' / 'a.png'}') is outside the allowed"
+    )
+
+
+def test_an_absolute_path_refused_is_shown_as_given(root, tmp_path):
+    with pytest.raises(AccessError) as refused:
+        load_media(str(tmp_path / "secret.png"), _settings(root))
+    assert str(refused.value).startswith(f"'{tmp_path / 'secret.png'}' is outside the allowed directories ({root}): ")
+
+
+def test_the_start_warning_names_each_configured_directory_that_is_not_one(root, tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a directory")
+    gone = tmp_path / "gone"
+    assert missing_dirs_warning(_settings(root, gone, a_file)) == (
+        f"MCP_VISION_ALLOWED_DIRS names {gone}, {a_file}, which are not existing directories: no file there can be "
+        "read; create them or correct MCP_VISION_ALLOWED_DIRS"
+    )
+    assert missing_dirs_warning(_settings(root)) is None
+    assert missing_dirs_warning(Settings()) is None  # nothing configured: the default is the working directory
 
 
 def test_outside_error_does_not_reveal_existence(root, tmp_path):

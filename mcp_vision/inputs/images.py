@@ -3,6 +3,7 @@ applied, the first frame of multi-frame files, every mode normalised to 8-bit RG
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 import warnings
@@ -12,15 +13,30 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import InputError, TooLarge, summary
+from .formats import FORMATS, ImageFormat, format_of, names
 from .sources import Media
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-# Formats with a well-fuzzed decoder in Pillow. EPS (Ghostscript) and the exotic ones are not read.
 _OPEN_LOCK = threading.Lock()
 
-ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP", "TIFF", "ICO", "PPM", "AVIF", "HEIF")
+
+@functools.cache
+def readable() -> tuple[ImageFormat, ...]:
+    """The formats of `FORMATS` this process can decode, after adding the openers Pillow lacks (HEIF, through
+    pillow-heif). Done on the first decode, never at import: start-up and `tools/list` do not pay for it."""
+    from PIL import Image
+
+    try:
+        import pillow_heif
+    except ImportError:  # an install without it: HEIF is then refused, and messages do not name it
+        pass
+    else:
+        # Only the primary picture is read: no thumbnails, depth maps or auxiliary images decoded for nothing.
+        pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+    Image.init()
+    return tuple(f for f in FORMATS if any(p in Image.OPEN for p in f.pillow))
 
 
 class Area(Protocol):
@@ -79,8 +95,7 @@ def _open(media: Media, max_pixels: int) -> PILImage.Image:
         raise InputError(f"{media.label} is a PDF document, not an image: use ocr_document to read it.")
     if media.kind == "video":
         raise InputError(f"{media.label} is a video, not an image: use video_qa to ask about it.")
-    Image.init()
-    formats = [f for f in ALLOWED_FORMATS if f in Image.OPEN]
+    formats = [p for f in readable() for p in f.pillow if p in Image.OPEN]
     with _OPEN_LOCK:  # Pillow's limit is process-wide: set it only around the header parse
         previous = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = max_pixels
@@ -123,10 +138,25 @@ def _decoding(media: Media, max_pixels: int) -> Iterator[None]:
                 "downscale it first."
             ) from None
         except UnidentifiedImageError:
-            supported = ", ".join(f for f in ALLOWED_FORMATS if f != "MPO")
-            raise InputError(f"{media.label} is not an image in a supported format ({supported}).") from None
+            raise _unidentified(media) from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise InputError(f"{media.label} is a corrupt or truncated image ({summary(exc, 120)}).") from None
+        except RuntimeError as exc:  # libheif's word for a coding it was built without (and other refusals)
+            raise InputError(
+                f"{media.label} could not be decoded ({summary(exc, 120)}): re-save it as {names(readable())}."
+            ) from None
+
+
+def _unidentified(media: Media) -> InputError:
+    """No decoder took `media`: a file that starts like a format read is damaged; anything else is unsupported."""
+    readable_now = readable()
+    started = format_of(media.data[:64])
+    if started is not None and started in readable_now:
+        return InputError(
+            f"{media.label} has the signature of {started.name} but its header cannot be read: the file is truncated "
+            "or damaged, so re-save it or pass another file."
+        )
+    return InputError(f"{media.label} is not an image in a supported format ({names(readable_now)}).")
 
 
 # ------------------------------------------------------------------ multi-page images (TIFF scans and faxes)
@@ -249,4 +279,4 @@ def to_rgb(img: PILImage.Image) -> PILImage.Image:
     return img.convert("RGB")
 
 
-__all__ = ["decode_image", "decode_isolated", "crop", "decode_frame", "DecodedImage", "ImagePages", "is_multipage_candidate", "to_rgb", "ALLOWED_FORMATS"]
+__all__ = ["Area", "DecodedImage", "ImagePages", "crop", "decode_frame", "decode_image", "decode_isolated", "is_multipage_candidate", "readable", "to_rgb"]

@@ -9,7 +9,7 @@ the caller gets one InputError (DecoderCrashed, DecodeTimeout, DecodeTooLarge, D
 decoder's own error, of the same class as in-process decoding raises) and the server keeps serving.
 Each call has a decoder to itself, so one hostile file never fails another caller's decode.
 
-Decoder processes are forked from a fork server that has already imported Pillow, PyMuPDF and PyAV
+Decoder processes are forked from a fork server that has already imported Pillow, pillow-heif, PyMuPDF and PyAV
 (started on the first decode, or at start-up with MCP_VISION_PRELOAD=1; never at import or
 `tools/list`), so a replacement starts in a fraction of a second. A `DecoderLease` keeps one decoder
 process for a sequence of calls, so an object it opened (a PDF read page by page) stays open there and
@@ -62,6 +62,7 @@ _POLL_SECONDS = 0.05  # how often a waiting call looks at its deadline and at ca
 _PRELOAD = (
     "numpy",
     "PIL.Image",
+    "pillow_heif",
     "pymupdf",
     "av",
     "mcp_vision.inputs.images",

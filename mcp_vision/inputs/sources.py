@@ -21,6 +21,7 @@ from urllib.request import url2pathname
 
 from ..errors import AccessError, InputError, NotFound, OutsideAllowedDirs, TooLarge
 from ..settings import Settings
+from .formats import format_of
 
 MediaKind = Literal["image", "pdf", "video", "unknown"]
 
@@ -43,10 +44,9 @@ def sniff(data: bytes) -> MediaKind:
     head = data[:64]
     if head.startswith(b"%PDF-"):
         return "pdf"
+    if format_of(head) is not None:  # HEIF and AVIF before other ISO media files (ftyp), which are video
+        return "image"
     if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}:
-            return "image"
         return "video"
     if head.startswith(b"\x1a\x45\xdf\xa3"):  # EBML: Matroska / WebM
         return "video"
@@ -54,14 +54,10 @@ def sniff(data: bytes) -> MediaKind:
         return "video"
     if head.startswith(b"\x00\x00\x01\xba") or head.startswith(b"\x00\x00\x01\xb3"):  # MPEG-PS
         return "video"
-    image_magic = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
-    if head.startswith(image_magic) or (head.startswith(b"RIFF") and head[8:12] == b"WEBP"):
-        return "image"
     # A PDF may have bytes before its header; a file that starts with a format's own signature is that format.
     if b"%PDF-" in data[:1024]:
         return "pdf"
-    weak_magic = (b"BM", b"\x00\x00\x01\x00", b"P1", b"P2", b"P3", b"P4", b"P5", b"P6")  # BMP, ICO, PNM
-    if head.startswith(weak_magic):
+    if format_of(head, weak=True) is not None:  # BMP, ICO, Netpbm: two to four bytes, so after the rest
         return "image"
     return "unknown"
 
@@ -256,12 +252,35 @@ class Boundary:
         )
 
 
+def missing_dirs_warning(settings: Settings, setting: str = "MCP_VISION_ALLOWED_DIRS") -> str | None:
+    """One line for the start-up log when configured allowed directories are not directories (a typo, a drive not
+    mounted): every file there would be refused later as outside, with nothing saying why. None when all exist."""
+    if settings.allowed_dirs is None:
+        return None
+    missing = [str(d) for d in settings.allowed_dirs if not os.path.isdir(d)]
+    if not missing:
+        return None
+    if len(missing) == 1:
+        what, them = f"{missing[0]}, which is not an existing directory", "it"
+    else:
+        what, them = f"{', '.join(missing)}, which are not existing directories", "them"
+    return f"{setting} names {what}: no file there can be read; create {them} or correct {setting}"
+
+
+def _resolved(shown: str, path: Path, absolute: Path) -> str:
+    """`shown`, and for a relative path the directory it was resolved against and the result, so a refusal says
+    what was compared with the allowed directories. Both are worked out from the text alone (the working
+    directory, no link followed), so they tell nothing about what exists."""
+    if path.is_absolute():
+        return shown
+    return f"{shown} (resolved against {os.getcwd()} as {describe_source(str(absolute))})"
+
+
 def read_allowed_file(path: Path, settings: Settings, roots: tuple[Path, ...] | None = None) -> bytes:
     """Read a regular file inside the file boundary (see `Boundary`: the configured directories, or the
     client's `roots`, or the default), opening exactly what was checked."""
     boundary = Boundary.of(settings, roots)
     shown = describe_source(str(path))
-    outside = boundary.refusal(shown)
     text = str(path)
     if "\x00" in text:
         raise InputError("The path contains a NUL character, which no file name holds: pass it without one.")
@@ -270,6 +289,7 @@ def read_allowed_file(path: Path, settings: Settings, roots: tuple[Path, ...] | 
     except UnicodeError:  # lone surrogates, as a JSON string can carry
         raise InputError(f"{shown} is not a valid file path (it holds characters no file name can).") from None
     absolute = Path(os.path.abspath(path))
+    outside = boundary.refusal(_resolved(shown, path, absolute))
     # Refuse before touching the file system, so nothing is learned about paths outside.
     if not boundary.admits_name(absolute):
         raise outside
@@ -324,5 +344,5 @@ def read_allowed_file(path: Path, settings: Settings, roots: tuple[Path, ...] | 
 
 __all__ = [
     "Boundary", "Media", "MediaKind", "load_media", "sniff", "read_allowed_file", "is_within", "narrow",
-    "roots_from_uris", "describe_source",
+    "roots_from_uris", "describe_source", "missing_dirs_warning",
 ]

@@ -45,10 +45,15 @@ class VideoSample:
     container: str
 
 
+# Major brands of still pictures in the ISO container (HEIF/HEIC, AVIF): images for describe_image, which FFmpeg
+# would otherwise read as a one-frame video, past the image size limits the image decoder checks.
+_STILL_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"mif2", b"avif"})
+
+
 def demuxer_for(data: bytes) -> str | None:
     """The FFmpeg demuxer for these bytes, decided from magic bytes, or None when not a supported video."""
     if data[4:8] == b"ftyp":
-        return "mov"
+        return None if data[8:12] in _STILL_BRANDS else "mov"
     if data.startswith(b"\x1a\x45\xdf\xa3"):
         return "matroska"
     if data.startswith(b"RIFF") and data[8:12] == b"AVI ":
