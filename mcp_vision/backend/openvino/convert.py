@@ -384,7 +384,10 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore")
         for name in ("nncf", "transformers", "torch", "openvino"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # "Loading weights" bars: our steps go to the progress pipe instead
     if args.background:
         _yield_cores()
     out = os.fdopen(args.progress_fd, "w", buffering=1) if args.progress_fd is not None else sys.stderr
