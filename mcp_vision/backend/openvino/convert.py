@@ -382,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
         import warnings
 
         warnings.filterwarnings("ignore")
+        import nncf
+        import torch  # noqa: F401 - imported first, so its logging setup runs before the levels below
+
+        nncf.set_log_level(logging.ERROR)  # its statistics tables and progress bars
         for name in ("nncf", "transformers", "torch", "openvino"):
             logging.getLogger(name).setLevel(logging.ERROR)
         from transformers.utils import logging as hf_logging
