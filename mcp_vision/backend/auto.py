@@ -86,6 +86,7 @@ class AutoBackend(Backend):
                     if not engine.converted():
                         engine.background = True
                         self._engine = self._pytorch()
+                        self._share_cores()
                         self._prepare_in_background(engine)
                         job.report(0, None, "loading the PyTorch engine to answer while the model converts to "
                                    "OpenVINO in the background (once; minutes)")
@@ -106,6 +107,18 @@ class AutoBackend(Backend):
         from .pytorch.engine import PyTorchBackend
 
         return PyTorchBackend(self._settings)
+
+    def _share_cores(self) -> None:
+        """While the converter runs on half the cores (openvino/convert.py, --background), PyTorch answers on the
+        other half: a torch thread on a core the converter also uses holds every parallel step back to its pace."""
+        if self._settings.threads:  # MCP_VISION_THREADS: the user's own choice
+            return
+        import os
+
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores - cores // 2))
 
     def _prepare_in_background(self, engine: LocalEngine) -> None:
         """Convert and compile for OpenVINO on a thread of its own (the conversion itself in a child process, at a
