@@ -547,4 +547,51 @@ def build_server(
     return mcp
 
 
-__all__ = ["build_server", "VisionServer", "AppState", "INSTRUCTIONS", "TOOLS"]
+# The request headers the streamable-HTTP protocol has a page send (besides Content-Type and Accept), and the
+# response headers its client must read; a cross-origin page may use exactly these.
+CORS_REQUEST_HEADERS = (
+    "Content-Type", "Accept", "Authorization", "Mcp-Session-Id", "MCP-Protocol-Version", "Last-Event-ID",
+    "Mcp-Method", "Mcp-Name",
+)
+CORS_EXPOSED_HEADERS = ("Mcp-Session-Id", "MCP-Protocol-Version", "WWW-Authenticate")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def http_app(server: MCPServer, host: str, cors_origins: tuple[str, ...] = ()) -> Any:
+    """The streamable-HTTP app at `/mcp`. Bound to a loopback host it keeps the SDK's DNS-rebinding protection
+    (Host and Origin must be loopback, or one of `cors_origins`); with `cors_origins` it answers CORS (preflight
+    included) for those origins only, so a browser page served from one of them may call it."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    security = None  # the SDK's choice: protection off beyond loopback (cli.py warns)
+    if host in LOOPBACK_HOSTS:
+        security = TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*", *cors_origins],
+        )
+    app = server.streamable_http_app(host=host, transport_security=security)
+    if cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_EXPOSED_HEADERS),
+            allow_credentials=False,  # bearer tokens travel in Authorization, never in cookies
+        )
+    return app
+
+
+async def serve_http(server: MCPServer, host: str, port: int, cors_origins: tuple[str, ...] = ()) -> None:
+    """Serve `http_app` with uvicorn until SIGTERM/SIGINT."""
+    import uvicorn
+
+    app = http_app(server, host, cors_origins)
+    config = uvicorn.Config(app, host=host, port=port, log_level=server.settings.log_level.lower())
+    await uvicorn.Server(config).serve()
+
+
+__all__ = ["build_server", "VisionServer", "AppState", "INSTRUCTIONS", "TOOLS", "http_app", "serve_http"]
