@@ -177,6 +177,14 @@ def _root_dirs(listed: ListRootsResult | None):
     return roots_from_uris(root.uri for root in listed.roots)
 
 
+def _previews(ctx: AppContext) -> bool:
+    """Whether this call keeps previews for the viewer and names them in `_meta` (never seen by the model).
+    Hosts render the viewer whether or not they declared MCP Apps at initialize (the Apps reference host
+    declares nothing), so by default every call does; MCP_VISION_PREVIEWS narrows that."""
+    policy = _service(ctx).settings.previews
+    return policy == "all" or (policy == "declared" and client_supports_apps(ctx))
+
+
 @asynccontextmanager
 async def _guard() -> AsyncIterator[None]:
     """Our own errors become tool errors the agent reads (isError) with their one sentence."""
@@ -221,7 +229,7 @@ async def describe_image(
         described = await _service(ctx).describe_image(
             image, question=question, max_new_tokens=max_new_tokens, max_tiles=max_tiles, region=region,
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
-            previews=client_supports_apps(ctx),
+            previews=_previews(ctx),
         )
     return _tool_result(described, None)
 
@@ -297,7 +305,7 @@ async def ocr_document(
         read = await _service(ctx).ocr_document(
             document, pages=pages, dpi=dpi, mode=mode, max_new_tokens=max_new_tokens, region=region,
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
-            previews=client_supports_apps(ctx),
+            previews=_previews(ctx),
         )
     return _tool_result(read, None)
 
@@ -338,7 +346,7 @@ async def locate(
         shown = await _service(ctx).locate(
             image, target=target, region=region, max_tiles=max_tiles, max_new_tokens=max_new_tokens,
             session_id=session_id, time_budget=time_budget, annotate=annotate, progress=_progress(ctx),
-            roots=_root_dirs(roots), previews=client_supports_apps(ctx),
+            roots=_root_dirs(roots), previews=_previews(ctx),
         )
     return _tool_result(shown.result, shown.picture)
 
@@ -389,7 +397,7 @@ async def compare_images(
         shown = await _service(ctx).compare_images(
             images, question=question, max_new_tokens=max_new_tokens, session_id=session_id,
             time_budget=time_budget, annotate=annotate, progress=_progress(ctx), roots=_root_dirs(roots),
-            previews=client_supports_apps(ctx),
+            previews=_previews(ctx),
         )
     return _tool_result(shown.result, shown.picture)
 
@@ -429,7 +437,7 @@ async def video_qa(
         answered = await _service(ctx).video_qa(
             video, question=question, num_frames=num_frames, start=start, end=end, max_new_tokens=max_new_tokens,
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
-            previews=client_supports_apps(ctx),
+            previews=_previews(ctx),
         )
     return _tool_result(answered, None)
 

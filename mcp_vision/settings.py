@@ -23,6 +23,9 @@ DType = Literal["auto", "bfloat16", "float16", "float32"]
 BackendKind = Literal["auto", "local", "openvino", "openai"]
 OpenVINOWeights = Literal["int8", "int4", "f16"]  # the language model's weights under OpenVINO
 OpenVINOVision = Literal["int8", "f16"]  # the vision tower under OpenVINO (int8: weights and activations)
+# Which clients' results name previews for the viewer: all (hosts render MCP Apps without declaring them: the
+# reference host does), only those that declared io.modelcontextprotocol/ui, or none.
+PreviewPolicy = Literal["all", "declared", "none"]
 
 
 def _parse_bool(name: str, value: str) -> bool:
@@ -152,6 +155,7 @@ class Settings:
     remote_retries: int = 3
     # Web origins whose pages may call the streamable-HTTP endpoint (CORS); empty: none, as a browser's default.
     cors_origins: tuple[str, ...] = ()
+    previews: PreviewPolicy = "all"
 
     def __post_init__(self) -> None:
         if self.backend == "openai" and not self.base_url:
@@ -232,6 +236,7 @@ ENVIRONMENT: dict[str, str] = {
     "remote_timeout": "MCP_VISION_REMOTE_TIMEOUT",
     "remote_retries": "MCP_VISION_REMOTE_RETRIES",
     "cors_origins": "MCP_VISION_CORS_ORIGINS",
+    "previews": "MCP_VISION_PREVIEWS",
 }
 
 _PARSERS = {
@@ -274,6 +279,7 @@ _PARSERS = {
     "remote_timeout": _parse_float,
     "remote_retries": lambda n, v: _parse_int(n, v, 0, limits.REMOTE_RETRIES_CAP),
     "cors_origins": _parse_origins,
+    "previews": lambda n, v: _parse_choice(n, v, get_args(PreviewPolicy)),
 }
 
 

@@ -66,6 +66,7 @@ def test_every_variable_is_parsed(tmp_path):
         "MCP_VISION_OPENVINO_CACHE": str(tmp_path / "ov"),
         "MCP_VISION_THREADS": "1",
         "MCP_VISION_CORS_ORIGINS": "https://host.example,http://localhost:5173 https://host.example",
+        "MCP_VISION_PREVIEWS": "Declared",
     }
     assert set(env) == set(ENVIRONMENT.values())  # the test covers every variable
     s = Settings.from_env(env)
@@ -99,6 +100,7 @@ def test_every_variable_is_parsed(tmp_path):
     assert s.remote_model == "OpenGVLab/InternVL3-2B"
     assert (s.remote_concurrency, s.remote_timeout, s.remote_retries) == (8, 90.0, 0)
     assert s.cors_origins == ("https://host.example", "http://localhost:5173")
+    assert s.previews == "declared"
 
 
 def test_the_remote_engine_needs_a_base_url_and_keeps_the_key_out_of_repr():

@@ -64,10 +64,13 @@ def test_the_viewer_page_loads_nothing_from_elsewhere():
         assert banned not in html, banned
 
 
-async def test_a_host_without_apps_gets_exactly_todays_result(remote_settings, engine, media_dir):  # noqa: F811
+@pytest.mark.parametrize("policy", ["declared", "none"])
+async def test_with_previews_narrowed_a_host_without_apps_gets_exactly_the_plain_result(
+    remote_settings, engine, media_dir, policy  # noqa: F811
+):
     image = _png(media_dir / "cat.png")
     engine.replies.extend([Reply(), Reply(pieces=(CAT,))])
-    service = VisionService(remote_settings)
+    service = VisionService(remote_settings.with_overrides(previews=policy))
     async with Client(build_server(service=service)) as client:
         described = await client.call_tool("describe_image", {"image": str(image)})
         located = await client.call_tool("locate", {"image": str(image), "target": "the cat"})
@@ -77,6 +80,26 @@ async def test_a_host_without_apps_gets_exactly_todays_result(remote_settings, e
         assert json.loads(result.content[0].text) == result.structured_content  # the whole answer, first
     session = service.sessions.get(described.structured_content["session_id"])
     assert session.previews == {}  # nothing extra is made or kept
+
+
+async def test_a_host_that_declares_nothing_still_gets_previews_by_default_in_meta_only(
+    remote_settings, engine, media_dir  # noqa: F811
+):
+    # The Apps reference host (ext-apps basic-host 1.7.5) renders the viewer without declaring the extension.
+    image = _png(media_dir / "cat.png")
+    engine.replies.extend([Reply(), Reply(pieces=(CAT,))])
+    async with Client(build_server(remote_settings)) as client:
+        described = await client.call_tool("describe_image", {"image": str(image)})
+        located = await client.call_tool("locate", {"image": str(image), "target": "the cat"})
+        [shown] = located.meta[viewer.META_KEY]["images"]
+        read = await client.read_resource(shown["uri"])
+    assert described.meta[viewer.META_KEY]["images"][0]["width"] == 1600
+    # What the model reads is unchanged: the text block with the whole answer, then locate's PNG.
+    assert [c.type for c in described.content] == ["text"] and [c.type for c in located.content] == ["text", "image"]
+    for result in (described, located):
+        assert json.loads(result.content[0].text) == result.structured_content
+        assert "mcp-vision://" not in result.content[0].text
+    assert read.contents[0].mime_type == "image/jpeg"
 
 
 async def test_a_host_with_apps_gets_previews_named_in_meta_and_reads_them(remote_settings, engine, media_dir):  # noqa: F811
