@@ -245,9 +245,25 @@ async def follow_up(
     nothing is sent again. Sessions live in the server's memory and end when it restarts or after an hour
     unused."""
     async with _guard():
-        return await _service(ctx).follow_up(
+        followed = await _service(ctx).follow_up(
             session_id, question, max_new_tokens=max_new_tokens, time_budget=time_budget, progress=_progress(ctx)
         )
+    if _previews(ctx):
+        followed._viewer = _session_media(_service(ctx), followed.session_id)
+    return _tool_result(followed, None)
+
+
+SESSION_MEDIA_SHOWN = 12  # follow_up's viewer shows the session's newest previews, at most these
+
+
+def _session_media(service: VisionService, session_id: str) -> dict[str, Any]:
+    """The previews the session holds, newest last, for follow_up's viewer (sizes unknown: the viewer reads them
+    from the pictures). Empty when the session kept none or has just ended."""
+    try:
+        keys = list(service.sessions.get(session_id).previews)[-SESSION_MEDIA_SHOWN:]
+    except VisionError:
+        keys = []
+    return {"images": [{"uri": previews.uri(session_id, key)} for key in keys]}
 
 
 async def ocr_document(

@@ -50,9 +50,8 @@ async def test_the_viewer_is_a_listed_app_page_and_the_visual_tools_name_it(remo
     html = content.text
     assert html.lstrip().lower().startswith("<!doctype html>") and html.rstrip().endswith("</html>")
     assert "<script>" in html and "ui/initialize" in html and "resources/read" in html
-    for name in ("describe_image", "locate", "compare_images", "ocr_document", "video_qa"):
+    for name in ("describe_image", "locate", "compare_images", "ocr_document", "video_qa", "follow_up"):
         assert tools[name].meta["ui"]["resourceUri"] == viewer.URI, name
-    assert not (tools["follow_up"].meta or {}).get("ui")
 
 
 def test_the_viewer_page_loads_nothing_from_elsewhere():
@@ -123,6 +122,21 @@ async def test_a_host_with_apps_gets_previews_named_in_meta_and_reads_them(remot
     assert picture.format == "JPEG" and picture.size == (1024, 640)  # downscaled, same proportions
     assert len(base64.b64decode(content.blob)) <= previews.MAX_PREVIEW_BYTES
     assert templates == [] and [str(r.uri) for r in listed] == [viewer.URI]  # never listed to the model
+
+
+async def test_follow_up_names_the_sessions_previews_for_the_viewer(remote_settings, engine, media_dir):  # noqa: F811
+    image = _png(media_dir / "cat.png")
+    engine.replies.extend([Reply(), Reply()])
+    async with Client(build_server(remote_settings)) as client:
+        described = await client.call_tool("describe_image", {"image": str(image)})
+        session = described.structured_content["session_id"]
+        followed = await client.call_tool("follow_up", {"session_id": session, "question": "And the colour?"})
+        [shown] = followed.meta[viewer.META_KEY]["images"]
+        read = await client.read_resource(shown["uri"])
+    assert shown["uri"] == described.meta[viewer.META_KEY]["images"][0]["uri"]  # the session's own, not a copy
+    assert [c.type for c in followed.content] == ["text"]
+    assert json.loads(followed.content[0].text) == followed.structured_content and followed.structured_content["turns"] == 2
+    assert read.contents[0].mime_type == "image/jpeg"
 
 
 async def test_reading_a_preview_reaches_only_what_a_live_session_holds(remote_settings, engine, media_dir):  # noqa: F811
