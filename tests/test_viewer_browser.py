@@ -186,6 +186,8 @@ def _assert_clean(page: Page, scene: dict) -> None:
     assert host["errors"] == [], host["errors"]
     assert sorted(host["reads"]) == sorted(scene["resources"]), (host["reads"], list(scene["resources"]))
     assert host["received"][:2] == ["ui/initialize", "ui/notifications/initialized"], host["received"]
+    lines = page.evaluate("document.body.innerText", frame="#app").splitlines()
+    assert not {"null", "undefined", "[object Object]"} & {line.strip() for line in lines}, lines  # nothing unfilled shows
 
 
 def _expected_boxes(answer: str, size: tuple[int, int]) -> list[tuple[str, tuple[int, int, int, int]]]:
