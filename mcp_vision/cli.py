@@ -274,6 +274,8 @@ def run(argv: list[str] | None = None) -> int:
             "directories the tools may read", os.getcwd(),
         )
     if args.transport == "stdio":
+        if settings.cors_origins:
+            log.warning("MCP_VISION_CORS_ORIGINS / --cors-origin apply to --transport streamable-http only; ignored")
         return _serve_stdio(server)
     # uvicorn stops gracefully on SIGTERM/SIGINT. Bound to a loopback host, the SDK turns on its
     # DNS-rebinding protection (Host and Origin must name 127.0.0.1, localhost or [::1]).

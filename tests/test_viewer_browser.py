@@ -349,6 +349,8 @@ async def test_ocr_shows_every_page_beside_its_text_and_method(browser, settings
     assert "Invoice 42: total due 1,234.56 EUR" in shown[1]["caption"]
     assert "text layer" in shown[1]["caption"] and "read by the model" in shown[2]["caption"]
     assert "pages read 2 of 2" in layout["text"]
+    # Page 1's one line of text sits beside a thumbnail, not beside a full-height page of white.
+    assert shown[1]["rect"][2] <= 200.5 and shown[1]["rect"][3] <= 300, shown[1]["rect"]
     _assert_clean(page, scene)
 
 
