@@ -114,3 +114,78 @@ def test_origins_come_from_the_variable_or_the_repeatable_flag(monkeypatch):
     for bad in ("*", "apps.example", "https://apps.example/mcp", "ftp://apps.example", "https://u@apps.example"):
         with pytest.raises(ValueError, match="--cors-origin=.*not a web origin"):
             settings_from(parser.parse_args(["--cors-origin", bad]))
+
+
+# A browser page on another loopback origin, as a web host is: Chromium itself runs the preflight and enforces
+# what the answers allow (skipped without Chromium, failed in CI where .ci/run installs it).
+PAGE_CALLS = """(async () => {
+  const base = { "Content-Type": "application/json", "Accept": "application/json, text/event-stream" };
+  const post = (body, headers) => fetch(window.SERVER, { method: "POST", headers: { ...base, ...headers }, body: JSON.stringify(body) });
+  const read = async (response) => JSON.parse((await response.text()).split("\\n").find((l) => l.startsWith("data:")).slice(5));
+  try {
+    const init = await post(%s, { "MCP-Protocol-Version": "2025-11-25" });
+    const session = init.headers.get("Mcp-Session-Id");
+    const server = (await read(init)).result.serverInfo.name;
+    const common = { "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25" };
+    await post({ jsonrpc: "2.0", method: "notifications/initialized" }, common);
+    const listed = await read(await post({ jsonrpc: "2.0", id: 2, method: "tools/list" }, common));
+    return { server, session: !!session, tools: listed.result.tools.map((t) => t.name) };
+  } catch (err) {
+    return { error: String(err) };
+  }
+})()""" % json.dumps(INITIALIZE)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    import os
+
+    from .browser import Browser, find_chromium
+
+    executable = find_chromium()
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("headless Chromium is missing in CI: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("headless Chromium is not installed (apt-get install chromium); .ci/run installs it")
+    launched = Browser(executable, loopback=True)
+    yield launched
+    launched.close()
+
+
+def _page_server():
+    from http.server import BaseHTTPRequestHandler
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server name
+            body = b"<!doctype html><title>a web host</title><p>host</p>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    return servers.loopback_http(Handler)
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_a_browser_page_on_another_origin_calls_the_server_only_when_allowed(chromium, tmp_path, media_dir, allowed):
+    with _page_server() as page_url:
+        extra = {"MCP_VISION_CORS_ORIGINS": page_url} if allowed else {}
+        env = server_env(tmp_path / "no-model", media_dir, **extra)
+        with servers.http_server(env, media_dir, tmp_path / "server.log") as (port, _proc):
+            page = chromium.new_page()
+            page.navigate(page_url + "/")
+            assert page.evaluate("location.origin + ' ' + document.title") == page_url + " a web host"
+            page.evaluate(f"window.SERVER = 'http://127.0.0.1:{port}/mcp'")
+            got = page.evaluate(PAGE_CALLS, timeout=60)
+    if allowed:
+        assert got == {"server": "mcp-vision", "session": True, "tools": got.get("tools")}, got
+        assert "describe_image" in got["tools"] and "follow_up" in got["tools"]
+    else:
+        assert got.get("error", "").startswith("TypeError"), got  # the browser refused: CORS, as before
+        assert '"OPTIONS /mcp HTTP/1.1" 405' in (tmp_path / "server.log").read_text()  # its preflight, unanswered
+    leaving = [u for u in page.requests if not u.startswith(("http://127.0.0.1:", "about:", "data:"))]
+    assert leaving == [], leaving
