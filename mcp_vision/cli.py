@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how clients connect (default: stdio)")
     parser.add_argument("--host", default="127.0.0.1", help="address for streamable-http (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port for streamable-http (default: 8000)")
+    parser.add_argument("--cors-origin", action="append", dest="cors_origins", metavar="ORIGIN",
+                        help="a web origin (such as http://localhost:8080) whose pages may call the streamable-http "
+                        "endpoint, for browser-based hosts and inspectors (repeatable; default: none)")
     parser.add_argument("--model", help=f"hub id or local directory of an InternVL -hf, Qwen2-VL or Qwen2.5-VL model (default: {DEFAULT_MODEL})")
     parser.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"],
                         help="where the model runs; auto: CUDA if available, else an Apple GPU (mps), else CPU (default: auto)")
@@ -87,6 +90,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         parsed["allowed_dirs"] = tuple(
             d for raw in args.allowed_dirs for d in parse_setting("allowed_dirs", raw, "--allowed-dir")
         )
+    if args.cors_origins:
+        parsed["cors_origins"] = tuple(dict.fromkeys(
+            o for raw in args.cors_origins for o in parse_setting("cors_origins", raw, "--cors-origin")
+        ))
     return settings.with_overrides(
         **parsed,
         device=args.device,
@@ -271,6 +278,8 @@ def run(argv: list[str] | None = None) -> int:
             "directories the tools may read", os.getcwd(),
         )
     if args.transport == "stdio":
+        if settings.cors_origins:
+            log.warning("MCP_VISION_CORS_ORIGINS / --cors-origin apply to --transport streamable-http only; ignored")
         return _serve_stdio(server)
     # uvicorn stops gracefully on SIGTERM/SIGINT. Bound to a loopback host, the SDK turns on its
     # DNS-rebinding protection (Host and Origin must name 127.0.0.1, localhost or [::1]).
@@ -280,7 +289,13 @@ def run(argv: list[str] | None = None) -> int:
             "tools (and read the allowed directories); use the default --host 127.0.0.1 unless that is intended",
             args.host,
         )
-    server.run("streamable-http", host=args.host, port=args.port)
+    if settings.cors_origins:
+        log.info("CORS: pages from %s may call this server", ", ".join(settings.cors_origins))
+    import anyio
+
+    from .server import serve_http
+
+    anyio.run(lambda: serve_http(server, args.host, args.port, settings.cors_origins))
     return 0
 
 

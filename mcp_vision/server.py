@@ -177,6 +177,14 @@ def _root_dirs(listed: ListRootsResult | None):
     return roots_from_uris(root.uri for root in listed.roots)
 
 
+def _previews(ctx: AppContext) -> bool:
+    """Whether this call keeps previews for the viewer and names them in `_meta` (never seen by the model).
+    Hosts render the viewer whether or not they declared MCP Apps at initialize (the Apps reference host
+    declares nothing), so by default every call does; MCP_VISION_PREVIEWS narrows that."""
+    policy = _service(ctx).settings.previews
+    return policy == "all" or (policy == "declared" and client_supports_apps(ctx))
+
+
 @asynccontextmanager
 async def _guard() -> AsyncIterator[None]:
     """Our own errors become tool errors the agent reads (isError) with their one sentence."""
@@ -221,7 +229,7 @@ async def describe_image(
         described = await _service(ctx).describe_image(
             image, question=question, max_new_tokens=max_new_tokens, max_tiles=max_tiles, region=region,
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
-            previews=client_supports_apps(ctx),
+            previews=_previews(ctx),
         )
     return _tool_result(described, None)
 
@@ -237,9 +245,25 @@ async def follow_up(
     nothing is sent again. Sessions live in the server's memory and end when it restarts or after an hour
     unused."""
     async with _guard():
-        return await _service(ctx).follow_up(
+        followed = await _service(ctx).follow_up(
             session_id, question, max_new_tokens=max_new_tokens, time_budget=time_budget, progress=_progress(ctx)
         )
+    if _previews(ctx):
+        followed._viewer = _session_media(_service(ctx), followed.session_id)
+    return _tool_result(followed, None)
+
+
+SESSION_MEDIA_SHOWN = 12  # follow_up's viewer shows the session's newest previews, at most these
+
+
+def _session_media(service: VisionService, session_id: str) -> dict[str, Any]:
+    """The previews the session holds, newest last, for follow_up's viewer (sizes unknown: the viewer reads them
+    from the pictures). Empty when the session kept none or has just ended."""
+    try:
+        keys = list(service.sessions.get(session_id).previews)[-SESSION_MEDIA_SHOWN:]
+    except VisionError:
+        keys = []
+    return {"images": [{"uri": previews.uri(session_id, key)} for key in keys]}
 
 
 async def ocr_document(
@@ -297,7 +321,7 @@ async def ocr_document(
         read = await _service(ctx).ocr_document(
             document, pages=pages, dpi=dpi, mode=mode, max_new_tokens=max_new_tokens, region=region,
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
-            previews=client_supports_apps(ctx),
+            previews=_previews(ctx),
         )
     return _tool_result(read, None)
 
@@ -338,7 +362,7 @@ async def locate(
         shown = await _service(ctx).locate(
             image, target=target, region=region, max_tiles=max_tiles, max_new_tokens=max_new_tokens,
             session_id=session_id, time_budget=time_budget, annotate=annotate, progress=_progress(ctx),
-            roots=_root_dirs(roots), previews=client_supports_apps(ctx),
+            roots=_root_dirs(roots), previews=_previews(ctx),
         )
     return _tool_result(shown.result, shown.picture)
 
@@ -389,7 +413,7 @@ async def compare_images(
         shown = await _service(ctx).compare_images(
             images, question=question, max_new_tokens=max_new_tokens, session_id=session_id,
             time_budget=time_budget, annotate=annotate, progress=_progress(ctx), roots=_root_dirs(roots),
-            previews=client_supports_apps(ctx),
+            previews=_previews(ctx),
         )
     return _tool_result(shown.result, shown.picture)
 
@@ -429,7 +453,7 @@ async def video_qa(
         answered = await _service(ctx).video_qa(
             video, question=question, num_frames=num_frames, start=start, end=end, max_new_tokens=max_new_tokens,
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
-            previews=client_supports_apps(ctx),
+            previews=_previews(ctx),
         )
     return _tool_result(answered, None)
 
@@ -547,4 +571,51 @@ def build_server(
     return mcp
 
 
-__all__ = ["build_server", "VisionServer", "AppState", "INSTRUCTIONS", "TOOLS"]
+# The request headers the streamable-HTTP protocol has a page send (besides Content-Type and Accept), and the
+# response headers its client must read; a cross-origin page may use exactly these.
+CORS_REQUEST_HEADERS = (
+    "Content-Type", "Accept", "Authorization", "Mcp-Session-Id", "MCP-Protocol-Version", "Last-Event-ID",
+    "Mcp-Method", "Mcp-Name",
+)
+CORS_EXPOSED_HEADERS = ("Mcp-Session-Id", "MCP-Protocol-Version", "WWW-Authenticate")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def http_app(server: MCPServer, host: str, cors_origins: tuple[str, ...] = ()) -> Any:
+    """The streamable-HTTP app at `/mcp`. Bound to a loopback host it keeps the SDK's DNS-rebinding protection
+    (Host and Origin must be loopback, or one of `cors_origins`); with `cors_origins` it answers CORS (preflight
+    included) for those origins only, so a browser page served from one of them may call it."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    security = None  # the SDK's choice: protection off beyond loopback (cli.py warns)
+    if host in LOOPBACK_HOSTS:
+        security = TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*", *cors_origins],
+        )
+    app = server.streamable_http_app(host=host, transport_security=security)
+    if cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_EXPOSED_HEADERS),
+            allow_credentials=False,  # bearer tokens travel in Authorization, never in cookies
+        )
+    return app
+
+
+async def serve_http(server: MCPServer, host: str, port: int, cors_origins: tuple[str, ...] = ()) -> None:
+    """Serve `http_app` with uvicorn until SIGTERM/SIGINT."""
+    import uvicorn
+
+    app = http_app(server, host, cors_origins)
+    config = uvicorn.Config(app, host=host, port=port, log_level=server.settings.log_level.lower())
+    await uvicorn.Server(config).serve()
+
+
+__all__ = ["build_server", "VisionServer", "AppState", "INSTRUCTIONS", "TOOLS", "http_app", "serve_http"]

@@ -23,6 +23,9 @@ DType = Literal["auto", "bfloat16", "float16", "float32"]
 BackendKind = Literal["auto", "local", "openvino", "openai"]
 OpenVINOWeights = Literal["int8", "int4", "f16"]  # the language model's weights under OpenVINO
 OpenVINOVision = Literal["int8", "f16"]  # the vision tower under OpenVINO (int8: weights and activations)
+# Which clients' results name previews for the viewer: all (hosts render MCP Apps without declaring them: the
+# reference host does), only those that declared io.modelcontextprotocol/ui, or none.
+PreviewPolicy = Literal["all", "declared", "none"]
 
 
 def _parse_bool(name: str, value: str) -> bool:
@@ -85,6 +88,22 @@ def _parse_url(name: str, value: str) -> str:
     return url
 
 
+def _parse_origins(name: str, value: str) -> tuple[str, ...]:
+    """Web origins (`scheme://host[:port]`, nothing after), separated by commas or spaces."""
+    origins = []
+    for part in value.replace(",", " ").split():
+        origin = part.rstrip("/")
+        parts = urlsplit(origin)
+        if parts.scheme not in {"http", "https"} or not parts.hostname or parts.path or parts.query or "@" in origin:
+            raise ValueError(
+                f"{name}={part!r} is not a web origin: give scheme, host and port only, such as "
+                "http://localhost:8080 (no path, no wildcard)"
+            )
+        if origin not in origins:
+            origins.append(origin)
+    return tuple(origins)
+
+
 def _parse_dirs(value: str) -> tuple[Path, ...]:
     return tuple(Path(part).expanduser() for part in value.split(os.pathsep) if part.strip())
 
@@ -134,6 +153,9 @@ class Settings:
     remote_concurrency: int = 4
     remote_timeout: float = 300.0
     remote_retries: int = 3
+    # Web origins whose pages may call the streamable-HTTP endpoint (CORS); empty: none, as a browser's default.
+    cors_origins: tuple[str, ...] = ()
+    previews: PreviewPolicy = "all"
 
     def __post_init__(self) -> None:
         if self.backend == "openai" and not self.base_url:
@@ -213,6 +235,8 @@ ENVIRONMENT: dict[str, str] = {
     "remote_concurrency": "MCP_VISION_REMOTE_CONCURRENCY",
     "remote_timeout": "MCP_VISION_REMOTE_TIMEOUT",
     "remote_retries": "MCP_VISION_REMOTE_RETRIES",
+    "cors_origins": "MCP_VISION_CORS_ORIGINS",
+    "previews": "MCP_VISION_PREVIEWS",
 }
 
 _PARSERS = {
@@ -254,6 +278,8 @@ _PARSERS = {
     "remote_concurrency": lambda n, v: _parse_int(n, v, 1, limits.REMOTE_CONCURRENCY_CAP),
     "remote_timeout": _parse_float,
     "remote_retries": lambda n, v: _parse_int(n, v, 0, limits.REMOTE_RETRIES_CAP),
+    "cors_origins": _parse_origins,
+    "previews": lambda n, v: _parse_choice(n, v, get_args(PreviewPolicy)),
 }
 
 

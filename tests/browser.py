@@ -114,7 +114,8 @@ class _Waiter:
 class Browser:
     """Headless Chromium driven over the DevTools pipe (fd 3: commands in, fd 4: replies and events out)."""
 
-    def __init__(self, executable: str, width: int = 1000, height: int = 900) -> None:
+    def __init__(self, executable: str, width: int = 1000, height: int = 900, loopback: bool = False) -> None:
+        """`loopback`: 127.0.0.1 is reachable (for pages served by the tests); every other name never resolves."""
         self._profile = tempfile.TemporaryDirectory(prefix="mcp-vision-chromium-")
         commands_r, commands_w = os.pipe()
         replies_r, replies_w = os.pipe()
@@ -128,7 +129,8 @@ class Browser:
             "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-sync",
             "--disable-background-networking", "--disable-component-update", "--disable-default-apps",
             "--mute-audio", "--hide-scrollbars", "--force-device-scale-factor=1", "--force-color-profile=srgb",
-            "--host-resolver-rules=MAP * ~NOTFOUND", f"--window-size={width},{height}",
+            "--host-resolver-rules=MAP * ~NOTFOUND" + (", EXCLUDE 127.0.0.1" if loopback else ""),
+            f"--window-size={width},{height}",
             f"--user-data-dir={self._profile.name}", "about:blank",
         ]
         self._process = subprocess.Popen(

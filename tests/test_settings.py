@@ -65,6 +65,8 @@ def test_every_variable_is_parsed(tmp_path):
         "MCP_VISION_OPENVINO_VISION": "f16",
         "MCP_VISION_OPENVINO_CACHE": str(tmp_path / "ov"),
         "MCP_VISION_THREADS": "1",
+        "MCP_VISION_CORS_ORIGINS": "https://host.example,http://localhost:5173 https://host.example",
+        "MCP_VISION_PREVIEWS": "Declared",
     }
     assert set(env) == set(ENVIRONMENT.values())  # the test covers every variable
     s = Settings.from_env(env)
@@ -97,6 +99,8 @@ def test_every_variable_is_parsed(tmp_path):
     assert (s.backend, s.base_url, s.api_key) == ("openai", "http://engine.internal:23333/v1", "sk-secret")
     assert s.remote_model == "OpenGVLab/InternVL3-2B"
     assert (s.remote_concurrency, s.remote_timeout, s.remote_retries) == (8, 90.0, 0)
+    assert s.cors_origins == ("https://host.example", "http://localhost:5173")
+    assert s.previews == "declared"
 
 
 def test_the_remote_engine_needs_a_base_url_and_keeps_the_key_out_of_repr():

@@ -50,9 +50,8 @@ async def test_the_viewer_is_a_listed_app_page_and_the_visual_tools_name_it(remo
     html = content.text
     assert html.lstrip().lower().startswith("<!doctype html>") and html.rstrip().endswith("</html>")
     assert "<script>" in html and "ui/initialize" in html and "resources/read" in html
-    for name in ("describe_image", "locate", "compare_images", "ocr_document", "video_qa"):
+    for name in ("describe_image", "locate", "compare_images", "ocr_document", "video_qa", "follow_up"):
         assert tools[name].meta["ui"]["resourceUri"] == viewer.URI, name
-    assert not (tools["follow_up"].meta or {}).get("ui")
 
 
 def test_the_viewer_page_loads_nothing_from_elsewhere():
@@ -64,10 +63,13 @@ def test_the_viewer_page_loads_nothing_from_elsewhere():
         assert banned not in html, banned
 
 
-async def test_a_host_without_apps_gets_exactly_todays_result(remote_settings, engine, media_dir):  # noqa: F811
+@pytest.mark.parametrize("policy", ["declared", "none"])
+async def test_with_previews_narrowed_a_host_without_apps_gets_exactly_the_plain_result(
+    remote_settings, engine, media_dir, policy  # noqa: F811
+):
     image = _png(media_dir / "cat.png")
     engine.replies.extend([Reply(), Reply(pieces=(CAT,))])
-    service = VisionService(remote_settings)
+    service = VisionService(remote_settings.with_overrides(previews=policy))
     async with Client(build_server(service=service)) as client:
         described = await client.call_tool("describe_image", {"image": str(image)})
         located = await client.call_tool("locate", {"image": str(image), "target": "the cat"})
@@ -77,6 +79,26 @@ async def test_a_host_without_apps_gets_exactly_todays_result(remote_settings, e
         assert json.loads(result.content[0].text) == result.structured_content  # the whole answer, first
     session = service.sessions.get(described.structured_content["session_id"])
     assert session.previews == {}  # nothing extra is made or kept
+
+
+async def test_a_host_that_declares_nothing_still_gets_previews_by_default_in_meta_only(
+    remote_settings, engine, media_dir  # noqa: F811
+):
+    # The Apps reference host (ext-apps basic-host 1.7.5) renders the viewer without declaring the extension.
+    image = _png(media_dir / "cat.png")
+    engine.replies.extend([Reply(), Reply(pieces=(CAT,))])
+    async with Client(build_server(remote_settings)) as client:
+        described = await client.call_tool("describe_image", {"image": str(image)})
+        located = await client.call_tool("locate", {"image": str(image), "target": "the cat"})
+        [shown] = located.meta[viewer.META_KEY]["images"]
+        read = await client.read_resource(shown["uri"])
+    assert described.meta[viewer.META_KEY]["images"][0]["width"] == 1600
+    # What the model reads is unchanged: the text block with the whole answer, then locate's PNG.
+    assert [c.type for c in described.content] == ["text"] and [c.type for c in located.content] == ["text", "image"]
+    for result in (described, located):
+        assert json.loads(result.content[0].text) == result.structured_content
+        assert "mcp-vision://" not in result.content[0].text
+    assert read.contents[0].mime_type == "image/jpeg"
 
 
 async def test_a_host_with_apps_gets_previews_named_in_meta_and_reads_them(remote_settings, engine, media_dir):  # noqa: F811
@@ -100,6 +122,21 @@ async def test_a_host_with_apps_gets_previews_named_in_meta_and_reads_them(remot
     assert picture.format == "JPEG" and picture.size == (1024, 640)  # downscaled, same proportions
     assert len(base64.b64decode(content.blob)) <= previews.MAX_PREVIEW_BYTES
     assert templates == [] and [str(r.uri) for r in listed] == [viewer.URI]  # never listed to the model
+
+
+async def test_follow_up_names_the_sessions_previews_for_the_viewer(remote_settings, engine, media_dir):  # noqa: F811
+    image = _png(media_dir / "cat.png")
+    engine.replies.extend([Reply(), Reply()])
+    async with Client(build_server(remote_settings)) as client:
+        described = await client.call_tool("describe_image", {"image": str(image)})
+        session = described.structured_content["session_id"]
+        followed = await client.call_tool("follow_up", {"session_id": session, "question": "And the colour?"})
+        [shown] = followed.meta[viewer.META_KEY]["images"]
+        read = await client.read_resource(shown["uri"])
+    assert shown["uri"] == described.meta[viewer.META_KEY]["images"][0]["uri"]  # the session's own, not a copy
+    assert [c.type for c in followed.content] == ["text"]
+    assert json.loads(followed.content[0].text) == followed.structured_content and followed.structured_content["turns"] == 2
+    assert read.contents[0].mime_type == "image/jpeg"
 
 
 async def test_reading_a_preview_reaches_only_what_a_live_session_holds(remote_settings, engine, media_dir):  # noqa: F811

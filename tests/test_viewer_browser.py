@@ -73,7 +73,7 @@ async def _scene(client: Client, tool: str, arguments: dict) -> dict:
     read = await client.read_resource(viewer.URI)
     html = read.contents[0].text
     resources = {}
-    for uri in _preview_uris(wire["_meta"][viewer.META_KEY]):
+    for uri in _preview_uris(wire.get("_meta", {}).get(viewer.META_KEY, {})):
         answer = await client.read_resource(uri)
         resources[uri] = answer.model_dump(mode="json", by_alias=True, exclude_none=True)
     return {"tool": tool, "arguments": arguments, "result": wire, "resources": resources, "html": html}
@@ -186,6 +186,8 @@ def _assert_clean(page: Page, scene: dict) -> None:
     assert host["errors"] == [], host["errors"]
     assert sorted(host["reads"]) == sorted(scene["resources"]), (host["reads"], list(scene["resources"]))
     assert host["received"][:2] == ["ui/initialize", "ui/notifications/initialized"], host["received"]
+    lines = page.evaluate("document.body.innerText", frame="#app").splitlines()
+    assert not {"null", "undefined", "[object Object]"} & {line.strip() for line in lines}, lines  # nothing unfilled shows
 
 
 def _expected_boxes(answer: str, size: tuple[int, int]) -> list[tuple[str, tuple[int, int, int, int]]]:
@@ -347,6 +349,8 @@ async def test_ocr_shows_every_page_beside_its_text_and_method(browser, settings
     assert "Invoice 42: total due 1,234.56 EUR" in shown[1]["caption"]
     assert "text layer" in shown[1]["caption"] and "read by the model" in shown[2]["caption"]
     assert "pages read 2 of 2" in layout["text"]
+    # Page 1's one line of text sits beside a thumbnail, not beside a full-height page of white.
+    assert shown[1]["rect"][2] <= 200.5 and shown[1]["rect"][3] <= 300, shown[1]["rect"]
     _assert_clean(page, scene)
 
 
@@ -360,7 +364,7 @@ async def test_video_frames_are_a_strip_with_their_timestamps(browser, settings,
     assert [s["frame"] for s in frames] == [f["index"] for f in data["frames"]] == [1, 2, 3, 4]
     for stage, frame, colour in zip(frames, data["frames"], VIDEO_COLOURS):
         assert stage["loaded"] == "1"
-        assert f"Frame{frame['index']} · {frame['timestamp']:.2f} s" in stage["caption"]
+        assert f"Frame {frame['index']} · {frame['timestamp']:.2f} s" in stage["caption"]
         x, y, w, h = stage["rect"]
         assert _near(shot.getpixel((int(x + w / 2), int(y + h / 2))), colour), (frame, shot.getpixel((int(x + w / 2), int(y + h / 2))))
     assert [s["rect"][1] for s in frames] == [frames[0]["rect"][1]] * 4  # one row
@@ -391,4 +395,119 @@ async def test_describe_shows_the_image_the_region_and_the_numbers(browser, sett
     assert _near(shot.getpixel((int(x + 1), int(y + 4))), REGION_COLOUR)  # the dashed edge starts with a dash
     for shown in (data["model"], f"prompt tokens {data['usage']['prompt_tokens']}", f"output tokens {data['usage']['output_tokens']}"):
         assert shown in layout["text"]
+    _assert_clean(page, scene)
+
+
+# ---------------------------------------------------------------------------------------------- hosts
+
+
+def _small_picture(path: Path, size: tuple[int, int] = (451, 300)) -> Path:
+    from PIL import ImageDraw
+
+    picture = Image.new("RGB", size, (120, 170, 220))
+    ImageDraw.Draw(picture).rectangle((40, 40, size[0] // 2, size[1] // 2), fill=(250, 210, 60))
+    picture.save(path)
+    return path
+
+
+STYLED = """(() => {
+  const body = getComputedStyle(document.body);
+  const answer = getComputedStyle(document.querySelector('.answer'));
+  const img = document.querySelector('.stage img');
+  const r = img.getBoundingClientRect();
+  return { background: body.backgroundColor, colour: body.color, font: body.fontFamily, radius: answer.borderTopLeftRadius,
+           fonts: (document.getElementById('host-fonts') || {}).textContent || null,
+           shown: [r.width, r.height], natural: [img.naturalWidth, img.naturalHeight] };
+})()"""
+
+
+async def test_the_viewer_takes_the_hosts_style_and_never_upscales(browser, engine, remote_settings, media_dir, tmp_path):  # noqa: F811
+    image = _small_picture(media_dir / "small.png")
+    engine.replies.extend([Reply(), Reply()])
+    async with Client(build_server(remote_settings)) as client:  # a host that declares nothing, like basic-host
+        scene = await _scene(client, "describe_image", {"image": str(image)})
+    # Its own look first: the viewer's palette and fonts; the 451x300 picture at 451x300 in a 960 px frame.
+    page, layout, _ = _show(browser, scene, tmp_path, "small-own", docs=False)
+    own = page.evaluate(STYLED, frame="#app")
+    assert own["background"] == "rgb(255, 255, 255)" and "system-ui" in own["font"] and own["fonts"] is None
+    assert own["natural"] == [451, 300] and own["shown"] == pytest.approx([451, 300], abs=0.5), own
+    _assert_clean(page, scene)
+
+    styled = copy.deepcopy(scene)
+    styled["hostContext"] = {
+        "theme": "dark",
+        "styles": {"variables": {"--color-background-primary": "rgb(10, 20, 30)", "--color-text-primary": "rgb(250, 240, 230)",
+                                 "--font-sans": "\"Host Sans\", serif", "--border-radius-md": "11px"},
+                   "css": {"fonts": "/* the host's font faces */"}},
+        "containerDimensions": {"width": 960, "maxHeight": 250},
+    }
+    page, layout, shot = _show(browser, styled, tmp_path, "small-host", docs=False)
+    got = page.evaluate(STYLED, frame="#app")
+    assert got["background"] == "rgb(10, 20, 30)" and got["colour"] == "rgb(250, 240, 230)", got
+    assert got["font"].startswith('"Host Sans"') and got["radius"] == "11px" and got["fonts"] == "/* the host's font faces */"
+    assert shot.getpixel((5, 5)) == (10, 20, 30)  # what a person sees: the host's background
+    # The container allows 250 px: the picture keeps to 80% of it, in proportion.
+    assert got["shown"][1] <= 200.5 and got["shown"][0] == pytest.approx(got["shown"][1] * 451 / 300, abs=1), got
+    _assert_clean(page, styled)
+
+
+async def test_without_previews_the_results_own_picture_or_one_line_why(browser, engine, remote_settings, media_dir, tmp_path):  # noqa: F811
+    image = _locate_image(media_dir / "screen.png")
+    engine.replies.extend([Reply(pieces=(LOCATE_ANSWER,)), Reply()])
+    async with Client(build_server(remote_settings.with_overrides(previews="none"))) as client:
+        located = await _scene(client, "locate", {"image": str(image), "target": "the button"})
+        described = await _scene(client, "describe_image", {"image": str(image)})
+    assert located["resources"] == {} and described["resources"] == {}
+    page, layout, _ = _show(browser, located, tmp_path, "locate-fallback", docs=False)
+    [stage] = layout["stages"]
+    assert stage["loaded"] == "1" and stage["natural"][0] > 0 and stage["marks"] == []  # the PNG, boxes drawn in it
+    assert "picture in the result" in layout["text"] and "No preview" not in layout["text"]
+    _assert_clean(page, located)
+    page, layout, _ = _show(browser, described, tmp_path, "describe-no-previews", docs=False)
+    assert layout["stages"] == [] and "No preview" not in layout["text"]
+    [line] = [t for t in layout["text"].splitlines() if t.startswith("No pictures")]
+    assert "MCP_VISION_PREVIEWS" in line
+    _assert_clean(page, described)
+
+
+async def test_compare_tags_stay_on_the_picture_and_a_whole_image_change_is_said(browser, engine, remote_settings, media_dir, tmp_path):  # noqa: F811
+    before = Image.new("RGB", (640, 400), (255, 255, 255))
+    band = before.copy()
+    band.paste((200, 20, 20), (0, 0, 200, 400))  # from the top edge to the bottom edge: no room above or below
+    black = Image.new("RGB", (640, 400), (0, 0, 0))
+    for name, picture in (("before", before), ("band", band), ("black", black)):
+        picture.save(media_dir / f"{name}.png")
+    engine.replies.append(Reply())
+    async with Client(build_server(remote_settings)) as client:
+        scene = await _scene(client, "compare_images", {"images": [str(media_dir / f"{n}.png") for n in ("before", "band", "black")]})
+    diffs = scene["result"]["structuredContent"]["diffs"]
+    assert [len(d["regions"]) for d in diffs] == [1, 1]
+    page, layout, _ = _show(browser, scene, tmp_path, "compare-edges", docs=False)
+    stages = sorted(layout["stages"], key=lambda s: s["image"])
+    [tagged] = stages[1]["marks"]
+    tags = page.evaluate("[...document.querySelectorAll('.tag')].map((t) => { const r = t.getBoundingClientRect(); "
+                         "return [r.left, r.top, r.width, r.height]; })", frame="#app")
+    frame = page.evaluate("(() => { const r = document.querySelector('iframe').getBoundingClientRect(); return [r.left, r.top]; })()")
+    [(left, top, width, height)] = tags
+    left, top = left + frame[0], top + frame[1]
+    sx, sy, sw, sh = stages[1]["rect"]
+    # On the picture, so off the caption below it ("1mage 2" was a tag over the caption's first letter).
+    assert sy <= top and top + height <= sy + sh and sx - 3 <= left and left + width <= sx + sw, (tags, stages[1]["rect"])
+    assert tagged["kind"] == "change"
+    assert stages[2]["marks"] == []  # the whole image changed: no outline framing the picture
+    assert "the whole image changed" in stages[2]["caption"] and "1 changed region(s)" in stages[1]["caption"]
+    _assert_clean(page, scene)
+
+
+async def test_follow_up_shows_the_answer_and_the_sessions_media(browser, engine, remote_settings, media_dir, tmp_path):  # noqa: F811
+    image = _small_picture(media_dir / "small.png")
+    engine.replies.extend([Reply(), Reply()])
+    async with Client(build_server(remote_settings)) as client:
+        described = await client.call_tool("describe_image", {"image": str(image)})
+        scene = await _scene(client, "follow_up", {"session_id": described.structured_content["session_id"], "question": "More?"})
+    data = scene["result"]["structuredContent"]
+    page, layout, _ = _show(browser, scene, tmp_path, "follow-up", docs=False)
+    [stage] = layout["stages"]
+    assert stage["loaded"] == "1" and stage["natural"] == [451, 300]
+    assert data["answer"].strip() in layout["text"] and "The session's media" in layout["text"]
     _assert_clean(page, scene)

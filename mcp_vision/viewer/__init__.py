@@ -13,11 +13,11 @@ from importlib.resources import files
 
 URI = "ui://mcp-vision/viewer.html"
 META_KEY = "io.github.mcp-vision/viewer"  # the result's `_meta` entry naming its previews
-VIEWED_TOOLS = ("describe_image", "locate", "compare_images", "ocr_document", "video_qa")
+VIEWED_TOOLS = ("describe_image", "locate", "compare_images", "ocr_document", "video_qa", "follow_up")
 TITLE = "mcp-vision viewer"
 DESCRIPTION = (
     "Shows a visual tool's result: boxes on the image, changed regions, pages beside their text, video frames "
-    "with timestamps, the answer, model, timings and token counts."
+    "with timestamps, the answer, model, timings and token counts; for follow_up, the answer and the session's media."
 )
 
 
