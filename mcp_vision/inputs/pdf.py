@@ -25,6 +25,8 @@ from .sources import Media
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
+    from .page_markdown import PageMarkdown
+
 MIN_TEXT_CHARS = 20  # fewer real characters than this and a page counts as image-only
 DEFAULT_PAGES_OPEN = 8  # loaded pages kept per document (an LRU), so text then render loads once
 MAX_WARNINGS = 50
@@ -131,8 +133,12 @@ def _not_pdf(media: Media) -> InputError:
 class PdfDocument:
     """An open PDF: page count, text layers and renders, with MuPDF's warnings and repair flag."""
 
-    def __init__(self, doc: Any, label: str, warnings: list[str], max_pages_open: int) -> None:
+    def __init__(
+        self, doc: Any, label: str, warnings: list[str], max_pages_open: int, data: bytes | None = None
+    ) -> None:
         self._doc = doc
+        self._data = data  # the file's bytes: the layout step parses its own copy (it changes the pages it reads)
+        self._layout_doc: Any = None
         self.label = label
         self.warnings: list[str] = []
         self.repaired = False
@@ -160,6 +166,8 @@ class PdfDocument:
             self._pages.clear()
             if not self._doc.is_closed:
                 self._doc.close()
+            if self._layout_doc is not None and not self._layout_doc.is_closed:
+                self._layout_doc.close()
 
     def _note(self, warnings: list[str]) -> None:
         for warning in warnings:
@@ -207,6 +215,43 @@ class PdfDocument:
     def has_text_layer(self, page_number: int, min_chars: int = MIN_TEXT_CHARS) -> bool:
         """True when the text layer holds real text, False for an image-only (scanned) page."""
         return is_real_text(self.text_layer(page_number), min_chars)
+
+    def markdown(self, page_numbers: list[int]) -> dict[int, PageMarkdown]:
+        """The pages' text layers as structured Markdown (page_markdown.py), parsed together; when that fails,
+        page by page, leaving out a page whose layout cannot be analysed (`markdown([n])` alone gives its error)."""
+        from .page_markdown import layout_markdown
+
+        for number in page_numbers:
+            self._check_number(number)
+        if self._data is None:
+            raise InputError(f"The layout of {self.label} cannot be analysed: it was opened without its bytes.")
+        pymupdf = _pymupdf()
+        with _MUPDF_LOCK:
+            if self._doc.is_closed:
+                raise InputError(f"{self.label} was already closed: open it again.")
+            _take_warnings(pymupdf)
+            try:
+                if self._layout_doc is None:  # its own copy: parsing removes rotation and the structure tree
+                    self._layout_doc = pymupdf.open(stream=self._data, filetype="pdf")
+                try:
+                    return layout_markdown(self._layout_doc, page_numbers)
+                except Exception as exc:
+                    if len(page_numbers) == 1:
+                        warnings = _take_warnings(pymupdf)
+                        self._note(warnings)
+                        raise InputError(
+                            f"The layout of page {page_numbers[0]} of {self.label} cannot be analysed "
+                            f"({_reason(exc, warnings)}): read it with mode='text_layer' for its flat text."
+                        ) from None
+                pages: dict[int, PageMarkdown] = {}
+                for number in page_numbers:
+                    try:
+                        pages.update(layout_markdown(self._layout_doc, [number]))
+                    except Exception:
+                        continue
+                return pages
+            finally:
+                self._note(_take_warnings(pymupdf))
 
     def check_render(self, page_number: int, dpi: float, max_pixels: int) -> tuple[int, int]:
         """The (width, height) a render at `dpi` gives; refused, before rendering, when over `max_pixels`."""
@@ -289,7 +334,7 @@ def open_document(media: Media, max_pages_open: int = DEFAULT_PAGES_OPEN) -> Pdf
                 )
             if doc.page_count < 1:
                 raise InputError(f"{media.label} has no pages: pass a PDF that has at least one page.")
-            return PdfDocument(doc, media.label, warnings, max_pages_open)
+            return PdfDocument(doc, media.label, warnings, max_pages_open, data=media.data)
         except BaseException:
             doc.close()
             raise
@@ -363,6 +408,13 @@ def held_texts(page_numbers: list[int]) -> dict[int, str]:
     return _readable_texts(held(_HELD), page_numbers)
 
 
+def held_markdown(page_numbers: list[int]) -> dict[int, PageMarkdown]:
+    """The held document's pages as Markdown (`PdfDocument.markdown`)."""
+    from .sandbox import held
+
+    return held(_HELD).markdown(page_numbers)
+
+
 def held_text(page_number: int) -> str:
     from .sandbox import held
 
@@ -390,9 +442,9 @@ class PdfPages:
         self._lease = lease  # a DecoderLease holding the document when isolated (reopened there after a crash)
         self._texts: dict[int, str] = {}
 
-    async def _held(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """`fn(*args)` in the decoder process that holds the document."""
-        return await self._lease.run(fn, *args, what=self.media.label)
+    async def _held(self, fn: Callable[..., _T], *args: Any, **limits: Any) -> _T:
+        """`fn(*args)` in the decoder process that holds the document (`limits`: its timeout, memory_mb)."""
+        return await self._lease.run(fn, *args, what=self.media.label, **limits)
 
     async def text_layer(self, page_number: int) -> str:
         from .sandbox import run_isolated
@@ -417,6 +469,15 @@ class PdfPages:
 
     async def has_text_layer(self, page_number: int) -> bool:
         return is_real_text(await self.text_layer(page_number))
+
+    async def markdown(self, page_numbers: list[int], timeout: float) -> dict[int, PageMarkdown]:
+        """The pages' text layers as structured Markdown, within `timeout` seconds and the decoder's memory limit;
+        a page whose layout could not be analysed is left out."""
+        from .sandbox import run_isolated
+
+        if self._doc is not None:
+            return await run_isolated(self._doc.markdown, page_numbers, what=self.media.label, isolate=False)
+        return await self._held(held_markdown, page_numbers, timeout=timeout)
 
     async def render(self, page_number: int, dpi: float, max_pixels: int) -> PILImage.Image:
         from .sandbox import run_isolated
