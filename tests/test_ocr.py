@@ -24,7 +24,7 @@ pytestmark = pytest.mark.anyio
 # ------------------------------------------------------------------ through the client
 
 
-async def test_ocr_born_digital_pages_return_the_exact_text_layer(settings, tiny_backend, media_dir):
+async def test_ocr_born_digital_pages_return_their_text_layer_as_markdown(settings, tiny_backend, media_dir):
     pdf = sentences_pdf(media_dir / "report.pdf")
     progress: list[tuple] = []
 
@@ -33,13 +33,19 @@ async def test_ocr_born_digital_pages_return_the_exact_text_layer(settings, tiny
 
     async with Client(build_server(settings, tiny_backend)) as client:
         r = await client.call_tool("ocr_document", {"document": str(pdf), "pages": "1-2"}, progress_callback=on_progress)
+        exact = await client.call_tool("ocr_document", {"document": str(pdf), "pages": "1", "mode": "text_layer"})
     assert not r.is_error, r.content
     data = r.structured_content
     assert data["page_count"] == 3
     assert [p["page"] for p in data["pages"]] == [1, 2]
-    assert all(p["method"] == "text_layer" for p in data["pages"])
-    assert data["pages"][0]["text"] == text_layer(pdf, 1)
-    assert SENTENCES[1] in data["pages"][1]["text"]
+    assert all(p["method"] == "layout" for p in data["pages"])
+    assert data["pages"][0]["text"] == SENTENCES[0] and SENTENCES[1] in data["pages"][1]["text"]
+    assert data["note"] is None
+    assert SENTENCES[0] in r.content[0].text  # the leading text block holds the answer
+    # mode='text_layer' keeps returning the text layer verbatim, unarranged.
+    assert exact.structured_content["pages"][0] == {
+        "page": 1, "method": "text_layer", "text": text_layer(pdf, 1), "header": None, "footer": None,
+    }
     assert len(progress) >= 2
     values = [p for p, _, _ in progress]
     assert values == sorted(values) and len(set(values)) == len(values), "progress must strictly increase"
@@ -53,7 +59,7 @@ async def test_ocr_scanned_page_is_read_by_the_model(settings, tiny_backend, med
         follow = await client.call_tool("follow_up", {"session_id": sid, "question": "What is on page 4?"})
     assert not r.is_error, r.content
     methods = {p["page"]: p["method"] for p in r.structured_content["pages"]}
-    assert methods == {3: "text_layer", 4: "vision"}
+    assert methods == {3: "layout", 4: "vision"}
     assert not follow.is_error
     # The rendered page is in the session: the follow-up prompt carries its image tokens.
     assert follow.structured_content["usage"]["image_tokens"] > 0
@@ -186,7 +192,7 @@ async def test_ocr_reads_scanned_pages_in_batches_with_the_same_text(settings, t
 
         result = await service.ocr_document(str(pdf), dpi=40, progress=on_progress, max_new_tokens=6)
         assert [p.page for p in result.pages] == [1, 2, 3, 4, 5, 6, 7]
-        assert [p.method for p in result.pages] == ["vision", "text_layer", "vision", "vision", "vision", "text_layer", "vision"]
+        assert [p.method for p in result.pages] == ["vision", "layout", "vision", "vision", "vision", "layout", "vision"]
         assert "Typed page 2" in result.pages[1].text
         assert progress == sorted(progress) and progress[-1] == 7
         answers[batch] = ([p.text for p in result.pages], backend.batches)

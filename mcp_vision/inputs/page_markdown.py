@@ -48,11 +48,14 @@ def layout_markdown(doc: Any, page_numbers: list[int]) -> dict[int, PageMarkdown
         for box in layout.boxes:
             if box.boxclass in furniture and box.textlines:
                 furniture[box.boxclass].append(text_to_text(box.textlines, ignore_code=True).strip())
-        pages[layout.page_number] = PageMarkdown(
-            body=tidy(chunk["text"]),
-            header="\n".join(t for t in furniture[HEADER_CLASS] if t),
-            footer="\n".join(t for t in furniture[FOOTER_CLASS] if t),
-        )
+        body = tidy(chunk["text"])
+        header = "\n".join(t for t in furniture[HEADER_CLASS] if t)
+        footer = "\n".join(t for t in furniture[FOOTER_CLASS] if t)
+        if not body.strip():
+            # A page of a line or two near its edge reads as "all header" to the layout model; with no body there
+            # is nothing to keep the furniture apart from, and an empty text would hide what the page says.
+            body, header, footer = "\n\n".join(t for t in (header, footer) if t), "", ""
+        pages[layout.page_number] = PageMarkdown(body=body, header=header, footer=footer)
     return pages
 
 
