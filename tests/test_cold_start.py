@@ -6,7 +6,10 @@ import subprocess
 import sys
 import textwrap
 
-HEAVY = ("torch", "transformers", "bitsandbytes", "accelerate", "fitz", "pymupdf", "av", "PIL", "openvino", "nncf")
+HEAVY = (
+    "torch", "transformers", "bitsandbytes", "accelerate", "fitz", "pymupdf", "av", "PIL", "openvino", "nncf",
+    "pymupdf4llm", "onnxruntime",  # the layout step of ocr_document (PyMuPDF Layout runs its model on onnxruntime)
+)
 
 
 def _run(code: str) -> str:

@@ -267,3 +267,56 @@ async def test_the_first_page_is_read_even_when_nothing_seems_to_fit(settings, t
     result = await service.ocr_document(str(pdf), dpi=40, max_new_tokens=4, time_budget=5)
     assert result.pages[0].page == 1 and result.pages[0].method == "vision"
     assert backend.batches[0] == 1  # one page first; then the measured speed decides
+
+
+# ------------------------------------------------------------------ the layout step (text-layer pages as Markdown)
+
+
+async def test_layout_pages_return_running_header_and_footer_apart(settings, tiny_backend, media_dir):
+    from bench.documents import HEADER, SALES, build
+
+    pdf = media_dir / "paper.pdf"
+    pdf.write_bytes(build().pdf)
+    async with Client(build_server(settings, tiny_backend)) as client:
+        r = await client.call_tool("ocr_document", {"document": str(pdf), "pages": "2"})
+    assert not r.is_error, r.content[0].text
+    [page] = r.structured_content["pages"]
+    assert page["method"] == "layout"
+    assert HEADER in page["header"] and page["footer"] == "Page 2 of 6"
+    assert HEADER not in page["text"] and "Page 2 of 6" not in page["text"]
+    assert "<th>Region</th>" in page["text"] and all(cell in page["text"] for cell in SALES[3])
+
+
+async def test_layout_pages_are_planned_against_their_measured_pace(settings, tiny_backend, media_dir, monkeypatch):
+    from mcp_vision import ocr
+
+    pdf = sentences_pdf(media_dir / "report.pdf")
+    service = VisionService(settings, tiny_backend)
+    monkeypatch.setattr(ocr.LAYOUT_PACE, "seconds_per_page", 30.0)  # as slow as a page could be
+    result = await service.ocr_document(str(pdf), time_budget=20)
+    # The first page is read whatever the pace says; the next would overrun the budget, so the rest is named.
+    assert [p.page for p in result.pages] == [1] and result.pages[0].method == "layout"
+    assert result.truncated and result.next_pages == "2-3" and 'pages="2-3"' in result.note
+    monkeypatch.setattr(ocr.LAYOUT_PACE, "seconds_per_page", 0.01)
+    rest = await service.ocr_document(str(pdf), pages=result.next_pages, time_budget=20)
+    assert [p.page for p in rest.pages] == [2, 3] and not rest.truncated
+    assert ocr.LAYOUT_PACE.seconds_per_page > 0.01  # it learned the speed measured on that call
+
+
+async def test_a_page_whose_layout_fails_returns_its_flat_text_with_a_note(settings, tiny_backend, media_dir, monkeypatch):
+    from mcp_vision.inputs import page_markdown
+
+    real = page_markdown.layout_markdown
+
+    def failing_on_page_2(doc, numbers):
+        if 2 in numbers:
+            raise RuntimeError("layout model exploded")
+        return real(doc, numbers)
+
+    monkeypatch.setattr(page_markdown, "layout_markdown", failing_on_page_2)  # in-process decoding reaches it
+    pdf = sentences_pdf(media_dir / "report.pdf")
+    service = VisionService(settings.with_overrides(isolate_decoding=False), tiny_backend)
+    result = await service.ocr_document(str(pdf))
+    assert [(p.page, p.method) for p in result.pages] == [(1, "layout"), (2, "text_layer"), (3, "layout")]
+    assert result.pages[1].text == text_layer(pdf, 2)
+    assert not result.truncated and "The layout of page 2 could not be analysed" in result.note
