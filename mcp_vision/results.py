@@ -95,11 +95,11 @@ class PageText(BaseModel):
     )
     text: str
     header: str | None = Field(
-        default=None, description="'layout' pages: the running header, kept out of text (None: the page has none)."
+        default=None, description="'layout' pages: the running header, kept out of text (null: the page has none)."
     )
     footer: str | None = Field(
         default=None,
-        description="'layout' pages: the running footer and page number, kept out of text (None: the page has none).",
+        description="'layout' pages: the running footer and page number, kept out of text (null: the page has none).",
     )
 
 
