@@ -147,8 +147,12 @@ def _head(text: str, words: int = 6) -> str:
     return " ".join(text.split()[:words])
 
 
-def _grid_table(page: Any, x: float, y: float, widths: list[float], rows: list[list[str | None]], height: float = 18):
-    """A ruled table; a None cell is covered by the cell to its left (a column span)."""
+def _grid_table(
+    page: Any, x: float, y: float, widths: list[float], rows: list[list[str | None]], height: float = 18
+) -> float:
+    """A ruled table; a None cell is covered by the cell to its left (a column span). Returns its bottom edge."""
+    import pymupdf
+
     total = sum(widths)
     for r, row in enumerate(rows):
         top = y + r * height
@@ -163,7 +167,7 @@ def _grid_table(page: Any, x: float, y: float, widths: list[float], rows: list[l
             page.draw_line((left, top), (left, top + height), width=0.6)
             text = row[c] or ""
             font = "hebo" if r == 0 else "helv"
-            tw = __import__("pymupdf").get_text_length(text, fontname=font, fontsize=9)
+            tw = pymupdf.get_text_length(text, fontname=font, fontsize=9)
             page.insert_text((left + (cell_width - tw) / 2, top + 12.5), text, fontsize=9, fontname=font)
             left += cell_width
             c += span
@@ -279,11 +283,8 @@ def _page_tables(page: Any, number: int) -> list[Check]:
     page.insert_text((MARGIN, bottom + 40), after, fontsize=FONT_SIZE, fontname="helv")
     _grid_table(page, MARGIN, bottom + 58, [110, 90, 90, 90], MERGED)
     checks = [Check("present", number, intro), Check("present", number, after), Check("order", number, intro, after)]
-    rows = [[c for c in row] for row in MERGED]
-    rows[1][0] = rows[1][3] = None  # empty cells: no neighbour to check
-    return checks + _table_checks(number, SALES) + [
-        c for c in _table_checks(number, MERGED) if c.a and c.b
-    ]
+    # The merged table's empty cells (under "Product" and "Total") have nothing to check.
+    return checks + _table_checks(number, SALES) + [c for c in _table_checks(number, MERGED) if c.a and c.b]
 
 
 FOOTNOTE = "The survey frame excludes offices opened after the first of January."
@@ -292,10 +293,12 @@ ITEMS = ["Collect the returns from each office.", "Check the totals against last
 
 
 def _page_footnotes(page: Any, number: int) -> list[Check]:
+    import pymupdf
+
     page.insert_text((MARGIN, 80), "3 Procedure", fontsize=13, fontname="hebo")
     body = "Every office followed the same three steps before the deadline in March"
     page.insert_text((MARGIN, 102), body, fontsize=FONT_SIZE, fontname="helv")
-    x = MARGIN + __import__("pymupdf").get_text_length(body, fontname="helv", fontsize=FONT_SIZE)
+    x = MARGIN + pymupdf.get_text_length(body, fontname="helv", fontsize=FONT_SIZE)
     page.insert_text((x + 1, 98), "1", fontsize=6, fontname="helv")
     page.insert_text((x + 5, 102), ".", fontsize=FONT_SIZE, fontname="helv")
     y = 124
