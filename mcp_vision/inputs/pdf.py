@@ -127,16 +127,74 @@ def _not_pdf(media: Media) -> InputError:
         what = "a ZIP archive (such as EPUB, XPS or an Office file)"
     else:
         what = "a file of another type"
-    return InputError(f"{media.label} is {what}, not a PDF: pass a PDF file (one whose bytes begin with %PDF-).")
+    return InputError(
+        f"{media.label} is {what}, not a PDF or another document PyMuPDF reads: pass a PDF (bytes beginning with "
+        "%PDF-), EPUB, XPS, FB2, CBZ, MOBI or SVG file."
+    )
+
+
+_OFFICE = {"word/document.xml": "Word (DOCX)", "ppt/presentation.xml": "PowerPoint (PPTX)",
+           "xl/workbook.xml": "Excel (XLSX)"}
+_PICTURES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".jxr")
+MAX_ZIP_NAMES = 10_000  # entries looked at to tell an EPUB, XPS, CBZ or Office file apart
+
+
+def _office(label: str, kind: str) -> InputError:
+    return InputError(
+        f"{label} is a {kind} file, which this server cannot lay out into pages: convert it to PDF first, for "
+        "example with LibreOffice: `soffice --headless --convert-to pdf FILE`, and pass the PDF."
+    )
+
+
+def document_type(media: Media) -> str:
+    """PyMuPDF's filetype for `media` ("pdf", "epub", "xps", "cbz", "mobi", "fb2" or "svg"), told from its bytes
+    (never its name); an Office file or anything else is refused with the InputError that says what to do."""
+    import io
+    import zipfile
+
+    data = media.data
+    if media.kind == "pdf":
+        return "pdf"
+    if media.kind != "unknown":
+        raise _not_pdf(media)
+    if data.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):  # OLE2: Word, Excel and PowerPoint before 2007
+        raise _office(media.label, "Microsoft Office (DOC, XLS or PPT)")
+    if data[60:68] == b"BOOKMOBI":
+        return "mobi"
+    if data.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                names = [info.filename for _, info in zip(range(MAX_ZIP_NAMES), archive.infolist())]
+        except (zipfile.BadZipFile, ValueError, OSError):
+            raise _not_pdf(media) from None
+        for name, kind in _OFFICE.items():
+            if name in names:
+                raise _office(media.label, kind)
+        if "META-INF/container.xml" in names:
+            return "epub"
+        if any(name.lower().endswith((".fdseq", ".fdoc", ".fpage")) for name in names):
+            return "xps"
+        files = [name for name in names if not name.endswith("/")]
+        if files and all(name.lower().endswith(_PICTURES) for name in files):
+            return "cbz"
+        raise _not_pdf(media)
+    head = data[:2048].decode("utf-8", "ignore").lstrip("\ufeff \t\r\n")
+    if head.startswith("<") and "<FictionBook" in head:
+        return "fb2"
+    if head.startswith("<") and "<svg" in head:
+        return "svg"
+    raise _not_pdf(media)
 
 
 class PdfDocument:
     """An open PDF: page count, text layers and renders, with MuPDF's warnings and repair flag."""
 
     def __init__(
-        self, doc: Any, label: str, warnings: list[str], max_pages_open: int, data: bytes | None = None
+        self, doc: Any, label: str, warnings: list[str], max_pages_open: int, data: bytes | None = None,
+        filetype: str = "pdf",
     ) -> None:
         self._doc = doc
+        self._filetype = filetype
         self._data = data  # the file's bytes: the layout step parses its own copy (it changes the pages it reads)
         self._layout_doc: Any = None
         self.label = label
@@ -232,7 +290,7 @@ class PdfDocument:
             _take_warnings(pymupdf)
             try:
                 if self._layout_doc is None:  # its own copy: parsing removes rotation and the structure tree
-                    self._layout_doc = pymupdf.open(stream=self._data, filetype="pdf")
+                    self._layout_doc = pymupdf.open(stream=self._data, filetype=self._filetype)
                 try:
                     return layout_markdown(self._layout_doc, page_numbers)
                 except Exception as exc:
@@ -312,17 +370,17 @@ def _dpi_that_fits(rect: Any, dpi: float, max_pixels: int) -> int:
 
 
 def open_document(media: Media, max_pages_open: int = DEFAULT_PAGES_OPEN) -> PdfDocument:
-    """Open `media` as a PDF, or raise an InputError that names it and says what is wrong."""
-    if media.kind != "pdf":
-        raise _not_pdf(media)
+    """Open `media` as a PDF (or an EPUB, XPS, FB2, CBZ, MOBI or SVG document, laid out into pages by PyMuPDF), or
+    raise an InputError that names it and says what is wrong."""
+    filetype = document_type(media)
     pymupdf = _pymupdf()
     with _MUPDF_LOCK:
         _take_warnings(pymupdf)  # drop anything left by other code
         try:
-            doc = pymupdf.open(stream=media.data, filetype="pdf")
+            doc = pymupdf.open(stream=media.data, filetype=filetype)
         except Exception as exc:
             raise InputError(
-                f"{media.label} is not a readable PDF ({_reason(exc, _take_warnings(pymupdf))}): "
+                f"{media.label} is not a readable {filetype.upper()} ({_reason(exc, _take_warnings(pymupdf))}): "
                 "check that the file is complete, or re-save it from the program that made it."
             ) from None
         warnings = _take_warnings(pymupdf)
@@ -334,7 +392,7 @@ def open_document(media: Media, max_pages_open: int = DEFAULT_PAGES_OPEN) -> Pdf
                 )
             if doc.page_count < 1:
                 raise InputError(f"{media.label} has no pages: pass a PDF that has at least one page.")
-            return PdfDocument(doc, media.label, warnings, max_pages_open, data=media.data)
+            return PdfDocument(doc, media.label, warnings, max_pages_open, data=media.data, filetype=filetype)
         except BaseException:
             doc.close()
             raise
@@ -520,6 +578,7 @@ __all__ = [
     "TEXT_BATCH",
     "PdfSummary",
     "open_document",
+    "document_type",
     "parse_pages",
     "is_real_text",
     "summarize_pdf",
