@@ -246,8 +246,9 @@ async def ocr_document(
     document: Annotated[
         str,
         Field(
-            description="A PDF, or an image of a page (a multi-page TIFF: every frame is a page): path, file:// "
-            "URI, http(s) URL or data: URI.",
+            description="A PDF (or an EPUB, XPS, FB2, CBZ, MOBI or SVG document; Office files must be converted to "
+            "PDF first), or an image of a page (a multi-page TIFF: every frame is a page): path, file:// URI, "
+            "http(s) URL or data: URI.",
             min_length=1,
         ),
     ],
