@@ -320,3 +320,18 @@ async def test_a_page_whose_layout_fails_returns_its_flat_text_with_a_note(setti
     assert [(p.page, p.method) for p in result.pages] == [(1, "layout"), (2, "text_layer"), (3, "layout")]
     assert result.pages[1].text == text_layer(pdf, 2)
     assert not result.truncated and "The layout of page 2 could not be analysed" in result.note
+
+
+async def test_a_layout_step_over_its_time_limit_is_killed_and_the_flat_text_returned(settings, tiny_backend, media_dir,
+                                                                                      monkeypatch):
+    from mcp_vision import ocr
+
+    monkeypatch.setattr(ocr, "LAYOUT_TIMEOUT_PER_PAGE", 0.001)  # the decoder process is killed mid-layout
+    pdf = sentences_pdf(media_dir / "report.pdf")
+    service = VisionService(settings, tiny_backend)  # isolated decoding: the limit is the decoder's
+    result = await service.ocr_document(str(pdf), pages="1-2")
+    assert [(p.page, p.method) for p in result.pages] == [(1, "text_layer"), (2, "text_layer")]
+    assert result.pages[0].text == text_layer(pdf, 1)
+    assert "The layout of pages 1-2 could not be analysed" in result.note and "took longer than" in result.note
+    again = await service.ocr_document(str(pdf), pages="3", mode="text_layer")  # the server keeps serving
+    assert SENTENCES[2] in again.pages[0].text
