@@ -28,6 +28,34 @@ if TYPE_CHECKING:
 # Has the model loaded (within the call's budget) and returns the speeds measured so far.
 Prepare = Callable[[], Awaitable[Speeds]]
 
+# Text-layer pages laid out as Markdown in one round trip to the decoder process: heading levels agree within a
+# batch, and progress still moves every few seconds.
+LAYOUT_BATCH = 4
+# Seconds per page of the layout step before any is measured: about 1.5 pages/s on 2 shared cores (DESIGN.md).
+LAYOUT_SECONDS_GUESS = 0.7
+# The decoder's wall-clock limit for one batch, per page: a page that takes this long is hostile or pathological.
+LAYOUT_TIMEOUT_PER_PAGE = 20.0
+
+
+class LayoutPace:
+    """Seconds per page of the layout step as measured on this machine, so the time budget plans with its real
+    speed (one per process: every call learns from the last)."""
+
+    def __init__(self, seconds_per_page: float = LAYOUT_SECONDS_GUESS) -> None:
+        self.seconds_per_page = seconds_per_page
+
+    def learn(self, seconds: float, pages: int) -> None:
+        # Half the old estimate, half the new: one slow batch (a busy core) neither rules nor is forgotten.
+        self.seconds_per_page = 0.5 * self.seconds_per_page + 0.5 * seconds / max(1, pages)
+
+    def fits(self, budget: Budget, pages: int) -> bool:
+        """Whether `pages` more pages can be laid out in the time `budget` has left."""
+        left = budget.remaining()
+        return left is None or pages * self.seconds_per_page <= left - MARGIN_SECONDS
+
+
+LAYOUT_PACE = LayoutPace()
+
 
 def check_request(mode: str, dpi: int) -> None:
     """Refuse a mode or dpi the tool does not take, before any work."""
@@ -142,12 +170,14 @@ class _Output:
     def truncated(self) -> bool:
         return self.next_pages is not None or self.note is not None
 
-    def take(self, index: int, number: int, method: str, text: str) -> bool:
+    def take(
+        self, index: int, number: int, method: str, text: str, header: str | None = None, footer: str | None = None
+    ) -> bool:
         """Keep the page at `index` of the selection, cut to what is left; False once the cap is reached."""
         cut = len(text) > self.left
         text = text[: self.left]
         self.left -= len(text)
-        self.pages.append(PageText(page=number, method=method, text=text))
+        self.pages.append(PageText(page=number, method=method, text=text, header=header or None, footer=footer or None))
         more = index + 1 < len(self.selected)
         if not (cut or (self.left <= 0 and more)):
             return True
@@ -268,9 +298,10 @@ async def read_pages(
     doc: PdfPages | ImagePages, pages: str | None, mode: str, dpi: int, settings: Settings, reader: PageReader,
 ) -> OcrPages:
     """The selected pages' text in order (of a PDF, or of a multi-page image, whose pages have no text
-    layer): text layers at once, the others through the model, up to MCP_VISION_OCR_BATCH of them in one
-    batch, as many as the time budget allows; stops at the output cap or the budget with a note and the
-    `pages` value for the rest."""
+    layer): under `auto`, text-layer pages as Markdown from the layout step (LAYOUT_BATCH a round trip; flat text
+    where it fails), under `text_layer` the text layers verbatim, the others through the model, up to
+    MCP_VISION_OCR_BATCH of them in one batch, as many as the time budget allows; stops at the output cap or the
+    budget with a note and the `pages` value for the rest."""
     from .inputs.pdf import parse_pages
 
     selected = parse_pages(pages, doc.page_count)
@@ -283,27 +314,40 @@ async def read_pages(
     output = _Output(settings.max_output_chars, selected)
     budget = reader.budget
     empty: list[int] = []  # pages whose text layer, asked for, holds no real text
+    flat: dict[int, str] = {}  # pages whose layout failed (returned as flat text layers), with the reason
     total = len(selected)
     position = done = 0  # pages looked at; pages whose text is known (the progress shown)
 
     def finished(truncated: bool) -> OcrPages:
-        return OcrPages(output.pages, doc.page_count, truncated, _notes(output.note, empty), output.next_pages)
+        notes = _notes(output.note, empty, flat)
+        return OcrPages(output.pages, doc.page_count, truncated, notes, output.next_pages)
 
     while position < total:
-        chunk: list[list[Any]] = []  # [index in selected, page number, method, text]
+        chunk: list[list[Any]] = []  # [index in selected, page number, method, text, header, footer]
         images: list = []
+        layout: list[list[Any]] = []  # the chunk's entries for text-layer pages laid out as Markdown
         known = 0  # characters of the chunk's text-layer pages
         batch = settings.ocr_batch
-        while position < total and len(images) < batch and known < output.left:
+        out_of_time = False
+        while position < total and len(images) < batch and len(layout) < LAYOUT_BATCH and known < output.left:
             number = selected[position]
             await reader.report(done, total, f"page {number} ({position + 1}/{total})")
-            if mode == "text_layer" or (mode == "auto" and await doc.has_text_layer(number)):
+            if mode == "auto" and await doc.has_text_layer(number):
+                first = not output.pages and not chunk  # the call's first page is read whatever the budget
+                if not first and not LAYOUT_PACE.fits(budget, len(layout) + 1):
+                    out_of_time = True
+                    break
+                known += len(await doc.text_layer(number))  # the Markdown is about as long
+                entry = [position, number, "layout", None, None, None]
+                layout.append(entry)
+                chunk.append(entry)
+            elif mode == "text_layer":
                 text = await doc.text_layer(number)
-                if mode == "text_layer" and not await doc.has_text_layer(number):
+                if not await doc.has_text_layer(number):
                     empty.append(number)
                 known += len(text)
                 done += 1
-                chunk.append([position, number, "text_layer", text])
+                chunk.append([position, number, "text_layer", text, None, None])
             else:
                 if not images:  # the batch's first model page: how many fit the time left
                     await reader.prepare()
@@ -311,8 +355,11 @@ async def read_pages(
                     if batch == 0:
                         break
                 images.append(await doc.render(number, dpi, settings.max_image_pixels))
-                chunk.append([position, number, "vision", None])
+                chunk.append([position, number, "vision", None, None, None])
             position += 1
+        if layout:
+            await _lay_out(doc, layout, flat, reader, done, total)
+            done += len(layout)
         cut: int | None = None  # index in `chunk` of the first page the deadline cut
         if images:
             read = [entry for entry in chunk if entry[2] == "vision"]
@@ -327,28 +374,65 @@ async def read_pages(
                 if answer.finish_reason == "time" and cut is None:
                     cut = chunk.index(entry)
             done += len(read)
-        for offset, (index, number, method, text) in enumerate(chunk):
+        for offset, (index, number, method, text, header, footer) in enumerate(chunk):
             if cut is not None and offset == cut:
                 keep = not output.pages  # nothing read yet: the cut page's text beats nothing
                 if keep:
                     output.take(index, number, method, text)
                 output.stop_for_time(index, budget, cut_page=number)
                 return finished(True)
-            if not output.take(index, number, method, text):
+            if not output.take(index, number, method, text, header, footer):
                 return finished(True)
-        if position < total and batch == 0:  # the next model page does not fit the time left
-            output.stop_for_time(position, budget, predicted=reader.predicted)
+        if position < total and (batch == 0 or out_of_time):  # the next page does not fit the time left
+            left = budget.remaining() or 0.0
+            predicted = reader.predicted if batch == 0 else (LAYOUT_PACE.seconds_per_page, max(left, 0.0))
+            output.stop_for_time(position, budget, predicted=predicted)
             return finished(True)
     return finished(False)
 
 
-def _notes(cap: str | None, empty: list[int]) -> str | None:
-    """The output cap's (or the budget's) note and, when text layers were forced, which pages had none."""
+async def _lay_out(
+    doc: PdfPages | ImagePages, entries: list[list[Any]], flat: dict[int, str], reader: PageReader, done: int,
+    total: int,
+) -> None:
+    """Fill `entries` (text-layer pages) with their Markdown, header and footer; a page whose layout fails (the
+    decoder's error, time or memory limit) keeps its flat text layer, its reason noted in `flat`."""
+    numbers = [entry[1] for entry in entries]
+    shown = page_ranges(numbers)
+    await reader.report(done, total, f"laying out page{'s' if len(numbers) > 1 else ''} {shown} of {total}")
+    pages: dict = {}
+    reason = "it was left out of the layout step"
+    started = time.monotonic()
+    try:
+        pages = await doc.markdown(numbers, timeout=LAYOUT_TIMEOUT_PER_PAGE * len(numbers))  # type: ignore[union-attr]
+    except InputError as exc:  # DecoderFailure included: the layout step crashed, overran or ran out of memory
+        reason = str(exc).split(":")[0]
+    else:
+        LAYOUT_PACE.learn(time.monotonic() - started, len(numbers))
+    for entry in entries:
+        page = pages.get(entry[1])
+        if page is None:
+            entry[2], entry[3] = "text_layer", await doc.text_layer(entry[1])
+            flat[entry[1]] = reason
+        else:
+            entry[3], entry[4], entry[5] = page.body, page.header, page.footer
+
+
+def _notes(cap: str | None, empty: list[int], flat: dict[int, str] | None = None) -> str | None:
+    """The output cap's (or the budget's) note; when text layers were forced, which pages had none; which pages'
+    layout failed, so they came back as flat text layers."""
     notes = [cap] if cap else []
     if empty:
         shown = ", ".join(map(str, empty[:20])) + (", ..." if len(empty) > 20 else "")
         which = f"Page {shown} has" if len(empty) == 1 else f"Pages {shown} have"
         notes.append(f"{which} no real text layer (scanned): use mode='auto' or 'vision' to read them with the model.")
+    if flat:
+        numbers = sorted(flat)
+        which = f"page {numbers[0]}" if len(numbers) == 1 else f"pages {page_ranges(numbers)}"
+        notes.append(
+            f"The layout of {which} could not be analysed ({flat[numbers[0]]}), so its flat text layer "
+            "(method 'text_layer') is returned."
+        )
     return " ".join(notes) or None
 
 
@@ -383,6 +467,7 @@ def session_turns(result: OcrPages, reader: PageReader, label: str, prompts: Pro
 
 
 __all__ = [
+    "LAYOUT_BATCH", "LAYOUT_PACE", "LayoutPace",
     "PageReader", "OcrPages", "page_ranges", "check_request", "check_image_request", "read_document", "read_pages",
     "read_image", "session_turns",
 ]

@@ -88,10 +88,19 @@ class FollowUpResult(ModelAnswer):
 
 class PageText(BaseModel):
     page: int = Field(description="1-based page number.")
-    method: Literal["text_layer", "vision"] = Field(
-        description="'text_layer': the PDF's own text, exact; 'vision': the page was rendered and read by the model."
+    method: Literal["layout", "text_layer", "vision"] = Field(
+        description="'layout': the PDF's own text arranged as Markdown by a layout model (headings, paragraphs in "
+        "reading order, lists, tables; running header and footer apart); 'text_layer': the PDF's own text exactly "
+        "as stored, unarranged; 'vision': the page was rendered and read by the model."
     )
     text: str
+    header: str | None = Field(
+        default=None, description="'layout' pages: the running header, kept out of text (null: the page has none)."
+    )
+    footer: str | None = Field(
+        default=None,
+        description="'layout' pages: the running footer and page number, kept out of text (null: the page has none).",
+    )
 
 
 class OcrDocumentResult(Viewable):

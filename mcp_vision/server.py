@@ -270,8 +270,9 @@ async def ocr_document(
     document: Annotated[
         str,
         Field(
-            description="A PDF, or an image of a page (a multi-page TIFF: every frame is a page): path, file:// "
-            "URI, http(s) URL or data: URI.",
+            description="A PDF (or an EPUB, XPS, FB2, CBZ, MOBI or SVG document; Office files must be converted to "
+            "PDF first), or an image of a page (a multi-page TIFF: every frame is a page): path, file:// URI, "
+            "http(s) URL or data: URI.",
             min_length=1,
         ),
     ],
@@ -291,8 +292,10 @@ async def ocr_document(
     mode: Annotated[
         limits.OcrMode,
         Field(
-            description="'auto': a page's own text layer when it has real text (exact, fast), the model otherwise "
-            "(scanned pages); 'text_layer' or 'vision' force one method."
+            description="'auto': a page with a real text layer returns it as Markdown arranged by a layout model "
+            "(headings, reading order, tables; running header and footer apart), the model reads the others "
+            "(scanned pages); 'text_layer': every page's text layer exactly as stored, unarranged; 'vision': the "
+            "model reads every page."
         ),
     ] = "auto",
     max_new_tokens: Annotated[
@@ -312,8 +315,9 @@ async def ocr_document(
     roots: DocumentRoots = None,
 ) -> OcrDocumentResult:
     """Read the text of a PDF or a page image (a multi-page TIFF page by page too), page by page. Born-digital
-    PDF pages return their exact text layer; scanned or image-only pages are rendered and read by the model
-    as Markdown (headings, lists, tables), several in one batch. Each page says which method was used. Progress is reported as pages
+    PDF pages return their own text layer as Markdown (headings, paragraphs in reading order, lists, tables), with
+    each page's running header and footer apart (`header`, `footer`); scanned or image-only pages are rendered and
+    read by the model as Markdown, several in one batch. Each page says which method was used. Progress is reported as pages
     finish; at most MCP_VISION_MAX_PAGES pages a call (ask for ranges with `pages`). When the time budget or the
     output cap stops it early, it returns the pages it finished with truncated: true and next_pages, the
     exact `pages` value for the rest. The pages join the session, so follow_up can ask about them."""

@@ -165,7 +165,7 @@ def test_inspector_calls_describe_image(described):
 def test_inspector_calls_ocr_document(server_env, media):
     data = _ok(call(server_env, media, "ocr_document", "document=report.pdf", "pages=1-2", "dpi=72", "max_new_tokens=16"))
     assert data["page_count"] == 2
-    assert [p["method"] for p in data["pages"]] == ["text_layer", "vision"]
+    assert [p["method"] for p in data["pages"]] == ["layout", "vision"]
     assert "revenue grew 12 percent" in data["pages"][0]["text"]
 
 

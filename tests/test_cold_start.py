@@ -8,6 +8,7 @@ import textwrap
 
 HEAVY = (
     "torch", "transformers", "bitsandbytes", "accelerate", "fitz", "pymupdf", "av", "PIL", "pillow_heif", "openvino", "nncf",
+    "pymupdf4llm", "onnxruntime",  # the layout step of ocr_document (PyMuPDF Layout runs its model on onnxruntime)
 )
 
 

@@ -141,3 +141,21 @@ async def test_with_isolation_off_malformed_files_are_still_one_line_errors(sett
             path.write_bytes(hostile.MALFORMED[name]())
             for tool, args in _tool_calls(str(path), str(path)):
                 _one_line_error(await client.call_tool(tool, args))
+
+
+async def test_fuzzed_pdfs_through_the_layout_step_are_read_or_refused_in_one_line(settings, tiny_backend, media_dir):
+    """mode auto lays text-layer pages out with PyMuPDF Layout inside the decoder process: a damaged file is read
+    (Markdown, or flat text with a note) or refused in one line, and the server keeps serving."""
+    async with Client(build_server(settings, tiny_backend)) as client:
+        for seed in range(6):
+            path = media_dir / f"fuzzed-{seed}.pdf"
+            path.write_bytes(hostile.fuzzed_pdf(seed))
+            result = await client.call_tool("ocr_document", {"document": str(path), "max_new_tokens": 1, "dpi": 36})
+            if result.is_error:
+                _one_line_error(result)
+            else:
+                assert {p["method"] for p in result.structured_content["pages"]} <= {"layout", "text_layer", "vision"}
+        good = media_dir / "good.pdf"
+        good.write_bytes(hostile.pdf())
+        after = await client.call_tool("ocr_document", {"document": str(good), "pages": "2"})
+    assert not after.is_error and "Page 2 says hello" in after.structured_content["pages"][0]["text"]

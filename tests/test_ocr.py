@@ -24,7 +24,7 @@ pytestmark = pytest.mark.anyio
 # ------------------------------------------------------------------ through the client
 
 
-async def test_ocr_born_digital_pages_return_the_exact_text_layer(settings, tiny_backend, media_dir):
+async def test_ocr_born_digital_pages_return_their_text_layer_as_markdown(settings, tiny_backend, media_dir):
     pdf = sentences_pdf(media_dir / "report.pdf")
     progress: list[tuple] = []
 
@@ -33,13 +33,19 @@ async def test_ocr_born_digital_pages_return_the_exact_text_layer(settings, tiny
 
     async with Client(build_server(settings, tiny_backend)) as client:
         r = await client.call_tool("ocr_document", {"document": str(pdf), "pages": "1-2"}, progress_callback=on_progress)
+        exact = await client.call_tool("ocr_document", {"document": str(pdf), "pages": "1", "mode": "text_layer"})
     assert not r.is_error, r.content
     data = r.structured_content
     assert data["page_count"] == 3
     assert [p["page"] for p in data["pages"]] == [1, 2]
-    assert all(p["method"] == "text_layer" for p in data["pages"])
-    assert data["pages"][0]["text"] == text_layer(pdf, 1)
-    assert SENTENCES[1] in data["pages"][1]["text"]
+    assert all(p["method"] == "layout" for p in data["pages"])
+    assert data["pages"][0]["text"] == SENTENCES[0] and SENTENCES[1] in data["pages"][1]["text"]
+    assert data["note"] is None
+    assert SENTENCES[0] in r.content[0].text  # the leading text block holds the answer
+    # mode='text_layer' keeps returning the text layer verbatim, unarranged.
+    assert exact.structured_content["pages"][0] == {
+        "page": 1, "method": "text_layer", "text": text_layer(pdf, 1), "header": None, "footer": None,
+    }
     assert len(progress) >= 2
     values = [p for p, _, _ in progress]
     assert values == sorted(values) and len(set(values)) == len(values), "progress must strictly increase"
@@ -53,7 +59,7 @@ async def test_ocr_scanned_page_is_read_by_the_model(settings, tiny_backend, med
         follow = await client.call_tool("follow_up", {"session_id": sid, "question": "What is on page 4?"})
     assert not r.is_error, r.content
     methods = {p["page"]: p["method"] for p in r.structured_content["pages"]}
-    assert methods == {3: "text_layer", 4: "vision"}
+    assert methods == {3: "layout", 4: "vision"}
     assert not follow.is_error
     # The rendered page is in the session: the follow-up prompt carries its image tokens.
     assert follow.structured_content["usage"]["image_tokens"] > 0
@@ -186,7 +192,7 @@ async def test_ocr_reads_scanned_pages_in_batches_with_the_same_text(settings, t
 
         result = await service.ocr_document(str(pdf), dpi=40, progress=on_progress, max_new_tokens=6)
         assert [p.page for p in result.pages] == [1, 2, 3, 4, 5, 6, 7]
-        assert [p.method for p in result.pages] == ["vision", "text_layer", "vision", "vision", "vision", "text_layer", "vision"]
+        assert [p.method for p in result.pages] == ["vision", "layout", "vision", "vision", "vision", "layout", "vision"]
         assert "Typed page 2" in result.pages[1].text
         assert progress == sorted(progress) and progress[-1] == 7
         answers[batch] = ([p.text for p in result.pages], backend.batches)
@@ -291,3 +297,71 @@ async def test_progress_counts_the_pages_asked_for(settings, tiny_backend, media
     assert not [m for m in messages if " of 1" in m or " of 3" in m], messages
     assert any(m.startswith("page 2 (1/1)") for m in messages), messages
     assert any(m.startswith("pages 1, 2 together (1-2/3)") for m in messages), messages
+
+
+# ------------------------------------------------------------------ the layout step (text-layer pages as Markdown)
+
+
+async def test_layout_pages_return_running_header_and_footer_apart(settings, tiny_backend, media_dir):
+    from bench.documents import HEADER, SALES, build
+
+    pdf = media_dir / "paper.pdf"
+    pdf.write_bytes(build().pdf)
+    async with Client(build_server(settings, tiny_backend)) as client:
+        r = await client.call_tool("ocr_document", {"document": str(pdf), "pages": "2"})
+    assert not r.is_error, r.content[0].text
+    [page] = r.structured_content["pages"]
+    assert page["method"] == "layout"
+    assert HEADER in page["header"] and page["footer"] == "Page 2 of 6"
+    assert HEADER not in page["text"] and "Page 2 of 6" not in page["text"]
+    assert "<th>Region</th>" in page["text"] and all(cell in page["text"] for cell in SALES[3])
+
+
+async def test_layout_pages_are_planned_against_their_measured_pace(settings, tiny_backend, media_dir, monkeypatch):
+    from mcp_vision import ocr
+
+    pdf = sentences_pdf(media_dir / "report.pdf")
+    service = VisionService(settings, tiny_backend)
+    monkeypatch.setattr(ocr.LAYOUT_PACE, "seconds_per_page", 30.0)  # as slow as a page could be
+    result = await service.ocr_document(str(pdf), time_budget=20)
+    # The first page is read whatever the pace says; the next would overrun the budget, so the rest is named.
+    assert [p.page for p in result.pages] == [1] and result.pages[0].method == "layout"
+    assert result.truncated and result.next_pages == "2-3" and 'pages="2-3"' in result.note
+    monkeypatch.setattr(ocr.LAYOUT_PACE, "seconds_per_page", 0.01)
+    rest = await service.ocr_document(str(pdf), pages=result.next_pages, time_budget=20)
+    assert [p.page for p in rest.pages] == [2, 3] and not rest.truncated
+    assert ocr.LAYOUT_PACE.seconds_per_page > 0.01  # it learned the speed measured on that call
+
+
+async def test_a_page_whose_layout_fails_returns_its_flat_text_with_a_note(settings, tiny_backend, media_dir, monkeypatch):
+    from mcp_vision.inputs import page_markdown
+
+    real = page_markdown.layout_markdown
+
+    def failing_on_page_2(doc, numbers):
+        if 2 in numbers:
+            raise RuntimeError("layout model exploded")
+        return real(doc, numbers)
+
+    monkeypatch.setattr(page_markdown, "layout_markdown", failing_on_page_2)  # in-process decoding reaches it
+    pdf = sentences_pdf(media_dir / "report.pdf")
+    service = VisionService(settings.with_overrides(isolate_decoding=False), tiny_backend)
+    result = await service.ocr_document(str(pdf))
+    assert [(p.page, p.method) for p in result.pages] == [(1, "layout"), (2, "text_layer"), (3, "layout")]
+    assert result.pages[1].text == text_layer(pdf, 2)
+    assert not result.truncated and "The layout of page 2 could not be analysed" in result.note
+
+
+async def test_a_layout_step_over_its_time_limit_is_killed_and_the_flat_text_returned(settings, tiny_backend, media_dir,
+                                                                                      monkeypatch):
+    from mcp_vision import ocr
+
+    monkeypatch.setattr(ocr, "LAYOUT_TIMEOUT_PER_PAGE", 0.001)  # the decoder process is killed mid-layout
+    pdf = sentences_pdf(media_dir / "report.pdf")
+    service = VisionService(settings, tiny_backend)  # isolated decoding: the limit is the decoder's
+    result = await service.ocr_document(str(pdf), pages="1-2")
+    assert [(p.page, p.method) for p in result.pages] == [(1, "text_layer"), (2, "text_layer")]
+    assert result.pages[0].text == text_layer(pdf, 1)
+    assert "The layout of pages 1-2 could not be analysed" in result.note and "took longer than" in result.note
+    again = await service.ocr_document(str(pdf), pages="3", mode="text_layer")  # the server keeps serving
+    assert SENTENCES[2] in again.pages[0].text

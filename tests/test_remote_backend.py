@@ -184,7 +184,7 @@ async def test_ocr_sends_only_scanned_pages_and_the_pages_join_the_session(engin
         follow = await client.call_tool("follow_up", {"session_id": sid, "question": "Summarise page 2."})
     assert not r.is_error, r.content
     pages = {p["page"]: p for p in r.structured_content["pages"]}
-    assert pages[1]["method"] == "text_layer" and "Born-digital" in pages[1]["text"]
+    assert pages[1]["method"] == "layout" and "Born-digital" in pages[1]["text"]
     assert pages[2]["method"] == "vision" and pages[2]["text"] == ANSWER
     ocr, asked = (c["body"]["messages"] for c in engine.chats)
     [page_message] = ocr

@@ -62,7 +62,7 @@ async def test_every_tool_answers(tiny_qwen_dirs, tiny_qwen_backends, media_dir,
     assert [f["timestamp"] for f in frames] == sorted(f["timestamp"] for f in frames)
     assert video_follow.structured_content["usage"]["cached_tokens"] > 0
     methods = {p["page"]: p["method"] for p in ocr.structured_content["pages"]}
-    assert methods == {3: "text_layer", 4: "vision"}
+    assert methods == {3: "layout", 4: "vision"}
     assert scans.structured_content["pages"][0]["method"] == "vision"
     assert located.structured_content["coordinate_frame"] and isinstance(located.structured_content["boxes"], list)
 

@@ -197,7 +197,7 @@ async def test_a_text_layer_page_gets_a_preview_too(remote_settings, media_dir, 
         read = await client.call_tool("ocr_document", {"document": str(media_dir / "doc.pdf")})
         pages = read.meta[viewer.META_KEY]["pages"]
         picture = await client.read_resource(pages["2"]["uri"])
-    assert [p["method"] for p in read.structured_content["pages"]] == ["text_layer", "text_layer"]
+    assert [p["method"] for p in read.structured_content["pages"]] == ["layout", "layout"]
     assert sorted(pages) == ["1", "2"] and read.content[0].type == "text"
     assert Image.open(io.BytesIO(base64.b64decode(picture.contents[0].blob))).size == (595, 842)  # 72 dpi
 

@@ -338,11 +338,11 @@ async def test_ocr_shows_every_page_beside_its_text_and_method(browser, settings
     async with Client(build_server(settings, tiny_backend), extensions=[APPS]) as client:
         scene = await _scene(client, "ocr_document", {"document": str(pdf), "dpi": 40})
     pages = scene["result"]["structuredContent"]["pages"]
-    assert [(p["page"], p["method"]) for p in pages] == [(1, "text_layer"), (2, "vision")]
+    assert [(p["page"], p["method"]) for p in pages] == [(1, "layout"), (2, "vision")]
     page, layout, shot = _show(browser, scene, tmp_path, "ocr")
     shown = {s["page"]: s for s in layout["stages"]}
     assert sorted(shown) == [1, 2]
-    for number, method in ((1, "text_layer"), (2, "vision")):
+    for number, method in ((1, "layout"), (2, "vision")):
         stage = shown[number]
         assert stage["loaded"] == "1" and stage["natural"][0] > 0 and stage["method"] == method
         assert stage["uri"] == scene["result"]["_meta"][viewer.META_KEY]["pages"][str(number)]["uri"]

@@ -25,6 +25,8 @@ from .sources import Media
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
+    from .page_markdown import PageMarkdown
+
 MIN_TEXT_CHARS = 20  # fewer real characters than this and a page counts as image-only
 DEFAULT_PAGES_OPEN = 8  # loaded pages kept per document (an LRU), so text then render loads once
 MAX_WARNINGS = 50
@@ -125,14 +127,76 @@ def _not_pdf(media: Media) -> InputError:
         what = "a ZIP archive (such as EPUB, XPS or an Office file)"
     else:
         what = "a file of another type"
-    return InputError(f"{media.label} is {what}, not a PDF: pass a PDF file (one whose bytes begin with %PDF-).")
+    return InputError(
+        f"{media.label} is {what}, not a PDF or another document PyMuPDF reads: pass a PDF (bytes beginning with "
+        "%PDF-), EPUB, XPS, FB2, CBZ, MOBI or SVG file."
+    )
+
+
+_OFFICE = {"word/document.xml": "Word (DOCX)", "ppt/presentation.xml": "PowerPoint (PPTX)",
+           "xl/workbook.xml": "Excel (XLSX)"}
+_PICTURES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".jxr")
+MAX_ZIP_NAMES = 10_000  # entries looked at to tell an EPUB, XPS, CBZ or Office file apart
+
+
+def _office(label: str, kind: str) -> InputError:
+    return InputError(
+        f"{label} is a {kind} file, which this server cannot lay out into pages: convert it to PDF first, for "
+        "example with LibreOffice: `soffice --headless --convert-to pdf FILE`, and pass the PDF."
+    )
+
+
+def document_type(media: Media) -> str:
+    """PyMuPDF's filetype for `media` ("pdf", "epub", "xps", "cbz", "mobi", "fb2" or "svg"), told from its bytes
+    (never its name); an Office file or anything else is refused with the InputError that says what to do."""
+    import io
+    import zipfile
+
+    data = media.data
+    if media.kind == "pdf":
+        return "pdf"
+    if media.kind != "unknown":
+        raise _not_pdf(media)
+    if data.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):  # OLE2: Word, Excel and PowerPoint before 2007
+        raise _office(media.label, "Microsoft Office (DOC, XLS or PPT)")
+    if data[60:68] == b"BOOKMOBI":
+        return "mobi"
+    if data.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                names = [info.filename for _, info in zip(range(MAX_ZIP_NAMES), archive.infolist())]
+        except (zipfile.BadZipFile, ValueError, OSError):
+            raise _not_pdf(media) from None
+        for name, kind in _OFFICE.items():
+            if name in names:
+                raise _office(media.label, kind)
+        if "META-INF/container.xml" in names:
+            return "epub"
+        if any(name.lower().endswith((".fdseq", ".fdoc", ".fpage")) for name in names):
+            return "xps"
+        files = [name for name in names if not name.endswith("/")]
+        if files and all(name.lower().endswith(_PICTURES) for name in files):
+            return "cbz"
+        raise _not_pdf(media)
+    head = data[:2048].decode("utf-8", "ignore").lstrip("\ufeff \t\r\n")
+    if head.startswith("<") and "<FictionBook" in head:
+        return "fb2"
+    if head.startswith("<") and "<svg" in head:
+        return "svg"
+    raise _not_pdf(media)
 
 
 class PdfDocument:
     """An open PDF: page count, text layers and renders, with MuPDF's warnings and repair flag."""
 
-    def __init__(self, doc: Any, label: str, warnings: list[str], max_pages_open: int) -> None:
+    def __init__(
+        self, doc: Any, label: str, warnings: list[str], max_pages_open: int, data: bytes | None = None,
+        filetype: str = "pdf",
+    ) -> None:
         self._doc = doc
+        self._filetype = filetype
+        self._data = data  # the file's bytes: the layout step parses its own copy (it changes the pages it reads)
+        self._layout_doc: Any = None
         self.label = label
         self.warnings: list[str] = []
         self.repaired = False
@@ -160,6 +224,8 @@ class PdfDocument:
             self._pages.clear()
             if not self._doc.is_closed:
                 self._doc.close()
+            if self._layout_doc is not None and not self._layout_doc.is_closed:
+                self._layout_doc.close()
 
     def _note(self, warnings: list[str]) -> None:
         for warning in warnings:
@@ -207,6 +273,43 @@ class PdfDocument:
     def has_text_layer(self, page_number: int, min_chars: int = MIN_TEXT_CHARS) -> bool:
         """True when the text layer holds real text, False for an image-only (scanned) page."""
         return is_real_text(self.text_layer(page_number), min_chars)
+
+    def markdown(self, page_numbers: list[int]) -> dict[int, PageMarkdown]:
+        """The pages' text layers as structured Markdown (page_markdown.py), parsed together; when that fails,
+        page by page, leaving out a page whose layout cannot be analysed (`markdown([n])` alone gives its error)."""
+        from .page_markdown import layout_markdown
+
+        for number in page_numbers:
+            self._check_number(number)
+        if self._data is None:
+            raise InputError(f"The layout of {self.label} cannot be analysed: it was opened without its bytes.")
+        pymupdf = _pymupdf()
+        with _MUPDF_LOCK:
+            if self._doc.is_closed:
+                raise InputError(f"{self.label} was already closed: open it again.")
+            _take_warnings(pymupdf)
+            try:
+                if self._layout_doc is None:  # its own copy: parsing removes rotation and the structure tree
+                    self._layout_doc = pymupdf.open(stream=self._data, filetype=self._filetype)
+                try:
+                    return layout_markdown(self._layout_doc, page_numbers)
+                except Exception as exc:
+                    if len(page_numbers) == 1:
+                        warnings = _take_warnings(pymupdf)
+                        self._note(warnings)
+                        raise InputError(
+                            f"The layout of page {page_numbers[0]} of {self.label} cannot be analysed "
+                            f"({_reason(exc, warnings)}): read it with mode='text_layer' for its flat text."
+                        ) from None
+                pages: dict[int, PageMarkdown] = {}
+                for number in page_numbers:
+                    try:
+                        pages.update(layout_markdown(self._layout_doc, [number]))
+                    except Exception:
+                        continue
+                return pages
+            finally:
+                self._note(_take_warnings(pymupdf))
 
     def check_render(self, page_number: int, dpi: float, max_pixels: int) -> tuple[int, int]:
         """The (width, height) a render at `dpi` gives; refused, before rendering, when over `max_pixels`."""
@@ -267,17 +370,17 @@ def _dpi_that_fits(rect: Any, dpi: float, max_pixels: int) -> int:
 
 
 def open_document(media: Media, max_pages_open: int = DEFAULT_PAGES_OPEN) -> PdfDocument:
-    """Open `media` as a PDF, or raise an InputError that names it and says what is wrong."""
-    if media.kind != "pdf":
-        raise _not_pdf(media)
+    """Open `media` as a PDF (or an EPUB, XPS, FB2, CBZ, MOBI or SVG document, laid out into pages by PyMuPDF), or
+    raise an InputError that names it and says what is wrong."""
+    filetype = document_type(media)
     pymupdf = _pymupdf()
     with _MUPDF_LOCK:
         _take_warnings(pymupdf)  # drop anything left by other code
         try:
-            doc = pymupdf.open(stream=media.data, filetype="pdf")
+            doc = pymupdf.open(stream=media.data, filetype=filetype)
         except Exception as exc:
             raise InputError(
-                f"{media.label} is not a readable PDF ({_reason(exc, _take_warnings(pymupdf))}): "
+                f"{media.label} is not a readable {filetype.upper()} ({_reason(exc, _take_warnings(pymupdf))}): "
                 "check that the file is complete, or re-save it from the program that made it."
             ) from None
         warnings = _take_warnings(pymupdf)
@@ -289,7 +392,7 @@ def open_document(media: Media, max_pages_open: int = DEFAULT_PAGES_OPEN) -> Pdf
                 )
             if doc.page_count < 1:
                 raise InputError(f"{media.label} has no pages: pass a PDF that has at least one page.")
-            return PdfDocument(doc, media.label, warnings, max_pages_open)
+            return PdfDocument(doc, media.label, warnings, max_pages_open, data=media.data, filetype=filetype)
         except BaseException:
             doc.close()
             raise
@@ -363,6 +466,13 @@ def held_texts(page_numbers: list[int]) -> dict[int, str]:
     return _readable_texts(held(_HELD), page_numbers)
 
 
+def held_markdown(page_numbers: list[int]) -> dict[int, PageMarkdown]:
+    """The held document's pages as Markdown (`PdfDocument.markdown`)."""
+    from .sandbox import held
+
+    return held(_HELD).markdown(page_numbers)
+
+
 def held_text(page_number: int) -> str:
     from .sandbox import held
 
@@ -390,9 +500,9 @@ class PdfPages:
         self._lease = lease  # a DecoderLease holding the document when isolated (reopened there after a crash)
         self._texts: dict[int, str] = {}
 
-    async def _held(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """`fn(*args)` in the decoder process that holds the document."""
-        return await self._lease.run(fn, *args, what=self.media.label)
+    async def _held(self, fn: Callable[..., _T], *args: Any, **limits: Any) -> _T:
+        """`fn(*args)` in the decoder process that holds the document (`limits`: its timeout, memory_mb)."""
+        return await self._lease.run(fn, *args, what=self.media.label, **limits)
 
     async def text_layer(self, page_number: int) -> str:
         from .sandbox import run_isolated
@@ -417,6 +527,15 @@ class PdfPages:
 
     async def has_text_layer(self, page_number: int) -> bool:
         return is_real_text(await self.text_layer(page_number))
+
+    async def markdown(self, page_numbers: list[int], timeout: float) -> dict[int, PageMarkdown]:
+        """The pages' text layers as structured Markdown, within `timeout` seconds and the decoder's memory limit;
+        a page whose layout could not be analysed is left out."""
+        from .sandbox import run_isolated
+
+        if self._doc is not None:
+            return await run_isolated(self._doc.markdown, page_numbers, what=self.media.label, isolate=False)
+        return await self._held(held_markdown, page_numbers, timeout=timeout)
 
     async def render(self, page_number: int, dpi: float, max_pixels: int) -> PILImage.Image:
         from .sandbox import run_isolated
@@ -459,6 +578,7 @@ __all__ = [
     "TEXT_BATCH",
     "PdfSummary",
     "open_document",
+    "document_type",
     "parse_pages",
     "is_real_text",
     "summarize_pdf",
