@@ -1,6 +1,7 @@
-"""The OpenVINO engine's accuracy against the float32 PyTorch model on the same weights.
+"""Engines' accuracy: against the float32 PyTorch model on the same weights, and on tasks with right answers.
 
     python -m bench.accuracy MODEL_DIR [--cache DIR] [--weights int8] [--vision int8]
+    python -m bench.accuracy tests/models/trained_internvl --tasks [--per-task 20] [--engines ...]
 
 Four measures, on one image (one 448 px tile) and a describe prompt:
 - `features_cosine`: the projected vision features (every token of the tile), flattened;
@@ -12,6 +13,11 @@ Four measures, on one image (one 448 px tile) and a describe prompt:
 
 THRESHOLDS are what the engine must keep; tests/test_openvino.py checks them on the tiny model and this
 module reports them at real widths.
+
+`--tasks` runs the held-out synthetic tasks (bench/synthetic.py) of the trained tiny InternVL
+(bench/train_tiny.py) through each engine's own `chat`, as the tools ask them, and reports the share of right
+answers per task and overall; TASK_FLOORS are the most points an engine may lose against float32 PyTorch.
+Unlike the cosines on random weights, these judge what users see, and do not depend on chaos.
 """
 
 from __future__ import annotations
@@ -32,6 +38,47 @@ THRESHOLDS = {
     "logits_cosine": 0.95,
     "teacher_forced_agreement": 0.6,
 }
+
+
+# Engines run on the trained model, by name: the Settings fields each sets.
+ENGINES: dict[str, dict[str, Any]] = {
+    "pytorch-float32": {"backend": "local", "quantization": "none", "dtype": "float32"},
+    "pytorch-bfloat16": {"backend": "local", "quantization": "none", "dtype": "bfloat16"},
+    "pytorch-nf4": {"backend": "local", "quantization": "nf4", "dtype": "bfloat16"},
+    "openvino-int8": {"backend": "openvino", "openvino_weights": "int8", "openvino_vision": "int8"},
+    "openvino-int4": {"backend": "openvino", "openvino_weights": "int4", "openvino_vision": "int8"},
+    "openvino-f16": {"backend": "openvino", "openvino_weights": "f16", "openvino_vision": "f16"},
+}
+
+# Most points (0..1) of overall task accuracy an engine may lose against pytorch-float32 on the trained model.
+TASK_FLOORS = {"openvino-int8": 0.02, "openvino-f16": 0.02, "pytorch-bfloat16": 0.02}
+
+
+def task_accuracy(model: Path, cache: Path, engine: str, *, per_task: int = 20, seed: int = 0,
+                  tasks: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Held-out task accuracy of one engine (ENGINES) on `model`: per task (all, or `tasks`) and overall."""
+    import time
+
+    from bench.synthetic import TASKS, held_out, task_accuracy as measure_tasks
+    from mcp_vision.backend import create_backend
+    from mcp_vision.settings import Settings
+
+    samples = held_out(seed, per_task, tasks or TASKS)
+    backend = create_backend(Settings(model=str(model), device="cpu", openvino_cache=cache, **ENGINES[engine]))
+    started = time.monotonic()
+    per = measure_tasks(backend, samples)
+    right = sum(per[task]["right"] * per[task]["n"] for task in per)
+    return {"engine": engine, "overall": round(right / len(samples), 4), "tasks": per, "n": len(samples),
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+def task_failures(results: dict[str, dict[str, Any]]) -> list[str]:
+    """The engines that lose more than TASK_FLOORS allows against pytorch-float32, in words."""
+    base = results["pytorch-float32"]["overall"]
+    return [
+        f"{name} {result['overall']} < {base} - {TASK_FLOORS[name]}"
+        for name, result in results.items() if name in TASK_FLOORS and result["overall"] < base - TASK_FLOORS[name] - 1e-9
+    ]
 
 
 def cosine(a: Any, b: Any) -> float:
@@ -110,7 +157,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="int8")
     parser.add_argument("--vision", default="int8")
     parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--tasks", action="store_true", help="held-out task accuracy of each engine (a trained model)")
+    parser.add_argument("--per-task", type=int, default=20)
+    parser.add_argument("--only", nargs="*", default=None, help="these tasks only (e.g. the ones the checkpoint learned)")
+    parser.add_argument("--engines", nargs="*", default=list(ENGINES), choices=list(ENGINES))
     args = parser.parse_args(argv)
+    if args.tasks:
+        results = {}
+        for engine in ["pytorch-float32", *[e for e in args.engines if e != "pytorch-float32"]]:
+            try:
+                results[engine] = task_accuracy(args.model, args.cache, engine, per_task=args.per_task,
+                                                tasks=tuple(args.only) if args.only else None)
+            except Exception as exc:  # noqa: BLE001 - one engine that cannot run here must not hide the others
+                results[engine] = {"engine": engine, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            print(json.dumps(results[engine]), flush=True)
+        ran = {k: v for k, v in results.items() if "overall" in v}
+        print(json.dumps({"failures": task_failures(ran) if "pytorch-float32" in ran else ["no float32 baseline"]}))
+        return 0
     result = measure(args.model, args.cache, weights=args.weights, vision=args.vision, tokens=args.tokens)
     result["failures"] = failures(result)
     print(json.dumps(result))

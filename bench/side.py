@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .timing import Call, ProcessResult, current_rss_mb, peak_rss_mb, reset_peak_rss, work_peak_rss_mb
+from .timing import Call, ProcessResult, current_rss_mb, peak_rss_mb, reset_peak_rss
 
 QUESTIONS = {
     "describe": "Describe this image in detail.",
@@ -358,9 +358,9 @@ def run(spec: dict[str, Any]) -> ProcessResult:
         anyio.run(_server, spec, result)
     else:
         _reference(spec, result)
-    work = work_peak_rss_mb()
-    result.info["work_peak_rss_mb"] = work if work is not None else peak_rss_mb()
-    result.peak_rss_mb = max(peak_rss_mb(), result.info.get("load_peak_rss_mb", 0.0))
+    work = peak_rss_mb()  # since the reset after loading (VmHWM)
+    result.info["work_peak_rss_mb"] = work
+    result.peak_rss_mb = max(work, result.info.get("load_peak_rss_mb", 0.0))
     return result
 
 
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2:
         print("usage: python -m bench.side SPEC.json OUT.json", file=sys.stderr)
         return 2
-    reset_peak_rss()  # Linux keeps the parent's peak across fork + exec; this process measures its own
+    reset_peak_rss()  # Linux keeps the parent's peak in ru_maxrss across exec; this process measures its own VmHWM
     spec = json.loads(Path(args[0]).read_text())
     result = run(spec)
     Path(args[1]).write_text(json.dumps(result.to_json()))

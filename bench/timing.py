@@ -50,8 +50,12 @@ class ProcessResult:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process so far: VmHWM of its own memory where /proc has it.
+
+    Not ru_maxrss on Linux: a child started by subprocess (vfork + exec) inherits the parent's peak into
+    ru_maxrss at exec, so every side of a bench once read the runner's peak (4352 MB, all sides alike)."""
+    own = work_peak_rss_mb()
+    return own if own is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def reset_peak_rss() -> None:

@@ -70,11 +70,12 @@ def save_random_model(cls, config, path: Path, seed: int, zero_from: int | None,
     model.save_pretrained(path)
 
 
-def build_tokenizer(vocab_size: int = 512):
+def build_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None):
+    """The project's tokenizer recipe; `corpus` adds text (a trained model's prompts and answers) to the BPE's."""
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast(
-        tokenizer_object=train_bpe(SPECIAL_TOKENS, _CORPUS, vocab_size),
+        tokenizer_object=train_bpe(SPECIAL_TOKENS, _CORPUS + list(corpus or ()), vocab_size),
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         model_max_length=8192,
@@ -109,6 +110,9 @@ def build_tiny_internvl(
     dtype: str | None = None,
     zero_unused_vocab: bool = False,
     video_frames_like_images: bool = False,
+    patch_size: int = 14,
+    corpus: list[str] | None = None,
+    tokenizer_vocab: int = 512,
 ) -> Path:
     """Write a random-weight InternVL (448 px tiles, 256 tokens per tile) to `path`; return it.
 
@@ -117,7 +121,9 @@ def build_tiny_internvl(
     cost (`zero_unused_vocab` zeroes the rows past the tokenizer, so greedy answers are real tokens that
     decode to text), `dtype` ("bfloat16") for the saved weights, and `video_frames_like_images` for a video
     processor that resizes frames to 448 px and normalises them like images, so the stock video path runs
-    (the class default, 384 px, does not give 256 tokens a frame).
+    (the class default, 384 px, does not give 256 tokens a frame). `patch_size` 28 makes 64 image tokens a
+    tile instead of 256 (the trained model: a quarter of the work per tile); `corpus` and `tokenizer_vocab`
+    shape the tokenizer (the trained model's prompts and answers).
     """
     from transformers import (
         GenerationConfig,
@@ -130,7 +136,7 @@ def build_tiny_internvl(
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(tokenizer_vocab, corpus)
     vocab = vocab_size if vocab_size is not None else ((len(tokenizer) + 63) // 64) * 64
     if vocab < len(tokenizer):
         raise ValueError(f"vocab_size={vocab} is smaller than the tokenizer's {len(tokenizer)} tokens")
@@ -146,7 +152,7 @@ def build_tiny_internvl(
             "intermediate_size": vision_intermediate or vision_hidden * 4,
             "attention_bias": vision_attention_bias,
             "image_size": [448, 448],
-            "patch_size": [14, 14],
+            "patch_size": [patch_size, patch_size],
             "use_absolute_position_embeddings": True,
             "use_mean_pooling": False,
             "norm_type": "layer_norm",
@@ -203,7 +209,8 @@ def build_tiny_internvl(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=InternVLVideoProcessor(**video_kwargs),
-        image_seq_length=256,
+        # Tokens a 448 px tile becomes: (448 / patch)^2 patches, pixel-shuffled by the downsample ratio 0.5.
+        image_seq_length=(448 // patch_size // 2) ** 2,
         chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(path)

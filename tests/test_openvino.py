@@ -81,6 +81,52 @@ def test_a_broken_engine_misses_the_thresholds(tiny_model_dir, ov_cache, monkeyp
     assert "features_cosine" in " ".join(failures(measure(tiny_model_dir, ov_cache, tokens=4)))
 
 
+# Task accuracy on the trained tiny InternVL (tests/models/trained_internvl): held-out questions with right
+# answers, of the tasks the committed checkpoint has learned, asked through each engine's chat as the tools ask
+# them. Unlike the cosines above (random weights, chaotic, CPU-dependent), a right answer either survives the
+# conversion or it does not.
+TASK_SAMPLES = 8  # per learned task
+
+
+@pytest.fixture(scope="session")
+def trained_task_accuracy(tmp_path_factory):
+    """The learned tasks, float32 PyTorch's held-out accuracy on them (the baseline), and an OpenVINO cache."""
+    from bench.accuracy import task_accuracy
+
+    from .support.trained import LEARNED, TRAINED_DIR, held_out_accuracy
+
+    learned = tuple(task for task, got in held_out_accuracy().items() if got["right"] >= LEARNED)
+    if not learned:
+        pytest.skip("the committed checkpoint answers no task yet (train one with bench/train_tiny.py)")
+    cache = tmp_path_factory.mktemp("openvino-trained")
+    return learned, cache, task_accuracy(TRAINED_DIR, cache, "pytorch-float32", per_task=TASK_SAMPLES, tasks=learned)
+
+
+def test_int8_task_accuracy_keeps_the_floor_against_float32(trained_task_accuracy):
+    from bench.accuracy import TASK_FLOORS, task_accuracy, task_failures
+
+    from .support.trained import TRAINED_DIR
+
+    learned, cache, base = trained_task_accuracy
+    int8 = task_accuracy(TRAINED_DIR, cache, "openvino-int8", per_task=TASK_SAMPLES, tasks=learned)
+    assert base["overall"] >= 0.75, base  # the baseline answers its learned tasks
+    assert task_failures({"pytorch-float32": base, "openvino-int8": int8}) == [], (base, int8)
+    assert TASK_FLOORS["openvino-int8"] <= 0.02
+
+
+def test_a_broken_engine_misses_the_task_floor(trained_task_accuracy, monkeypatch):
+    """The task floor can fail: vision features with their sign flipped lose the right answers."""
+    from bench.accuracy import task_accuracy, task_failures
+
+    from .support.trained import TRAINED_DIR
+
+    learned, cache, base = trained_task_accuracy
+    original = OpenVINOBackend._encode_tiles
+    monkeypatch.setattr(OpenVINOBackend, "_encode_tiles", lambda self, px: -original(self, px))
+    broken = task_accuracy(TRAINED_DIR, cache, "openvino-int8", per_task=TASK_SAMPLES, tasks=learned)
+    assert task_failures({"pytorch-float32": base, "openvino-int8": broken}), (base, broken)
+
+
 def test_follow_up_reuses_the_kv_prefix_with_the_same_greedy_ids(ov_backend):
     first = [Turn.user("Describe this image.", [_image()], max_tiles=2)]
     answer = ov_backend.chat(first, Job(), max_new_tokens=12, conversation="ov-reuse")

@@ -1,0 +1,237 @@
+"""Train a tiny InternVL `-hf` checkpoint on synthetic tasks (bench/synthetic.py), so answers can be checked.
+
+    python -m bench.train_tiny OUT_DIR [--steps N] [--seed S] [--batch B] [--lr LR]
+
+The checkpoint is a stock InternVL (config, processor, chat template, the project's tokenizer recipe with the
+tasks' words in its corpus) at tiny widths, trained on the exact conversations the server's tools send
+(built with the project's prompt and composition code) and tokenized by the engine's own input builder.
+Seeded: the same command gives the same weights on the same CPU kind (float sums differ between CPUs).
+It prints held-out accuracy per task at the end and writes it, with the command and timings, to
+OUT_DIR/training.json. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+from bench.synthetic import TASKS, Sample, Tasks, corpus, held_out, score
+
+# Sizes: widths are multiples of 64 (bitsandbytes NF4 needs that); patch 28 gives 64 image tokens a tile,
+# so tiled images and several frames stay cheap to train on two cores.
+ARCH = dict(
+    vision_hidden=128, vision_layers=2, vision_heads=2, vision_intermediate=512,
+    text_hidden=128, text_layers=3, text_heads=2, text_kv_heads=1, text_intermediate=512,
+    patch_size=28, tokenizer_vocab=1024, initializer_range=0.02, tie_word_embeddings=False,
+    video_frames_like_images=True,
+)
+
+# How often each task is drawn: reading and placing are the hard ones.
+MIX = {"colour": 1, "kind": 1, "count": 1.5, "number": 2.5, "page": 1.5, "box": 3, "compare": 1, "follow_up": 1, "video": 1.5}
+
+
+def cpu_name() -> str:
+    """The CPU's model name and its AMX / AVX-512 flags (benchmarks name their CPU)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = [f for f in flags if f.startswith(("amx", "avx512_bf16", "avx512f", "avx512_vnni"))]
+    return f"{name} ({' '.join(sorted(wanted)) or 'no AVX-512/AMX'})"
+
+
+def encode(family, processor, sample: Sample, answer: bool = True):
+    """(ids, labels, pixel_values) of `sample` as the engine builds its prompt, plus the answer and <|im_end|>
+    (the only tokens with a loss)."""
+    import torch
+
+    inputs = family.build_inputs(processor, sample.turns)
+    ids = inputs.ids
+    pixels = torch.cat([v.pixel_values for v in inputs.visuals]) if inputs.visuals else None
+    if not answer:
+        return ids, None, pixels
+    tokenizer = processor.tokenizer
+    tail = tokenizer(sample.answer, add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    tail = torch.tensor(tail, dtype=ids.dtype)
+    labels = torch.cat([torch.full_like(ids, -100), tail])
+    return torch.cat([ids, tail]), labels, pixels
+
+
+def collate(encoded, pad_id: int):
+    import torch
+
+    width = max(len(ids) for ids, _, _ in encoded)
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, (i, l, _) in enumerate(encoded):
+        ids[row, : len(i)], labels[row, : len(l)], mask[row, : len(i)] = i, l, 1
+    pixels = torch.cat([p for _, _, p in encoded if p is not None])
+    return ids, labels, mask, pixels
+
+
+def batches(out: Path, seed: int, size: int, mix: dict[str, float] = MIX, max_tiles: int | None = None):
+    """Endless training batches from `Tasks(seed)`, the same sequence on every run (one generator, in order)."""
+    import torch
+    from transformers import AutoProcessor
+
+    from mcp_vision.backend.pytorch.families import family_for
+
+    torch.set_num_threads(1)
+    processor = AutoProcessor.from_pretrained(out)
+    family, tasks = family_for("internvl"), Tasks(seed)
+    names, weights = list(mix), list(mix.values())
+    while True:
+        batch = [tasks.sample(tasks.rng.choices(names, weights)[0], max_tiles=max_tiles) for _ in range(size)]
+        yield collate([encode(family, processor, s) for s in batch], processor.tokenizer.pad_token_id)
+
+
+def _stream(out: Path, seed: int, size: int, mix: dict[str, float], max_tiles: int | None):
+    """`batches` drawn in one DataLoader worker process, so drawing and tokenizing overlap the training step."""
+    import torch
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return batches(out, seed, size, mix, max_tiles)
+
+    return iter(torch.utils.data.DataLoader(Stream(), batch_size=None, num_workers=1, prefetch_factor=4))
+
+
+def per_sample_loss(logits, labels):
+    """Cross-entropy averaged over each answer's tokens, then over the batch: every sample counts the same
+    (a token-level mean lets a 20-token box outweigh a one-word colour twentyfold, and the one-word tasks
+    were not learned in 400 steps under it)."""
+    import torch
+
+    per_token = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="none"
+    ).view(labels.shape)
+    counted = (labels != -100).sum(1).clamp(min=1)
+    return (per_token.sum(1) / counted).mean()
+
+
+def generate(model, family, processor, sample: Sample, max_new_tokens: int = 32) -> str:
+    """The greedy answer of the model in training (the engines' answers are measured by bench/accuracy.py)."""
+    import torch
+
+    ids, _, pixels = encode(family, processor, sample, answer=False)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids[None], attention_mask=torch.ones_like(ids)[None], pixel_values=pixels,
+            max_new_tokens=max_new_tokens, do_sample=False,
+        )
+    return processor.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+
+
+def evaluate(model, family, processor, samples: list[Sample]) -> dict[str, dict[str, float]]:
+    """Per task: the share of right answers (and, for boxes, of answers in the right third both ways)."""
+    model.eval()
+    tally: dict[str, dict[str, list[bool]]] = {}
+    for sample in samples:
+        for key, ok in score(sample, generate(model, family, processor, sample)).items():
+            tally.setdefault(sample.task, {}).setdefault(key, []).append(ok)
+    model.train()
+    return {task: {k: round(sum(v) / len(v), 3) for k, v in keys.items()} | {"n": len(keys["right"])}
+            for task, keys in tally.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.train_tiny", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--stop-at", type=int, default=None,
+                        help="stop after this many steps of the --steps schedule (what the checkpoint was cut at)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from this checkpoint's weights (made by this script) instead of random ones")
+    parser.add_argument("--tasks", nargs="*", default=list(MIX), choices=list(MIX), help="train on these tasks only")
+    parser.add_argument("--loss", choices=("sample", "token"), default="sample",
+                        help="average the loss per sample (default) or over all answer tokens of the batch")
+    parser.add_argument("--one-tile", action="store_true", help="every image one tile (cheaper steps)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    # One thread trains faster than two on a 2-core machine someone else also uses (measured: a step took
+    # 4.4 s with one thread against 9 s with two while another process kept one core busy); the batches are
+    # drawn in a second process meanwhile.
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--held-out", type=int, default=30, help="held-out samples per task")
+    parser.add_argument("--save-every", type=int, default=250, help="steps between checkpoints written to OUT")
+    parser.add_argument("--eval-every", type=int, default=0, help="steps between quick held-out checks (0: none)")
+    args = parser.parse_args(argv)
+
+    import torch
+    from transformers import AutoProcessor, InternVLForConditionalGeneration
+
+    from bench.tiny_internvl import build_tiny_internvl
+    from mcp_vision.backend.pytorch.families import family_for  # the engine's own prompt and image-token layout
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out: Path = args.out
+    build_tiny_internvl(out, seed=args.seed, corpus=corpus(), **ARCH)
+    processor = AutoProcessor.from_pretrained(out)
+    model = InternVLForConditionalGeneration.from_pretrained(args.init or out, dtype=torch.float32)
+    model.train()
+    family = family_for("internvl")
+    mix = {task: MIX[task] for task in args.tasks}
+    stream = _stream(out, args.seed, args.batch, mix, 1 if args.one_tile else None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = min(200, args.steps // 10)
+
+    def lr_at(step: int) -> float:  # warm-up, then cosine to a tenth
+        if step < warmup:
+            return args.lr * (step + 1) / warmup
+        progress = (step - warmup) / max(1, args.steps - warmup)
+        return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    checks = held_out(args.seed, max(4, args.held_out // 6))
+    started = time.monotonic()
+    running = None
+    record: dict = {"command": "python -m bench.train_tiny " + " ".join(sys.argv[1:] if argv is None else argv),
+                    "seed": args.seed, "batch": args.batch, "loss": args.loss, "lr": args.lr, "threads": args.threads,
+                    "cpu": cpu_name(), "torch": torch.__version__, "arch": ARCH, "mix": mix, "checks": [],
+                    "init": str(args.init) if args.init else None}
+    last = min(args.steps, args.stop_at or args.steps)
+    for step in range(last):
+        ids, labels, mask, pixels = next(stream)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        if args.loss == "token":
+            loss = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels).loss
+        else:
+            logits = model(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits[:, :-1]
+            loss = per_sample_loss(logits, labels[:, 1:])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 25 == 0:
+            print(f"step {step} loss {running:.4f} lr {lr_at(step):.2e} {time.monotonic() - started:.0f}s",
+                  file=sys.stderr, flush=True)
+        if args.eval_every and step and step % args.eval_every == 0:
+            quick = evaluate(model, family, processor, checks)
+            record["checks"].append({"step": step, "seconds": round(time.monotonic() - started), "held_out": quick})
+            print(f"step {step} held-out {json.dumps(quick)}", file=sys.stderr, flush=True)
+        if (step + 1) % args.save_every == 0 or step + 1 == last:
+            model.save_pretrained(out)
+            record.update(steps=step + 1, train_seconds=round(time.monotonic() - started), loss=round(running, 4))
+            (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    train_seconds = time.monotonic() - started
+    accuracy = evaluate(model, family, processor, held_out(args.seed, args.held_out))
+    record.update(steps=last, train_seconds=round(train_seconds), held_out=accuracy,
+                  held_out_per_task=args.held_out)
+    (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps({"train_seconds": round(train_seconds), "held_out": accuracy}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
