@@ -216,10 +216,9 @@ class VisionService:
         max_new_tokens: int, text_tokens: int = 200,
     ) -> Plan:
         """Have the model ready, then fit the call into what is left of its budget."""
-        budget = call.budget
-        call.load_seconds += await self._ensure_loaded(budget, call.progress)
+        speeds = await self._ready(call)
         return plan(
-            budget, self.speeds, images=images, tiles=tiles, frames=frames, max_new_tokens=max_new_tokens,
+            call.budget, speeds, images=images, tiles=tiles, frames=frames, max_new_tokens=max_new_tokens,
             text_tokens=text_tokens, context=self.backend.context_length,
         )
 

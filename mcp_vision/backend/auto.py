@@ -77,7 +77,9 @@ class AutoBackend(Backend):
 
     def load(self, job: Job) -> float:
         with self._lock:
-            if self._engine is None or not self._engine.loaded:
+            self._take_next()
+            # While a conversion runs (an earlier PyTorch load failed), PyTorch loads again: never a second conversion.
+            if (self._engine is None or not self._engine.loaded) and not self.converting:
                 engine = self._choose()
                 if engine.engine == "openvino":
                     from .openvino.engine import OpenVINOBackend
@@ -86,7 +88,6 @@ class AutoBackend(Backend):
                     if not engine.converted():
                         engine.background = True
                         self._engine = self._pytorch()
-                        self._share_cores()
                         self._prepare_in_background(engine)
                         job.report(0, None, "loading the PyTorch engine to answer while the model converts to "
                                    "OpenVINO in the background (once; minutes)")
@@ -108,22 +109,27 @@ class AutoBackend(Backend):
 
         return PyTorchBackend(self._settings)
 
-    def _share_cores(self) -> None:
+    def _share_cores(self) -> int | None:
         """While the converter runs on half the cores (openvino/convert.py, --background), PyTorch answers on the
-        other half: a torch thread on a core the converter also uses holds every parallel step back to its pace."""
+        other half: a torch thread on a core the converter also uses holds every parallel step back to its pace.
+        Returns the thread count to restore if the conversion fails (None: nothing was changed)."""
         if self._settings.threads:  # MCP_VISION_THREADS: the user's own choice
-            return
+            return None
         import os
 
         import torch
 
+        before = torch.get_num_threads()
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         torch.set_num_threads(max(1, cores - cores // 2))
+        return before
 
     def _prepare_in_background(self, engine: LocalEngine) -> None:
         """Convert and compile for OpenVINO on a thread of its own (the conversion itself in a child process, at a
         lower priority on part of the cores); the next call after it finishes moves to it."""
         from .base import Job
+
+        threads = self._share_cores()
 
         def report(_done: float, _total: float | None, message: str | None) -> None:
             if message:
@@ -135,6 +141,10 @@ class AutoBackend(Backend):
                 engine.load(Job(_report=report))
             except Exception as exc:  # noqa: BLE001 - PyTorch keeps answering; the log says why
                 log.warning("the OpenVINO conversion failed (%s); the PyTorch engine keeps answering", exc)
+                if threads is not None:  # on every core again, the converter gone
+                    import torch
+
+                    torch.set_num_threads(threads)
                 return
             with self._lock:
                 self._next = engine
@@ -143,12 +153,16 @@ class AutoBackend(Backend):
         self._preparing = threading.Thread(target=prepare, name="mcp-vision-openvino-prepare", daemon=True)
         self._preparing.start()
 
+    def _take_next(self) -> None:
+        """Move to the engine prepared in the background, if it is ready (under the lock)."""
+        if self._next is not None:
+            self._engine, self._next = self._next, None  # the PyTorch engine's model goes with its last reference
+            log.info("moved to the OpenVINO engine; sessions carry over")
+
     def _current(self, job: Job) -> LocalEngine:
         """The engine for this call: OpenVINO from the first call after its background preparation finished."""
         with self._lock:
-            if self._next is not None:
-                self._engine, self._next = self._next, None  # the PyTorch engine's model goes with its last reference
-                log.info("moved to the OpenVINO engine; sessions carry over")
+            self._take_next()
             engine = self._engine
         assert engine is not None
         if self.converting:
