@@ -73,20 +73,28 @@ class _Rate:
 class Speeds:
     """What this process has measured: seconds per vision tile, prefill and decode tokens per second.
 
-    Before any call the guesses come from the model's size and conservative machine figures (a 2-core CPU's
-    bf16 compute and memory bandwidth; a GPU's are far larger): a guess that is too slow only reduces more
-    than needed, once, and the first answer's timings replace it."""
+    Before any call the guesses come from the model's size and the machine's compute: `flops`, what the engine
+    measured on this device (`Backend.compute_rate`: a CPU's matrix products in the model's precision, on the
+    threads it has now), else conservative figures (a 2-core CPU's bf16 compute and memory bandwidth; a GPU's
+    are far larger). A guess that is too slow only reduces more than needed, once, and the first answer's
+    timings replace it; one too fast lets the first call run past its budget, which is why a CPU is measured:
+    the fixed CPU figure was 4-7 times too fast on an AVX2-only EPYC."""
 
     # (dense bf16 FLOP/s, weight bytes read per second) a conservative machine reaches.
     MACHINES = {"cpu": (1.5e11, 1.0e10), "cuda": (5.0e13, 5.0e11)}
     PATCHES_PER_TILE = (TILE_SIDE // 14) ** 2 + 1  # 14 px patches, plus the class token
+    # The share of a measured matrix product's FLOP/s taken for a whole model pass (attention, norms, the
+    # activations between layers also cost time): a half, on the slow side on purpose (see above).
+    MODEL_EFFICIENCY = 0.5
 
-    def __init__(self, device: str = "cpu", vision_params: int | None = None, language_params: int | None = None):
+    def __init__(self, device: str = "cpu", vision_params: int | None = None, language_params: int | None = None,
+                 flops: float | None = None):
         if device == "remote" or vision_params is None or language_params is None:
             fast = device in {"cuda", "remote"}
             tile, prefill, decode = (0.1, 3000.0, 25.0) if fast else (2.5, 300.0, 4.0)
         else:
-            flops, bandwidth = self.MACHINES.get(device, self.MACHINES["cpu"])
+            fixed, bandwidth = self.MACHINES.get(device, self.MACHINES["cpu"])
+            flops = flops * self.MODEL_EFFICIENCY if flops else fixed
             tile = 2 * vision_params * self.PATCHES_PER_TILE / flops
             prefill = flops / (2 * max(language_params, 1))
             decode = min(bandwidth / (2 * max(language_params, 1)), prefill)

@@ -160,7 +160,8 @@ class VisionService:
         """What this process has measured (first guesses by the device, once the model is loaded)."""
         if self._speeds is None:
             counts = self.backend.parameter_counts()
-            self._speeds = Speeds(self.backend.device or "cpu", *(counts or (None, None)))
+            self._speeds = Speeds(self.backend.device or "cpu", *(counts or (None, None)),
+                                  flops=self.backend.compute_rate())
         return self._speeds
 
     async def _ensure_loaded(self, budget: Budget, progress: Progress | None) -> float:

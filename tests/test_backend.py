@@ -40,10 +40,46 @@ def test_nf4_on_cpu_quantizes_the_language_model_only(tiny_model_dir):
     assert result.output_tokens >= 1 and result.tiles == [1]
 
 
-def test_cpu_auto_chooses_bf16_without_quantization(tiny_model_dir):
+@pytest.mark.parametrize(("bf16_slow", "dtype"), [(False, "bfloat16"), (True, "float32")])
+def test_cpu_auto_chooses_the_faster_precision_without_quantization(tiny_model_dir, monkeypatch, bf16_slow, dtype):
+    """bf16 where the CPU computes in it natively, float32 where bf16 products are emulated (cpu_speed.py)."""
+    import torch
+
+    from mcp_vision.backend.pytorch import cpu_speed
+
+    monkeypatch.setattr(cpu_speed, "bf16_is_slow", lambda: bf16_slow)
     backend = PyTorchBackend(Settings(model=str(tiny_model_dir), device="cpu"))
+    assert backend.compute_rate() is None  # nothing measured before loading
     backend.load(Job())
-    assert (backend.device, backend.quantization, backend.dtype) == ("cpu", "none", "bfloat16")
+    assert (backend.device, backend.quantization, backend.dtype) == ("cpu", "none", dtype)
+    assert next(backend._model.parameters()).dtype == getattr(torch, dtype)
+    assert backend.compute_rate() > 1e8  # FLOP/s of the model's precision, measured once loaded
+
+
+def test_bf16_is_called_slow_by_its_measured_speed(monkeypatch):
+    """The precision follows the timed products, not a fixed belief about CPUs."""
+    import torch
+
+    from mcp_vision.backend.pytorch import cpu_speed
+
+    rates = {torch.float32: 40e9, torch.bfloat16: 5e9}
+    monkeypatch.setattr(cpu_speed, "matmul_rate", lambda dtype, **_: rates[dtype])
+    cpu_speed.bf16_is_slow.cache_clear()
+    try:
+        assert cpu_speed.bf16_is_slow() and cpu_speed.cpu_dtype() == torch.float32
+        rates[torch.bfloat16] = 60e9  # AMX
+        cpu_speed.bf16_is_slow.cache_clear()
+        assert not cpu_speed.bf16_is_slow() and cpu_speed.cpu_dtype() == torch.bfloat16
+    finally:
+        cpu_speed.bf16_is_slow.cache_clear()
+
+
+def test_matmul_rate_is_measured():
+    import torch
+
+    from mcp_vision.backend.pytorch.cpu_speed import matmul_rate
+
+    assert 1e8 < matmul_rate(torch.float32, window=0.01, windows=1) < 1e14
 
 
 def test_greedy_output_is_deterministic(tiny_backend):

@@ -90,6 +90,16 @@ def test_first_guesses_come_from_the_model_size():
     assert big.decode.value < 10 and big.prefill.value < 200
 
 
+def test_a_measured_slow_cpu_plans_fewer_tiles_for_the_first_call():
+    """InternVL3-1B's sizes on a 50 s budget: the fixed CPU figure would let the first call plan 4 tiles; the
+    rate measured on an AVX2-only CPU (bf16 emulated: a few GFLOP/s) plans what fits."""
+    sizes = dict(vision_params=300_000_000, language_params=600_000_000)
+    fixed = plan(Budget(50.0), Speeds("cpu", **sizes), images=1, tiles=12, max_new_tokens=256)
+    slow = plan(Budget(50.0), Speeds("cpu", **sizes, flops=40e9), images=1, tiles=12, max_new_tokens=256)
+    assert slow.tiles == 1 < fixed.tiles
+    assert Speeds("cpu", **sizes, flops=40e9).upfront(1, 200) > 5 * Speeds("cpu", **sizes).upfront(1, 200) / 2
+
+
 # ------------------------------------------------------------------ through the service
 
 

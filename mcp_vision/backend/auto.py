@@ -62,6 +62,9 @@ class AutoBackend(Backend):
     def parameter_counts(self) -> tuple[int, int] | None:
         return self._engine.parameter_counts() if self._engine is not None else None
 
+    def compute_rate(self) -> float | None:
+        return self._engine.compute_rate() if self._engine is not None else None
+
     @property
     def takes_video(self) -> bool:
         return self._engine is not None and self._engine.takes_video

@@ -152,6 +152,11 @@ class Backend(ABC):
     def parameter_counts(self) -> tuple[int, int] | None:
         """(vision tower + projector, language model) parameters; None while unknown (remote, not loaded)."""
 
+    @abstractmethod
+    def compute_rate(self) -> float | None:
+        """Dense FLOP/s the model's device reaches in its precision, measured where the engine can (a CPU);
+        None where unknown (remote, GPUs, before loading). The time budget's first guess starts from it."""
+
     @property
     @abstractmethod
     def takes_video(self) -> bool:

@@ -36,6 +36,9 @@ class Wrapping(Backend):
     def parameter_counts(self) -> tuple[int, int] | None:
         return self.inner.parameter_counts()
 
+    def compute_rate(self) -> float | None:
+        return self.inner.compute_rate()
+
     @property
     def takes_video(self) -> bool:
         return self.inner.takes_video

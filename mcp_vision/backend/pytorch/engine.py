@@ -28,6 +28,7 @@ class PyTorchBackend(LocalEngine):
         super().__init__(settings)
         self._model: Any = None  # the transformers model, once loaded
         self.native_decode = False  # decode steps without oneDNN (see loading.native_gemv_is_faster)
+        self._rates: dict[int, float] = {}  # compute_rate by torch's thread count
 
     def _load_model(self, job: Job) -> LoadedModel:
         from .loading import load
@@ -49,6 +50,20 @@ class PyTorchBackend(LocalEngine):
             return None
         vision = sum(p.numel() for m in self.family.vision_modules(self._model) for p in m.parameters())
         return vision, sum(p.numel() for p in self._model.model.language_model.parameters())
+
+    def compute_rate(self) -> float | None:
+        """On a CPU, FLOP/s of a prefill-sized product in the model's precision on the threads it runs with now
+        (measured once per thread count: an `auto` engine sharing the cores with a conversion has fewer)."""
+        if self._model is None or self.device != "cpu":
+            return None
+        import torch
+
+        threads = torch.get_num_threads()
+        if threads not in self._rates:
+            from .cpu_speed import matmul_rate
+
+            self._rates[threads] = matmul_rate(getattr(torch, self.dtype or "float32"))
+        return self._rates[threads]
 
     def _encode(self, visuals: list[Visual]) -> list[Any]:
         assert self.family is not None

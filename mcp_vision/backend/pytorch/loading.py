@@ -66,7 +66,9 @@ def choose(settings: Settings) -> tuple[str, str, Any]:
     elif device == "mps":
         dtype = torch.float16  # every Apple GPU and macOS version PyTorch supports runs fp16; bf16 needs macOS 14+
     else:
-        dtype = torch.bfloat16
+        from .cpu_speed import cpu_dtype
+
+        dtype = cpu_dtype()  # bf16 where the CPU computes in it natively, else float32 (measured: cpu_speed.py)
     return device, quantization, dtype
 
 

@@ -86,6 +86,9 @@ class RemoteBackend(Backend):
     def parameter_counts(self) -> tuple[int, int] | None:
         return None  # the engine does not say
 
+    def compute_rate(self) -> float | None:
+        return None  # measured by the first answers instead
+
     @property
     def takes_video(self) -> bool:
         return False  # frames go as numbered images: the chat-completions API has no frame times
