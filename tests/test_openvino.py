@@ -5,6 +5,7 @@ deadlines, the conversion cache, `auto`, the tools end to end, and `mcp-vision-i
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,8 @@ pytest.importorskip("nncf", reason="the openvino extra is not installed (pip ins
 from mcp_vision.backend import create_backend, openvino_candidate
 from mcp_vision.backend.base import Turn
 from mcp_vision.backend.openvino.convert import (
+    MANIFEST,
+    calibration_tiles,
     checkpoint_fingerprint,
     converted_dir,
     is_converted,
@@ -181,6 +184,9 @@ def test_the_conversion_is_reused_and_keyed_by_checkpoint_and_precision(tiny_mod
     OpenVINOBackend(_settings(tiny_model_dir, ov_cache)).load(Job())  # a second server: no second conversion
     assert (target / "language.xml").stat().st_mtime_ns == stamp
     assert converted_dir(ov_cache, tiny_model_dir, "int4", "int8") != target
+    manifest = json.loads((target / MANIFEST).read_text())  # where the time went, and how it was calibrated
+    assert {"read", "vision_export", "vision_calibration", "language_compression"} <= set(manifest["stages"])
+    assert manifest["calibration"] == {"tiles": None, "smooth_quant": True, "bias_correction": True}
     copy = tmp_path / "copy"
     copy.mkdir()
     for f in tiny_model_dir.iterdir():
@@ -189,6 +195,17 @@ def test_the_conversion_is_reused_and_keyed_by_checkpoint_and_precision(tiny_mod
     assert checkpoint_fingerprint(copy) == checkpoint_fingerprint(tiny_model_dir)
     (copy / "config.json").write_text((copy / "config.json").read_text().replace('"image_seq_length": 256', '"image_seq_length": 256 '))
     assert checkpoint_fingerprint(copy) != checkpoint_fingerprint(tiny_model_dir)
+
+
+def test_fewer_calibration_tiles_are_spread_over_every_picture(tiny_model_dir):
+    import numpy as np
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    every, few = calibration_tiles(processor), calibration_tiles(processor, 8)
+    assert len(few) == 8 < len(every)
+    picked = [next(i for i, tile in enumerate(every) if np.array_equal(tile, chosen)) for chosen in few]
+    assert picked == sorted(picked) and picked[0] == 0 and picked[-1] >= len(every) * 3 // 4
 
 
 def test_auto_picks_openvino_on_a_cpu_and_pytorch_when_asked(tiny_model_dir, ov_cache):

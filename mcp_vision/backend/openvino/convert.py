@@ -22,6 +22,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,20 @@ VISION_WEIGHTS = ("int8", "f16")
 MANIFEST = "mcp_vision_openvino.json"
 
 Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How the int8 vision tower is calibrated (NNCF post-training quantization, model type transformer):
+    `tiles` of the calibration pictures (None: all), with SmoothQuant and bias correction or without.
+    bench/conversion.py times each choice and measures its task accuracy on the trained tiny model."""
+
+    tiles: int | None = None
+    smooth_quant: bool = True
+    bias_correction: bool = True
+
+
+CALIBRATION = Calibration()
 
 
 def checkpoint_fingerprint(source: Path) -> str:
@@ -84,6 +99,14 @@ def convert(source: Path, target: Path, *, language: str, vision: str, report: R
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     started = time.monotonic()
+    stages: dict[str, float] = {}  # seconds of each step, in the manifest (where conversion time goes)
+    mark = [started]
+
+    def timed(name: str) -> None:
+        now = time.monotonic()
+        stages[name] = round(now - mark[0], 2)
+        mark[0] = now
+
     config = AutoConfig.from_pretrained(source, local_files_only=True)
     if getattr(config, "model_type", None) != "internvl":
         raise ValueError(f"the OpenVINO engine converts InternVL checkpoints, not {config.model_type!r}")
@@ -92,6 +115,7 @@ def convert(source: Path, target: Path, *, language: str, vision: str, report: R
     model = AutoModelForImageTextToText.from_pretrained(
         source, dtype=torch.float32, local_files_only=True, attn_implementation="sdpa"
     ).eval()
+    timed("read")
     work = target.with_name(target.name + f".partial-{os.getpid()}")
     for stale in target.parent.glob(target.name + ".partial-*"):  # left by a converter that was killed
         if time.time() - stale.stat().st_mtime > 3600:
@@ -102,18 +126,23 @@ def convert(source: Path, target: Path, *, language: str, vision: str, report: R
         with torch.inference_mode():
             report("converting the vision tower")
             vision_model = _convert_vision(model, ov)
+            timed("vision_export")
             if vision == "int8":
                 report("calibrating the vision tower for int8 (the longest step)")
-                vision_model = _quantize_vision(vision_model, processor, report)
+                vision_model = _quantize_vision(vision_model, processor, report, CALIBRATION)
+                timed("vision_calibration")
             ov.save_model(vision_model, work / "vision.xml")
             del vision_model
             report("converting the text embeddings")
             ov.save_model(_convert_embeddings(model, ov), work / "embeddings.xml")
+            timed("embeddings")
             report("converting the language model")
             language_model = _convert_language(model, ov)
+            timed("language_export")
             report(f"compressing the language model's weights to {language}")
             language_model = _compress_language(language_model, language, model.config.text_config.hidden_size)
             ov.save_model(language_model, work / "language.xml")
+            timed("language_compression")
         processor.save_pretrained(work / "processor")
         config.save_pretrained(work / "processor")
         generation = source / "generation_config.json"
@@ -134,6 +163,8 @@ def convert(source: Path, target: Path, *, language: str, vision: str, report: R
                 "language": sum(p.numel() for p in model.model.language_model.parameters()),
             },
             "seconds": round(time.monotonic() - started, 1),
+            "stages": stages,
+            "calibration": asdict(CALIBRATION) if vision == "int8" else None,
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
         if target.exists():
@@ -332,18 +363,34 @@ def calibration_images() -> list[Any]:
     return images
 
 
-def _quantize_vision(converted: Any, processor: Any, report: Report) -> Any:
-    import nncf
+def calibration_tiles(processor: Any, count: int | None = None) -> list[Any]:
+    """The calibration pictures as the engine sees them (up to 6 tiles and the thumbnail each); `count` of
+    them spread over every picture (every k-th tile), or all."""
     import numpy as np
 
     tiles = []
     for image in calibration_images():
         pixels = processor.image_processor(images=[image], crop_to_patches=True, max_patches=6, return_tensors="np")
         tiles += [tile[None].astype(np.float32) for tile in pixels["pixel_values"]]
+    if count is not None and count < len(tiles):
+        step = len(tiles) / count
+        tiles = [tiles[int(i * step)] for i in range(count)]
+    return tiles
+
+
+def _quantize_vision(converted: Any, processor: Any, report: Report, recipe: Calibration) -> Any:
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    tiles = calibration_tiles(processor, recipe.tiles)
     report(f"calibrating the vision tower on {len(tiles)} tiles")
+    advanced = AdvancedQuantizationParameters(
+        disable_bias_correction=not recipe.bias_correction,
+        **({} if recipe.smooth_quant else {"smooth_quant_alphas": AdvancedSmoothQuantParameters(matmul=-1)}),
+    )
     return nncf.quantize(
         converted, nncf.Dataset(tiles), subset_size=len(tiles), model_type=nncf.ModelType.TRANSFORMER,
-        preset=nncf.QuantizationPreset.MIXED,
+        preset=nncf.QuantizationPreset.MIXED, advanced_parameters=advanced,
     )
 
 
@@ -412,6 +459,7 @@ if __name__ == "__main__":
 
 
 __all__ = [
-    "CONVERTER_VERSION", "LANGUAGE_WEIGHTS", "MANIFEST", "VISION_WEIGHTS", "calibration_images",
+    "CALIBRATION", "CONVERTER_VERSION", "Calibration", "LANGUAGE_WEIGHTS", "MANIFEST", "VISION_WEIGHTS",
+    "calibration_images", "calibration_tiles",
     "checkpoint_fingerprint", "convert", "converted_dir", "is_converted",
 ]
