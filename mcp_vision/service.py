@@ -247,7 +247,7 @@ class VisionService:
     async def _load(self, backend: Backend) -> None:
         """Load on the worker (outside every caller's share: the load serves them all), timed for the metrics."""
         started = time.monotonic()
-        await self.worker.run(backend.load, label="loading model")
+        await self.worker.run(backend.load, label="loading model", measured=False)
         self.load_seconds = time.monotonic() - started
 
     def _forget(self, session_id: str) -> None:

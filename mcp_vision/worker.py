@@ -33,7 +33,9 @@ T = TypeVar("T")
 Progress = Callable[[float, float | None, str | None], Awaitable[None]]
 Caller = str | None  # a principal's key (access.principal); None: the local user, who has no per-caller cap
 
-FIRST_GUESS_SECONDS = 10.0  # a job's length before any has been measured (for the retry hint)
+# A job's length before any has been measured (for the retry hint): short, as a hint too early costs a caller one
+# more quick refusal, while one too late leaves its place unused.
+FIRST_GUESS_SECONDS = 1.0
 
 
 @dataclass(eq=False)
@@ -43,6 +45,7 @@ class _Ticket:
     caller: Caller
     job: Job
     call: Callable[[], Any]
+    measured: bool = True  # its length informs the retry hint (not the model load's)
     queued: float = field(default_factory=time.monotonic)
     began: float | None = None  # when it left the queue
     done: asyncio.Future | None = None  # on the caller's loop: the job's result
@@ -91,27 +94,28 @@ class InferenceWorker:
         if caller is not None and own >= self.per_caller:
             raise BusyError(
                 f"The server is busy: you already have {own} model calls queued or running, the most one caller "
-                f"may have: retry in about {self.retry_after(own)} s, once one of them has finished."
+                f"may have: retry in about {_seconds(self.retry_after())} s, once one of them has finished."
             )
         if total >= capacity and own > 0:
             raise BusyError(
-                f"The server is busy with {total} queued model calls: retry in about {self.retry_after(1)} s."
+                f"The server is busy with {total} queued model calls: retry in about {_seconds(self.retry_after())} s."
             )
         self._held[caller] = own + 1
 
-    def retry_after(self, jobs: int) -> int:
-        """Seconds until about `jobs` jobs more have finished: each round of turns runs one job of every caller
-        with work waiting, `parallel` at a time."""
+    def retry_after(self) -> float:
+        """Seconds until a place is likely free again for a caller: one round of turns (a job of every caller
+        with work waiting, `parallel` at a time), at the measured length of a job."""
         callers = max(1, len(self._turns))
-        return max(1, math.ceil(self._seconds * jobs * callers / self.parallel))
+        return self._seconds * callers / self.parallel
 
     async def run(
         self, fn: Callable[[Job], T], progress: Progress | None = None, label: str = "working",
-        deadline: float | None = None, caller: Caller = None,
+        deadline: float | None = None, caller: Caller = None, measured: bool = True,
     ) -> T:
         """Run `fn(job)` on the worker, in `caller`'s turn. Heartbeats say what is happening as it happens:
         "waiting for N earlier calls" while queued, then the job's own last message (`label` until it reports
-        one). `deadline` (time.monotonic()) is when the job's generation stops (Job.out_of_time)."""
+        one). `deadline` (time.monotonic()) is when the job's generation stops (Job.out_of_time). `measured`: whether
+        its length counts toward the retry hint (the model load's does not: it is not a call's)."""
         loop = asyncio.get_running_loop()
         updates: deque[tuple[float, float | None, str | None]] = deque()
         wake = asyncio.Event()
@@ -124,7 +128,7 @@ class InferenceWorker:
             loop.call_soon_threadsafe(arrived, (p, total, message))
 
         job = Job(_report=report, deadline=deadline)
-        ticket = _Ticket(caller, job, lambda: fn(job), done=loop.create_future())
+        ticket = _Ticket(caller, job, lambda: fn(job), measured=measured, done=loop.create_future())
         with self._lock:
             self._admit(caller)
             self._lines.setdefault(caller, deque()).append(ticket)
@@ -199,7 +203,7 @@ class InferenceWorker:
         with self._lock:
             self._running -= 1
             self._release(ticket.caller)
-            if not done.cancelled() and ticket.began is not None:
+            if ticket.measured and not done.cancelled() and ticket.began is not None:
                 self._measured += 1
                 weight = 1.0 if self._measured == 1 else 0.3  # the first measurement replaces the guess
                 self._seconds += weight * (time.monotonic() - ticket.began - self._seconds)
@@ -248,6 +252,11 @@ class InferenceWorker:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _seconds(value: float) -> str:
+    """A wait in words a client can act on: tenths under 10 s (a stub engine's calls take a fraction of one)."""
+    return f"{max(0.1, value):.1f}" if value < 10 else f"{math.ceil(value)}"
 
 
 __all__ = ["InferenceWorker", "Job", "Progress", "Caller"]
