@@ -1,14 +1,15 @@
 """Fair queueing under load: 3 principals x 8 calls at once through the real server over streamable HTTP.
 
-`python -m bench.fairness [--principals 3] [--calls 8] [--concurrency 2] [--delay 0.05]` starts the stub
+`python -m bench.fairness [--runs 3] [--principals 3] [--calls 8] [--concurrency 2] [--delay 0.05]` starts the stub
 OpenAI-compatible engine (tests/support/remote.py: each answer streams 4 pieces, `--delay` seconds apart) and the
 real command in front of it (`--transport streamable-http`, a tokens file naming one token per principal,
 MCP_VISION_REMOTE_CONCURRENCY=`--concurrency`, the default queue: 8 + concurrency - 1 places, 3 per caller).
-Every principal, with its own token and the SDK's client, sends all its calls at once; a call refused as busy
+Every principal, with its own token and the SDK's client, connects, then (once all have) sends all its calls at once; a call refused as busy
 waits the seconds its refusal names and tries again. Reported: each principal's completed calls while all were
 still competing (until the first one had all its calls answered), its share of those, the smallest share over
-the largest, every call's outcome (nothing lost), and the refusals (each an isError naming when to retry).
-Prints Markdown; writes .bench-cache/FAIRNESS.md and fairness.json. The engine is a stub: the point is the
+the largest, every call's outcome (nothing lost), and the refusals (each an isError naming when to retry); then
+the same over all runs together (a single run's split moves by a call either way: two calls run at once, so
+the one that ends the window races another). Prints Markdown; writes .bench-cache/FAIRNESS.md and fairness.json. The engine is a stub: the point is the
 queue's arithmetic, not the model's speed.
 """
 
@@ -36,6 +37,7 @@ async def drive(resource: str, tokens: dict[str, str], calls: int, image_uri: st
     from mcp.client.streamable_http import streamable_http_client
 
     started = time.monotonic()
+    connected, go = [0], anyio.Event()  # every principal connects first, then all send at once
     completed: list[tuple[float, str]] = []  # (seconds from the start, principal), in order of completion
     refusals: list[tuple[str, str]] = []  # (principal, text)
     failures: list[tuple[str, str]] = []  # anything else: an error that is not a refusal
@@ -60,6 +62,10 @@ async def drive(resource: str, tokens: dict[str, str], calls: int, image_uri: st
                     refusals.append((name, text))
                     await anyio.sleep(float(wait.group(1)))
 
+            connected[0] += 1
+            if connected[0] == len(tokens):
+                go.set()
+            await go.wait()
             async with anyio.create_task_group() as group:
                 for index in range(calls):
                     group.start_soon(one, index)
@@ -130,6 +136,16 @@ def run_load(principals: int = 3, calls: int = 8, concurrency: int = 2, delay: f
     return summary
 
 
+def pooled(runs: list[dict]) -> dict:
+    """The runs' contended completions added up, and their shares."""
+    names = list(runs[0]["contended"])
+    counts = {name: sum(run["contended"][name] for run in runs) for name in names}
+    total = sum(counts.values())
+    return {"contended": counts, "shares": {n: round(c / total, 3) for n, c in counts.items()},
+            "fairness": round(min(counts.values()) / max(counts.values()), 3),
+            "worst_run": min(run["fairness"] for run in runs), "runs": len(runs)}
+
+
 def markdown(summary: dict) -> str:
     lines = [
         f"{summary['principals']} principals x {summary['calls']} calls at once, remote concurrency "
@@ -152,6 +168,7 @@ def markdown(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fairness", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs, each with a fresh server and engine")
     parser.add_argument("--principals", type=int, default=3)
     parser.add_argument("--calls", type=int, default=8, help="calls each principal sends at once")
     parser.add_argument("--concurrency", type=int, default=2, help="MCP_VISION_REMOTE_CONCURRENCY")
@@ -159,11 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    summary = run_load(args.principals, args.calls, args.concurrency, args.delay)
-    text = markdown(summary)
+    runs = [run_load(args.principals, args.calls, args.concurrency, args.delay) for _ in range(args.runs)]
+    together = pooled(runs)
+    text = "\n".join(f"### Run {index}\n\n{markdown(run)}" for index, run in enumerate(runs, start=1))
+    text += (f"\n### All {together['runs']} runs\n\nCompleted while all competed: "
+             + ", ".join(f"{n} {c} ({together['shares'][n]:.3f})" for n, c in together["contended"].items())
+             + f"; smallest share / largest {together['fairness']:.3f} (worst single run {together['worst_run']:.3f}); "
+             f"every call answered in every run: {all(set(r['totals'].values()) == {args.calls} for r in runs)}.\n")
     CACHE.mkdir(exist_ok=True)
     (CACHE / "FAIRNESS.md").write_text(text)
-    (CACHE / "fairness.json").write_text(json.dumps(summary, indent=1))
+    (CACHE / "fairness.json").write_text(json.dumps({"runs": runs, "pooled": together}, indent=1))
     print(text)
     return 0
 
