@@ -537,7 +537,8 @@ class VisionServer(MCPServer):
             outcome = "error" if getattr(result, "is_error", False) else "ok"
             return result
         except ToolError as exc:
-            outcome = getattr(exc, "outcome", "error")
+            # The SDK re-raises a tool's ToolError as its own ("Error executing tool ..."), caused by ours.
+            outcome = getattr(exc, "outcome", None) or getattr(exc.__cause__, "outcome", "error")
             raise
         finally:
             if self._tool_manager.get_tool(name) is not None:  # an unknown name is no tool's call

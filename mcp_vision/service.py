@@ -269,14 +269,14 @@ class VisionService:
     async def watched(self, work):
         """Await model work, remembering whether the engine failed (for /readyz); the caller's own errors
         (InputError) and refusals (busy) say nothing about the engine."""
-        from .errors import BusyError, ModelUnavailableError
+        from .errors import BusyError, Cancelled, ModelUnavailableError
 
         try:
             result = await work
         except ModelUnavailableError as exc:
             self._engine_error = f"the last model call failed: {exc}"
             raise
-        except (InputError, BusyError):
+        except (InputError, BusyError, Cancelled):
             raise
         except Exception as exc:
             self._engine_error = f"the last model call failed: {type(exc).__name__}"
