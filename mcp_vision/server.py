@@ -37,7 +37,8 @@ INSTRUCTIONS = """\
 Vision for agents: an InternVL or Qwen2-VL model (local, or a configured vLLM/LMDeploy engine) looks at images,
 documents and video.
 Media arguments take a local path (absolute, ~, or relative to the server's working directory; only
-inside the allowed directories), a file:// URI, an http(s) URL or a data: URI (base64).
+inside the allowed directories), a file:// URI, an http(s) URL or a data: URI (base64). A client
+connected over the network sends data: URIs or URLs (server-side paths only where the operator allows them).
 Every tool returns a session_id; pass it to follow_up to ask more about the same media without
 sending it again. The first call loads the model (or checks the engine), which can take a while;
 progress is reported. Each call keeps within a time budget (MCP_VISION_CALL_BUDGET, default 50 s, or the

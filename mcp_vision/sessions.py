@@ -80,9 +80,20 @@ class SessionStore:
             gone = self._expire(now)
             self._sessions[session.id] = session
             while len(self._sessions) > self.max_sessions:
-                gone.append(self._sessions.popitem(last=False)[0])
+                gone.append(self._evict_one())
         self._evicted(gone)
         return session
+
+    def _evict_one(self) -> str:
+        """Make room: the least recently used session of the principal holding the most, so one caller opening
+        many sessions ends its own, never another's (with one principal: the least recently used)."""
+        held: dict[str | None, int] = {}
+        for other in self._sessions.values():
+            held[other.owner] = held.get(other.owner, 0) + 1
+        most = max(held.values())
+        victim = next(sid for sid, other in self._sessions.items() if held[other.owner] == most)
+        del self._sessions[victim]
+        return victim
 
     def get(self, session_id: str, owner: str | None = None) -> Session:
         """The session, for its owner only: another principal gets exactly the answer an unknown id gets (and
