@@ -65,11 +65,12 @@ def http_app(
     metrics = PrometheusMetrics(service)
     service.events = metrics
     guard = _Guard(access)
-    scrape = request_response(metrics.endpoint)
+    # A request handler, or (guarded) the ASGI app around it: Route wraps a plain function itself.
+    scrape = metrics.endpoint if public_metrics or access is None else guard(request_response(metrics.endpoint))
     routes: list[Any] = [
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _readyz(service), methods=["GET"]),
-        Route("/metrics", scrape if public_metrics else guard(scrape), methods=["GET"]),
+        Route("/metrics", scrape, methods=["GET"]),
         *guard.metadata_routes(),
         Mount("/", app=guard(mcp_app)),  # the SDK's app: `/mcp`, and its lifespan (below)
     ]

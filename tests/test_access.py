@@ -105,3 +105,21 @@ async def test_file_tokens_alone_publish_metadata_without_an_authorization_serve
         assert (await client.get("/metrics")).status_code == 401
         scraped = await client.get("/metrics", headers={"Authorization": f"Bearer {ALICE}"})
         assert scraped.status_code == 200 and "mcp_vision_queue_depth 0.0" in scraped.text
+
+
+async def test_without_authentication_or_with_public_metrics_metrics_need_no_token(tmp_path):
+    from mcp_vision.serving import http_app
+    from mcp_vision.server import build_server
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"alice:{ALICE}\n")
+    tokens.chmod(0o600)
+    settings = Settings(model=str(tmp_path / "no-model"), auth_tokens_file=tokens)
+    for access_, public in ((None, False), (build_access(settings, AUDIENCE), True)):
+        app = http_app(build_server(settings), "127.0.0.1", access=access_, public_metrics=public)
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            scraped = await client.get("/metrics")
+            assert scraped.status_code == 200 and "mcp_vision_queue_depth" in scraped.text
+            assert (await client.get("/.well-known/oauth-protected-resource")).status_code == (
+                404 if access_ is None else 200)
