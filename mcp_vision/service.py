@@ -185,7 +185,8 @@ class VisionService:
 
     def readiness(self) -> dict:
         """For /readyz: ready once the model is loaded (the remote engine checked) and the last model call did
-        not fail on the engine."""
+        not fail on the engine. Anyone may ask, so a failure is named by its kind only (no path, no address):
+        the failing call itself was told the whole sentence."""
         backend = self._backend
         loading = self._loading is not None and not self._loading.done()
         if backend is None or not backend.loaded:
@@ -193,9 +194,9 @@ class VisionService:
                 "the model is not loaded yet: it loads on the first call, or at start with --preload")
             if self._loading is not None and self._loading.done() and not self._loading.cancelled() \
                     and self._loading.exception() is not None:
-                reason = f"the model failed to load: {self._loading.exception()}"
+                reason = f"the model failed to load ({type(self._loading.exception()).__name__}): the next call retries"
             return {"ready": False, "reason": reason}
-        state = {"ready": self._engine_error is None, "engine": backend.engine, "model": backend.model_name,
+        state = {"ready": self._engine_error is None, "engine": backend.engine,
                  "queued": self.worker.waiting, "running": self.worker.running}
         if self._engine_error is not None:
             state["reason"] = self._engine_error
@@ -274,12 +275,12 @@ class VisionService:
         try:
             result = await work
         except ModelUnavailableError as exc:
-            self._engine_error = f"the last model call failed: {exc}"
+            self._engine_error = f"the last model call failed on the engine ({type(exc).__name__})"
             raise
         except (InputError, BusyError, Cancelled):
             raise
         except Exception as exc:
-            self._engine_error = f"the last model call failed: {type(exc).__name__}"
+            self._engine_error = f"the last model call failed on the engine ({type(exc).__name__})"
             raise
         self._engine_error = None
         return result
