@@ -123,3 +123,22 @@ async def test_without_authentication_or_with_public_metrics_metrics_need_no_tok
             assert scraped.status_code == 200 and "mcp_vision_queue_depth" in scraped.text
             assert (await client.get("/.well-known/oauth-protected-resource")).status_code == (
                 404 if access_ is None else 200)
+
+
+async def test_a_token_without_a_required_scope_gets_403(tmp_path):
+    from mcp_vision.serving import http_app
+    from mcp_vision.server import build_server
+
+    with issuer_on_loopback() as issuer:
+        settings = Settings(model=str(tmp_path / "no-model"), auth_issuer=issuer.url, auth_scopes=("admin",))
+        app = http_app(build_server(settings), "127.0.0.1", access=build_access(settings, AUDIENCE))
+        transport = httpx2.ASGITransport(app=app)
+        async with app.router.lifespan_context(app), \
+                httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            document = (await client.get("/.well-known/oauth-protected-resource/mcp")).json()
+            assert document["scopes_supported"] == ["admin"] and document["authorization_servers"] == [issuer.url]
+            lacking = await client.post("/mcp", json={}, headers={"Authorization": f"Bearer {issuer.token(AUDIENCE)}"})
+            assert lacking.status_code == 403 and 'error="insufficient_scope"' in lacking.headers["www-authenticate"]
+            holding = issuer.token(AUDIENCE, scope="vision admin")
+            passed = await client.post("/mcp", json={}, headers={"Authorization": f"Bearer {holding}"})
+            assert passed.status_code not in (401, 403)  # through to the MCP transport (which wants a session)
