@@ -1,16 +1,17 @@
 """Fair queueing under load: 3 principals x 8 calls at once through the real server over streamable HTTP.
 
-`python -m bench.fairness [--runs 3] [--principals 3] [--calls 8] [--concurrency 2] [--delay 0.05]` starts the stub
-OpenAI-compatible engine (tests/support/remote.py: each answer streams 4 pieces, `--delay` seconds apart) and the
-real command in front of it (`--transport streamable-http`, a tokens file naming one token per principal,
+`python -m bench.fairness [--runs 3] [--principals 3] [--calls 8] [--concurrency 2] [--delay 0.05]` starts the
+stub OpenAI-compatible engine (tests/support/remote.py: each answer streams 4 pieces, `--delay` seconds apart) and
+the real command in front of it (`--transport streamable-http`, a tokens file naming one token per principal,
 MCP_VISION_REMOTE_CONCURRENCY=`--concurrency`, the default queue: 8 + concurrency - 1 places, 3 per caller).
-Every principal, with its own token and the SDK's client, connects, then (once all have) sends all its calls at once; a call refused as busy
-waits the seconds its refusal names and tries again. Reported: each principal's completed calls while all were
-still competing (until the first one had all its calls answered), its share of those, the smallest share over
-the largest, every call's outcome (nothing lost), and the refusals (each an isError naming when to retry); then
-the same over all runs together (a single run's split moves by a call either way: two calls run at once, so
-the one that ends the window races another). Prints Markdown; writes .bench-cache/FAIRNESS.md and fairness.json. The engine is a stub: the point is the
-queue's arithmetic, not the model's speed.
+Every principal, with its own token and the SDK's client, connects, then (once all have) sends all its calls at
+once; a call refused as busy waits the seconds its refusal names and tries again. Reported: each principal's
+completed calls while all were still competing (until the first one had all its calls answered), its share of
+those, the smallest share over the largest, every call's outcome (nothing lost), and the refusals (each an
+isError naming when to retry); then the same over all runs together (a single run's split moves by a call either
+way: two calls run at once, so the one that ends the window races another). Prints Markdown; writes
+.bench-cache/FAIRNESS.md and fairness.json. The engine is a stub: the point is the queue's arithmetic, not the
+model's speed.
 """
 
 from __future__ import annotations
