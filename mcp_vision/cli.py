@@ -31,6 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cors-origin", action="append", dest="cors_origins", metavar="ORIGIN",
                         help="a web origin (such as http://localhost:8080) whose pages may call the streamable-http "
                         "endpoint, for browser-based hosts and inspectors (repeatable; default: none)")
+    parser.add_argument("--insecure-no-auth", action="store_true",
+                        help="serve streamable-http beyond loopback without authentication (anyone who reaches the "
+                        "port may call the tools); without it, such a server needs MCP_VISION_AUTH_TOKENS_FILE or "
+                        "MCP_VISION_AUTH_ISSUER")
+    parser.add_argument("--remote-allowed-dir", action="append", dest="remote_allowed_dirs", metavar="DIR",
+                        help="directory callers over the network (authenticated, or beyond loopback) may name files "
+                        "in (repeatable); by default they send data: URIs or URLs, never server-side paths")
+    parser.add_argument("--public-metrics", action="store_true", dest="public_metrics", default=None,
+                        help="serve /metrics without a bearer token (by default it needs one, like the tools)")
     parser.add_argument("--model", help=f"hub id or local directory of an InternVL -hf, Qwen2-VL or Qwen2.5-VL model (default: {DEFAULT_MODEL})")
     parser.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"],
                         help="where the model runs; auto: CUDA if available, else an Apple GPU (mps), else CPU (default: auto)")
@@ -90,6 +99,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         parsed["allowed_dirs"] = tuple(
             d for raw in args.allowed_dirs for d in parse_setting("allowed_dirs", raw, "--allowed-dir")
         )
+    if args.remote_allowed_dirs:
+        parsed["remote_allowed_dirs"] = tuple(
+            d for raw in args.remote_allowed_dirs for d in parse_setting("remote_allowed_dirs", raw, "--remote-allowed-dir")
+        )
     if args.cors_origins:
         parsed["cors_origins"] = tuple(dict.fromkeys(
             o for raw in args.cors_origins for o in parse_setting("cors_origins", raw, "--cors-origin")
@@ -105,6 +118,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         allow_urls=args.allow_urls,
         preload=args.preload,
         log_level=args.log_level,
+        public_metrics=args.public_metrics,
     )
 
 
@@ -253,7 +267,14 @@ def run(argv: list[str] | None = None) -> int:
                                                 openvino_vision=args.convert_vision))
     loopback = args.transport == "stdio" or args.host in _LOOPBACK
     if not loopback:  # a client anyone can be: its roots may narrow the default directory, never replace it
-        settings = settings.with_overrides(roots_replace_default=False)
+        settings = settings.with_overrides(roots_replace_default=False, anonymous_remote=True)
+    access = None
+    if args.transport == "streamable-http":
+        try:
+            access = _access(settings, args)
+        except ValueError as exc:
+            print(f"{parser.prog}: {exc}", file=sys.stderr)
+            return 2
     _configure_process(settings)
     from .server import build_server
 
@@ -283,20 +304,47 @@ def run(argv: list[str] | None = None) -> int:
         return _serve_stdio(server)
     # uvicorn stops gracefully on SIGTERM/SIGINT. Bound to a loopback host, the SDK turns on its
     # DNS-rebinding protection (Host and Origin must name 127.0.0.1, localhost or [::1]).
-    if not loopback:
+    if access is not None:
+        kinds = [f"{access.named_tokens} named tokens"] if access.named_tokens else []
+        kinds += [f"JWTs from {access.issuer}"] if access.issuer else []
+        log.info("bearer tokens required (%s); resource %s; callers over the network read files: %s",
+                 " and ".join(kinds), access.resource_url,
+                 os.pathsep.join(map(str, settings.remote_allowed_dirs or ())) or "none (data: URIs and URLs only)")
+    elif not loopback:
         log.warning(
-            "serving on %s: DNS-rebinding protection is off and anyone who reaches this address can call the "
-            "tools (and read the allowed directories); use the default --host 127.0.0.1 unless that is intended",
-            args.host,
+            "serving on %s without authentication (--insecure-no-auth): DNS-rebinding protection is off and anyone "
+            "who reaches this address can call the tools", args.host,
         )
     if settings.cors_origins:
         log.info("CORS: pages from %s may call this server", ", ".join(settings.cors_origins))
     import anyio
 
-    from .server import serve_http
+    from .serving import serve_http
 
-    anyio.run(lambda: serve_http(server, args.host, args.port, settings.cors_origins))
+    anyio.run(lambda: serve_http(server, args.host, args.port, settings.cors_origins, access=access,
+                                 public_metrics=settings.public_metrics))
     return 0
+
+
+def _access(settings: Settings, args: argparse.Namespace):
+    """The authentication for streamable HTTP (None: none); ValueError with one sentence when it is wrongly
+    configured, or missing beyond loopback without --insecure-no-auth."""
+    from .access import build_access
+    from .serving import resource_url_for
+
+    if settings.resource_url is None and settings.auth_issuer is not None and args.host not in _LOOPBACK:
+        raise ValueError(
+            "MCP_VISION_AUTH_ISSUER needs MCP_VISION_RESOURCE_URL when serving beyond loopback: set it to the "
+            "address clients use for this server (such as https://vision.example.com/mcp), the tokens' audience"
+        )
+    access = build_access(settings, resource_url_for(args.host, args.port, settings.resource_url))
+    if access is None and args.host not in _LOOPBACK and not args.insecure_no_auth:
+        raise ValueError(
+            f"refusing to serve on {args.host} without authentication: set MCP_VISION_AUTH_TOKENS_FILE (named "
+            "tokens) or MCP_VISION_AUTH_ISSUER (OAuth JWTs), or pass --insecure-no-auth to let anyone who "
+            "reaches the port call the tools"
+        )
+    return access
 
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}

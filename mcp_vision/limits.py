@@ -65,4 +65,8 @@ MAX_TIME_BUDGET = 3600.0
 REMOTE_CONCURRENCY_CAP = 256
 REMOTE_RETRIES_CAP = 10
 
+# Fair queueing (worker.py): model calls one authenticated caller may have queued or running at once.
+DEFAULT_QUEUE_PER_CALLER = 3
+QUEUE_PER_CALLER_CAP = 64
+
 __all__ = [name for name in dir() if name.isupper()] + ["OcrMode"]

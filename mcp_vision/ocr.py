@@ -15,7 +15,8 @@ from .backend.base import Backend, ChatResult, ImagePart, Turn
 from .budget import MARGIN_SECONDS, Budget, Speeds, tiles_read
 from .errors import InputError
 from .results import PageText
-from .worker import InferenceWorker, Progress
+from .metrics import Events
+from .worker import Caller, InferenceWorker, Progress
 
 if TYPE_CHECKING:
     from .inputs.images import ImagePages
@@ -73,9 +74,13 @@ class PageReader:
 
     def __init__(
         self, worker: InferenceWorker, backend: Backend, prompt: str, prepare: Prepare, *, max_tiles: int,
-        max_new_tokens: int, progress: Progress | None, budget: Budget,
+        max_new_tokens: int, progress: Progress | None, budget: Budget, caller: Caller = None,
+        watch: Callable[[Awaitable[Any]], Awaitable[Any]] | None = None, events: Events | None = None,
     ) -> None:
+        """`caller`: whose turn in the worker's queue each batch takes; `watch` wraps each batch (the service
+        notes engine failures); `events` hears the tokens written."""
         self._worker, self._backend, self._prompt, self._prepare = worker, backend, prompt, prepare
+        self._caller, self._watch, self._events = caller, watch, events or Events()
         self._max_tiles, self._max_new_tokens, self._progress = max_tiles, max_new_tokens, progress
         self.budget = budget
         self._speeds: Speeds | None = None  # known once the model is ready
@@ -130,10 +135,12 @@ class PageReader:
         conversations = [[Turn("user", [part, self._prompt])] for part in parts]
         backend, tokens = self._backend, self._max_new_tokens
         started = time.monotonic()
-        answers = await self._worker.run(
+        work = self._worker.run(
             lambda job: backend.chat_batch(conversations, job, max_new_tokens=tokens),
-            progress=inner, label="starting", deadline=self.budget.work_deadline,
+            progress=inner, label="starting", deadline=self.budget.work_deadline, caller=self._caller,
         )
+        answers = await (self._watch(work) if self._watch is not None else work)
+        self._events.generated(sum(answer.output_tokens or 0 for answer in answers))
         self.seconds_per_page = (time.monotonic() - started) / max(1, len(images))
         if self._speeds is not None and answers:
             self._speeds.learn(answers[0])  # the batch's stages are shared by its rows

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from . import __version__, limits, previews, viewer
 from .backend.base import Backend
-from .errors import VisionError
+from .errors import BusyError, VisionError
 from .prompt_menu import register_prompts
 from .results import (
     CompareImagesResult,
@@ -28,7 +28,7 @@ from .results import (
     Region,
     VideoQaResult,
 )
-from .service import VisionService
+from .service import Principal, VisionService
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ INSTRUCTIONS = """\
 Vision for agents: an InternVL or Qwen2-VL model (local, or a configured vLLM/LMDeploy engine) looks at images,
 documents and video.
 Media arguments take a local path (absolute, ~, or relative to the server's working directory; only
-inside the allowed directories), a file:// URI, an http(s) URL or a data: URI (base64).
+inside the allowed directories), a file:// URI, an http(s) URL or a data: URI (base64). A client
+connected over the network sends data: URIs or URLs (server-side paths only where the operator allows them).
 Every tool returns a session_id; pass it to follow_up to ask more about the same media without
 sending it again. The first call loads the model (or checks the engine), which can take a while;
 progress is reported. Each call keeps within a time budget (MCP_VISION_CALL_BUDGET, default 50 s, or the
@@ -127,12 +128,31 @@ def _service(ctx: AppContext) -> VisionService:
     return ctx.request_context.lifespan_context.service
 
 
+def _principal(service: VisionService) -> Principal:
+    """Who calls: the principal of the request's bearer token (the SDK's auth middleware put it in context),
+    else the local user (stdio, unauthenticated HTTP; remote when that HTTP is served beyond loopback)."""
+    from mcp.server.auth.middleware.auth_context import get_access_token
+
+    from .access import principal
+
+    token = get_access_token()
+    if token is not None:
+        return Principal(principal(token), remote=True)
+    return Principal(None, remote=service.settings.anonymous_remote)
+
+
+def _caller(ctx: AppContext) -> Principal:
+    return _principal(_service(ctx))
+
+
 def _ask_for_roots(ctx: AppContext, sources: object) -> ListRoots | None:
     """Ask the client for its roots (`roots/list`) when it declared them, they are used, and a source is a
     local file (URLs and data: URIs are not narrowed by roots, so they cost no round trip)."""
     capabilities = ctx.client_capabilities
     settings = _service(ctx).settings
     if settings.allowed_dirs is not None:  # the user's own directories: roots change nothing, so never ask
+        return None
+    if _caller(ctx).remote:  # a remote caller's roots name its own machine's folders, never the server's
         return None
     if not settings.client_roots or capabilities is None or capabilities.roots is None:
         return None
@@ -187,11 +207,14 @@ def _previews(ctx: AppContext) -> bool:
 
 @asynccontextmanager
 async def _guard() -> AsyncIterator[None]:
-    """Our own errors become tool errors the agent reads (isError) with their one sentence."""
+    """Our own errors become tool errors the agent reads (isError) with their one sentence; the metrics count a
+    refusal to queue as "busy"."""
     try:
         yield
     except VisionError as exc:
-        raise ToolError(str(exc)) from None
+        error = ToolError(str(exc))
+        error.outcome = "busy" if isinstance(exc, BusyError) else "error"  # type: ignore[attr-defined]
+        raise error from None
 
 
 # ---------------------------------------------------------------------------------------------- the tools
@@ -229,7 +252,7 @@ async def describe_image(
         described = await _service(ctx).describe_image(
             image, question=question, max_new_tokens=max_new_tokens, max_tiles=max_tiles, region=region,
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
-            previews=_previews(ctx),
+            previews=_previews(ctx), principal=_caller(ctx),
         )
     return _tool_result(described, None)
 
@@ -246,21 +269,22 @@ async def follow_up(
     unused."""
     async with _guard():
         followed = await _service(ctx).follow_up(
-            session_id, question, max_new_tokens=max_new_tokens, time_budget=time_budget, progress=_progress(ctx)
+            session_id, question, max_new_tokens=max_new_tokens, time_budget=time_budget, progress=_progress(ctx),
+            principal=_caller(ctx),
         )
     if _previews(ctx):
-        followed._viewer = _session_media(_service(ctx), followed.session_id)
+        followed._viewer = _session_media(_service(ctx), followed.session_id, _caller(ctx).key)
     return _tool_result(followed, None)
 
 
 SESSION_MEDIA_SHOWN = 12  # follow_up's viewer shows the session's newest previews, at most these
 
 
-def _session_media(service: VisionService, session_id: str) -> dict[str, Any]:
+def _session_media(service: VisionService, session_id: str, owner: str | None) -> dict[str, Any]:
     """The previews the session holds, newest last, for follow_up's viewer (sizes unknown: the viewer reads them
     from the pictures). Empty when the session kept none or has just ended."""
     try:
-        keys = list(service.sessions.get(session_id).previews)[-SESSION_MEDIA_SHOWN:]
+        keys = list(service.sessions.get(session_id, owner).previews)[-SESSION_MEDIA_SHOWN:]
     except VisionError:
         keys = []
     return {"images": [{"uri": previews.uri(session_id, key)} for key in keys]}
@@ -325,7 +349,7 @@ async def ocr_document(
         read = await _service(ctx).ocr_document(
             document, pages=pages, dpi=dpi, mode=mode, max_new_tokens=max_new_tokens, region=region,
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
-            previews=_previews(ctx),
+            previews=_previews(ctx), principal=_caller(ctx),
         )
     return _tool_result(read, None)
 
@@ -366,7 +390,7 @@ async def locate(
         shown = await _service(ctx).locate(
             image, target=target, region=region, max_tiles=max_tiles, max_new_tokens=max_new_tokens,
             session_id=session_id, time_budget=time_budget, annotate=annotate, progress=_progress(ctx),
-            roots=_root_dirs(roots), previews=_previews(ctx),
+            roots=_root_dirs(roots), previews=_previews(ctx), principal=_caller(ctx),
         )
     return _tool_result(shown.result, shown.picture)
 
@@ -417,7 +441,7 @@ async def compare_images(
         shown = await _service(ctx).compare_images(
             images, question=question, max_new_tokens=max_new_tokens, session_id=session_id,
             time_budget=time_budget, annotate=annotate, progress=_progress(ctx), roots=_root_dirs(roots),
-            previews=_previews(ctx),
+            previews=_previews(ctx), principal=_caller(ctx),
         )
     return _tool_result(shown.result, shown.picture)
 
@@ -457,7 +481,7 @@ async def video_qa(
         answered = await _service(ctx).video_qa(
             video, question=question, num_frames=num_frames, start=start, end=end, max_new_tokens=max_new_tokens,
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
-            previews=_previews(ctx),
+            previews=_previews(ctx), principal=_caller(ctx),
         )
     return _tool_result(answered, None)
 
@@ -487,9 +511,10 @@ def _state_configured_limits(mcp: MCPServer, settings: Settings) -> None:
 
 
 async def read_preview(session_id: str, key: str, ctx: AppContext) -> bytes:
-    """A preview (JPEG) of media a session holds, for the viewer; only this session's, only while it lives."""
+    """A preview (JPEG) of media a session holds, for the viewer; only this session's, only while it lives, and
+    only for the principal that created the session (any other gets the answer an unknown session gets)."""
     try:
-        return _service(ctx).sessions.preview(session_id, key)
+        return _service(ctx).sessions.preview(session_id, key, _caller(ctx).key)
     except VisionError as exc:
         raise ResourceNotFoundError(str(exc)) from None
 
@@ -501,7 +526,26 @@ class VisionServer(MCPServer):
     async def list_resource_templates(self) -> list[Any]:
         return [t for t in await super().list_resource_templates() if t.uri_template != previews.TEMPLATE]
 
+    service: VisionService
+
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        """The SDK's call, counted for the metrics by tool and outcome (ok, error, busy) and timed."""
+        import time
+
+        started, outcome = time.monotonic(), "error"
+        try:
+            result = await self._call_tool(name, arguments, context)
+            outcome = "error" if getattr(result, "is_error", False) else "ok"
+            return result
+        except ToolError as exc:
+            # The SDK re-raises a tool's ToolError as its own ("Error executing tool ..."), caused by ours.
+            outcome = getattr(exc, "outcome", None) or getattr(exc.__cause__, "outcome", "error")
+            raise
+        finally:
+            if self._tool_manager.get_tool(name) is not None:  # an unknown name is no tool's call
+                self.service.events.tool_call(name, outcome, time.monotonic() - started)
+
+    async def _call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -563,6 +607,7 @@ def build_server(
         log_level=settings.log_level,  # type: ignore[arg-type]
         extensions=[apps],
     )
+    mcp.service = service
     register_prompts(mcp, service.prompts)
     for fn, title, hints in TOOLS:
         if fn.__name__ not in viewer.VIEWED_TOOLS:
@@ -575,51 +620,4 @@ def build_server(
     return mcp
 
 
-# The request headers the streamable-HTTP protocol has a page send (besides Content-Type and Accept), and the
-# response headers its client must read; a cross-origin page may use exactly these.
-CORS_REQUEST_HEADERS = (
-    "Content-Type", "Accept", "Authorization", "Mcp-Session-Id", "MCP-Protocol-Version", "Last-Event-ID",
-    "Mcp-Method", "Mcp-Name",
-)
-CORS_EXPOSED_HEADERS = ("Mcp-Session-Id", "MCP-Protocol-Version", "WWW-Authenticate")
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def http_app(server: MCPServer, host: str, cors_origins: tuple[str, ...] = ()) -> Any:
-    """The streamable-HTTP app at `/mcp`. Bound to a loopback host it keeps the SDK's DNS-rebinding protection
-    (Host and Origin must be loopback, or one of `cors_origins`); with `cors_origins` it answers CORS (preflight
-    included) for those origins only, so a browser page served from one of them may call it."""
-    from mcp.server.transport_security import TransportSecuritySettings
-
-    security = None  # the SDK's choice: protection off beyond loopback (cli.py warns)
-    if host in LOOPBACK_HOSTS:
-        security = TransportSecuritySettings(
-            enable_dns_rebinding_protection=True,
-            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
-            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*", *cors_origins],
-        )
-    app = server.streamable_http_app(host=host, transport_security=security)
-    if cors_origins:
-        from starlette.middleware.cors import CORSMiddleware
-
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(cors_origins),
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=list(CORS_REQUEST_HEADERS),
-            expose_headers=list(CORS_EXPOSED_HEADERS),
-            allow_credentials=False,  # bearer tokens travel in Authorization, never in cookies
-        )
-    return app
-
-
-async def serve_http(server: MCPServer, host: str, port: int, cors_origins: tuple[str, ...] = ()) -> None:
-    """Serve `http_app` with uvicorn until SIGTERM/SIGINT."""
-    import uvicorn
-
-    app = http_app(server, host, cors_origins)
-    config = uvicorn.Config(app, host=host, port=port, log_level=server.settings.log_level.lower())
-    await uvicorn.Server(config).serve()
-
-
-__all__ = ["build_server", "VisionServer", "AppState", "INSTRUCTIONS", "TOOLS", "http_app", "serve_http"]
+__all__ = ["build_server", "VisionServer", "AppState", "INSTRUCTIONS", "TOOLS"]

@@ -21,6 +21,7 @@ from .backend import create_backend, engine_class
 from .backend.base import Backend, ChatResult, Turn
 from .budget import MARGIN_SECONDS, Budget, Plan, Speeds, plan
 from .errors import ContextOverflowError, InputError, ModelLoading
+from .metrics import Events
 from .model_prompts import PromptLibrary
 from .results import (
     BudgetReport,
@@ -69,18 +70,36 @@ class _Asked:
     dropped: int
 
 
+@dataclass(frozen=True)
+class Principal:
+    """Who calls. `key` owns the sessions the calls create and has its own share of the queue (None: the local
+    user, over stdio or unauthenticated loopback HTTP); a `remote` caller (authenticated over HTTP, or anyone
+    beyond loopback) sends media as data: URIs or URLs: server-side paths only inside MCP_VISION_REMOTE_ALLOWED_DIRS."""
+
+    key: str | None = None
+    remote: bool = False
+
+
+LOCAL = Principal()
+
+
 @dataclass
 class Call:
     """What one tool call carries beside its own arguments: the session it continues (None: a new one), its
-    time budget (from its arrival), where progress goes, the client's roots, and whether the client shows
-    previews (MCP Apps)."""
+    time budget (from its arrival), where progress goes, the client's roots, whether the client shows
+    previews (MCP Apps), and who calls."""
 
     session_id: str | None
     budget: Budget
     progress: Progress | None = None
     roots: Roots = None
     previews: bool = False
+    principal: Principal = LOCAL
     load_seconds: float = 0.0  # spent waiting for the model to load during this call
+
+    @property
+    def owner(self) -> str | None:
+        return self.principal.key
 
 
 class VisionService:
@@ -94,10 +113,16 @@ class VisionService:
         # A remote engine takes several calls at once; a model in this process one at a time. The class tells
         # before the engine is made (making it checks its settings, and that error belongs to the first call).
         remote = backend.remote if backend is not None else engine_class(settings).remote
-        self.worker = InferenceWorker(parallel=settings.remote_concurrency if remote else 1)
+        self.events: Events = Events()  # what the work tells (the metrics, when serving HTTP)
+        self.worker = InferenceWorker(
+            parallel=settings.remote_concurrency if remote else 1, per_caller=settings.queue_per_caller,
+            on_wait=lambda seconds: self.events.queue_wait(seconds),
+        )
         self._speeds: Speeds | None = None
         self._loading: asyncio.Future | None = None  # the model load, shared by the calls that wait for it
         self._load_started = 0.0
+        self.load_seconds = 0.0  # how long the model took to load (0 until it has)
+        self._engine_error: str | None = None  # the last model call's failure on the engine, until one succeeds
 
     @property
     def backend(self) -> Backend:
@@ -146,14 +171,43 @@ class VisionService:
 
     def _begin(
         self, session_id: str | None, time_budget: float | None = None, progress: Progress | None = None,
-        roots: Roots = None, previews: bool = False,
+        roots: Roots = None, previews: bool = False, principal: Principal = LOCAL,
     ) -> Call:
-        """The call, its time budget running from now; fails before any work on an unknown or expired session."""
+        """The call, its time budget running from now; fails before any work on an unknown or expired session
+        (or another principal's, with the same answer)."""
         budget = Budget.of(self.settings.call_budget, time_budget)
         if time_budget is not None and not 0 < time_budget <= limits.MAX_TIME_BUDGET:
             raise InputError(f"time_budget={time_budget:g} is out of range: use more than 0 to {limits.MAX_TIME_BUDGET:g} seconds.")
-        self.sessions.check(session_id)
-        return Call(session_id, budget, progress, roots, previews)
+        self.sessions.check(session_id, principal.key)
+        return Call(session_id, budget, progress, None if principal.remote else roots, previews, principal)
+
+    # ------------------------------------------------------------ operations
+
+    def readiness(self) -> dict:
+        """For /readyz: ready once the model is loaded (the remote engine checked) and the last model call did
+        not fail on the engine. Anyone may ask, so a failure is named by its kind only (no path, no address):
+        the failing call itself was told the whole sentence."""
+        backend = self._backend
+        loading = self._loading is not None and not self._loading.done()
+        if backend is None or not backend.loaded:
+            reason = "the model is loading" if loading else (
+                "the model is not loaded yet: it loads on the first call, or at start with --preload")
+            if self._loading is not None and self._loading.done() and not self._loading.cancelled() \
+                    and self._loading.exception() is not None:
+                reason = f"the model failed to load ({type(self._loading.exception()).__name__}): the next call retries"
+            return {"ready": False, "reason": reason}
+        state = {"ready": self._engine_error is None, "engine": backend.engine,
+                 "queued": self.worker.waiting, "running": self.worker.running}
+        if self._engine_error is not None:
+            state["reason"] = self._engine_error
+        return state
+
+    def engine_in_use(self) -> tuple[str, str]:
+        """(engine, model) for the metrics: the engine class's name before anything is loaded."""
+        if self._backend is not None:
+            return self._backend.engine, self._backend.model_name
+        engine = engine_class(self.settings)
+        return engine.engine, (self.settings.remote_model or self.settings.model) if engine.remote else self.settings.model
 
     @property
     def speeds(self) -> Speeds:
@@ -177,7 +231,7 @@ class VisionService:
         )
         if self._loading is None or failed:
             self._load_started = time.monotonic()
-            self._loading = asyncio.ensure_future(self.worker.run(backend.load, label="loading model"))
+            self._loading = asyncio.ensure_future(self._load(backend))
         while not self._loading.done():
             left = budget.remaining()
             if left is not None and left <= MARGIN_SECONDS:
@@ -192,6 +246,12 @@ class VisionService:
         self._loading.result()  # the load's own error, if it failed
         return time.monotonic() - waiting
 
+    async def _load(self, backend: Backend) -> None:
+        """Load on the worker (outside every caller's share: the load serves them all), timed for the metrics."""
+        started = time.monotonic()
+        await self.worker.run(backend.load, label="loading model", measured=False)
+        self.load_seconds = time.monotonic() - started
+
     def _forget(self, session_id: str) -> None:
         if self._backend is not None:
             self._backend.forget(session_id)
@@ -200,11 +260,30 @@ class VisionService:
         """Ask the model on the inference worker; the work reports its own phases (reading images, generating)
         and its generation stops at the budget's deadline."""
         backend = self.backend
-        result = await self.worker.run(
+        result = await self.watched(self.worker.run(
             lambda job: backend.chat(turns, job, max_new_tokens=max_new_tokens, conversation=conversation),
-            progress=call.progress, label="starting", deadline=call.budget.work_deadline,
-        )
+            progress=call.progress, label="starting", deadline=call.budget.work_deadline, caller=call.owner,
+        ))
         self.speeds.learn(result)
+        self.events.generated(result.output_tokens or 0)
+        return result
+
+    async def watched(self, work):
+        """Await model work, remembering whether the engine failed (for /readyz); the caller's own errors
+        (InputError) and refusals (busy) say nothing about the engine."""
+        from .errors import BusyError, Cancelled, ModelUnavailableError
+
+        try:
+            result = await work
+        except ModelUnavailableError as exc:
+            self._engine_error = f"the last model call failed on the engine ({type(exc).__name__})"
+            raise
+        except (InputError, BusyError, Cancelled):
+            raise
+        except Exception as exc:
+            self._engine_error = f"the last model call failed on the engine ({type(exc).__name__})"
+            raise
+        self._engine_error = None
         return result
 
     async def _ready(self, call: Call) -> Speeds:
@@ -237,17 +316,19 @@ class VisionService:
             self.sessions.commit(session, history, [user, Turn.assistant(result.history_text)], dropped)
             return result, dropped
 
-    async def load_media(self, source: str, roots: Roots = None):
-        """Read a source (in a thread: files and URLs block) inside the file boundary."""
+    async def load_media(self, source: str, roots: Roots = None, principal: Principal = LOCAL):
+        """Read a source (in a thread: files and URLs block) inside the file boundary (a remote caller's own)."""
         from .inputs.sources import load_media
 
-        return await anyio.to_thread.run_sync(load_media, source, self.settings, roots)
+        return await anyio.to_thread.run_sync(
+            lambda: load_media(source, self.settings, roots, remote=principal.remote)
+        )
 
-    async def load_image(self, source: str, roots: Roots = None) -> DecodedImage:
+    async def load_image(self, source: str, roots: Roots = None, principal: Principal = LOCAL) -> DecodedImage:
         """Read and decode an image (in a decoder process, or here when isolation is off)."""
         from .inputs.images import decode_isolated
 
-        media = await self.load_media(source, roots)
+        media = await self.load_media(source, roots, principal)
         return await decode_isolated(media, self.settings.max_image_pixels, isolate=self.settings.isolate_decoding)
 
     def warm_decoders(self) -> None:
@@ -270,10 +351,10 @@ class VisionService:
         """Load one image, read `region` of it (or all of it) within the budget, and ask `asked` in the session."""
         from .inputs.images import crop
 
-        decoded = await self.load_image(image, call.roots)
+        decoded = await self.load_image(image, call.roots, call.principal)
         picture, shown = crop(decoded, region)
         fitted = await self._fit(call, images=1, tiles=tiles, max_new_tokens=tokens)
-        session = self.sessions.get_or_create(call.session_id)
+        session = self.sessions.get_or_create(call.session_id, call.owner)
         user = Turn.user(asked, [picture], max_tiles=fitted.tiles or tiles)
         result, dropped = await self._ask(session, user, call, fitted.max_new_tokens)
         return _Asked(decoded, shown, fitted, session, result, dropped)
@@ -315,12 +396,13 @@ class VisionService:
         progress: Progress | None = None,
         roots: Roots = None,
         previews: bool = False,
+        principal: Principal = LOCAL,
     ) -> DescribeImageResult:
         """`previews`: also keep a preview of the image in the session for a viewer (see results.Viewable)."""
         tokens = self._max_new_tokens(max_new_tokens)
         tiles = self._max_tiles(max_tiles)
         asked = self._question(question, self.prompts.task("describe").text.strip())
-        call = self._begin(session_id, time_budget, progress, roots, previews)
+        call = self._begin(session_id, time_budget, progress, roots, previews, principal)
         asked_image = await self._ask_about_image(image, asked, call, region=region, tiles=tiles, tokens=tokens)
         described = DescribeImageResult(
             **self._image_answer(asked_image, call, region),
@@ -349,6 +431,7 @@ class VisionService:
         progress: Progress | None = None,
         roots: Roots = None,
         previews: bool = False,
+        principal: Principal = LOCAL,
     ) -> Shown[LocateResult]:
         """Boxes around `target` (or every salient object), in pixels of the original image."""
         from .grounding import parse_boxes, to_pixels
@@ -362,7 +445,7 @@ class VisionService:
             self.prompts.task("locate").render(target=wanted).strip() if wanted
             else self.prompts.task("locate-all").text.strip()
         )
-        call = self._begin(session_id, time_budget, progress, roots, previews)
+        call = self._begin(session_id, time_budget, progress, roots, previews, principal)
         asked_image = await self._ask_about_image(image, asked, call, region=region, tiles=tiles, tokens=tokens)
         decoded, shown = asked_image.decoded, asked_image.shown
         # Qwen2.5-VL's boxes are in pixels of the image as its processor resized it (the local engine says
@@ -404,13 +487,14 @@ class VisionService:
         max_new_tokens: int | None = None,
         time_budget: float | None = None,
         progress: Progress | None = None,
+        principal: Principal = LOCAL,
     ) -> FollowUpResult:
         tokens = self._max_new_tokens(max_new_tokens)
         if not question or not question.strip():
             raise InputError("The question is empty: say what you want to know about the session's media.")
         asked = self._question(question, question)  # checks the length; the question is never empty here
-        call = self._begin(session_id, time_budget, progress)
-        session = self.sessions.get(session_id)
+        call = self._begin(session_id, time_budget, progress, principal=principal)
+        session = self.sessions.get(session_id, call.owner)
         fitted = await self._fit(call, max_new_tokens=tokens, text_tokens=len(asked) // 3 + 50)
         user = Turn.user(asked)
         result, dropped = await self._ask(session, user, call, fitted.max_new_tokens)
@@ -433,12 +517,13 @@ class VisionService:
         progress: Progress | None = None,
         roots: Roots = None,
         previews: bool = False,
+        principal: Principal = LOCAL,
     ) -> OcrDocumentResult:
         from . import ocr
 
         ocr.check_request(mode, dpi)
-        call = self._begin(session_id, time_budget, progress, roots, previews)
-        media = await self.load_media(document, call.roots)
+        call = self._begin(session_id, time_budget, progress, roots, previews, principal)
+        media = await self.load_media(document, call.roots, call.principal)
         # A full page of text needs more room than a typical answer.
         tokens = (
             self._max_new_tokens(max_new_tokens) if max_new_tokens
@@ -448,12 +533,13 @@ class VisionService:
         reader = ocr.PageReader(
             self.worker, self.backend, self.prompts.task("ocr").text.strip(), partial(self._ready, call),
             max_tiles=self.settings.max_tiles, max_new_tokens=tokens, progress=call.progress, budget=call.budget,
+            caller=call.owner, watch=self.watched, events=self.events,
         )
         read = await ocr.read_document(
             media, pages=pages, mode=mode, dpi=dpi, region=region, settings=self.settings, reader=reader,
             pictures=call.previews,
         )
-        session = self.sessions.get_or_create(call.session_id)
+        session = self.sessions.get_or_create(call.session_id, call.owner)
         async with session.lock:
             self.sessions.append(session, ocr.session_turns(read, reader, media.label, self.prompts))
         document_read = OcrDocumentResult(
@@ -486,6 +572,7 @@ class VisionService:
         progress: Progress | None = None,
         roots: Roots = None,
         previews: bool = False,
+        principal: Principal = LOCAL,
     ) -> Shown[CompareImagesResult]:
         from .model_prompts import compare_parts
         from .inputs.diff import compare_pixels
@@ -498,8 +585,8 @@ class VisionService:
             )
         tokens = self._max_new_tokens(max_new_tokens)
         asked = self._question(question, self.prompts.task("compare").text.strip())
-        call = self._begin(session_id, time_budget, progress, roots, previews)
-        decoded = [await self.load_image(source, call.roots) for source in images]
+        call = self._begin(session_id, time_budget, progress, roots, previews, principal)
+        decoded = [await self.load_image(source, call.roots, call.principal) for source in images]
         if call.progress is not None:
             await call.progress(0, None, "measuring pixel differences")
         diffs = [
@@ -512,7 +599,7 @@ class VisionService:
         tiles = max(1, min(self.settings.max_tiles, limits.COMPARE_TILE_BUDGET // len(decoded)))
         fitted = await self._fit(call, images=len(decoded), tiles=tiles, max_new_tokens=tokens)
         parts = compare_parts(self.prompts, [d.image for d in decoded], diffs, fitted.tiles or tiles, asked)
-        session = self.sessions.get_or_create(call.session_id)
+        session = self.sessions.get_or_create(call.session_id, call.owner)
         result, dropped = await self._ask(session, Turn("user", parts), call, fitted.max_new_tokens)
         compared = CompareImagesResult(
             **self._answer(result, session, call, dropped, fitted),
@@ -552,6 +639,7 @@ class VisionService:
         progress: Progress | None = None,
         roots: Roots = None,
         previews: bool = False,
+        principal: Principal = LOCAL,
     ) -> VideoQaResult:
         from .model_prompts import video_parts
         from .inputs.sandbox import DECODE_TIMEOUT, run_isolated
@@ -560,8 +648,8 @@ class VisionService:
         tokens = self._max_new_tokens(max_new_tokens)
         asked = self._question(question, self.prompts.task("video").text.strip())
         check_num_frames(num_frames, self.settings.max_frames)
-        call = self._begin(session_id, time_budget, progress, roots, previews)
-        media = await self.load_media(video, call.roots)
+        call = self._begin(session_id, time_budget, progress, roots, previews, principal)
+        media = await self.load_media(video, call.roots, call.principal)
         if media.kind == "pdf":
             raise InputError(f"{media.label} is a PDF document, not a video: use ocr_document to read it.")
         check_video(media, start, end)  # before the model loads: a wrong file or span is refused at once
@@ -577,7 +665,7 @@ class VisionService:
         )
         parts = video_parts(self.prompts, sample.frames, sample.timestamps, sample.duration, asked,
                             as_video=self.backend.takes_video)
-        session = self.sessions.get_or_create(call.session_id)
+        session = self.sessions.get_or_create(call.session_id, call.owner)
         result, dropped = await self._ask(session, Turn("user", parts), call, fitted.max_new_tokens)
         answered = VideoQaResult(
             **self._answer(result, session, call, dropped, fitted),
@@ -625,4 +713,4 @@ def _usage(result: ChatResult) -> Usage:
     )
 
 
-__all__ = ["VisionService"]
+__all__ = ["VisionService", "Principal", "LOCAL"]

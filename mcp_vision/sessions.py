@@ -24,6 +24,7 @@ from .limits import MAX_EXCHANGES, MAX_IMAGES, MAX_PREVIEW_TOTAL, MAX_SESSION_PR
 @dataclass(eq=False)
 class Session:
     id: str
+    owner: str | None = None  # the principal that created it (None: the local user); only it may use it
     turns: list[Turn] = field(default_factory=list)
     last_used: float = field(default_factory=time.monotonic)
     dropped_turns: int = 0  # exchanges dropped so far to stay within bounds
@@ -72,22 +73,37 @@ class SessionStore:
         for sid in ids:
             self._on_evict(sid)
 
-    def create(self) -> Session:
+    def create(self, owner: str | None = None) -> Session:
         now = time.monotonic()
-        session = Session(id="vs_" + secrets.token_urlsafe(24), last_used=now)  # 192 random bits
+        session = Session(id="vs_" + secrets.token_urlsafe(24), owner=owner, last_used=now)  # 192 random bits
         with self._lock:
             gone = self._expire(now)
             self._sessions[session.id] = session
             while len(self._sessions) > self.max_sessions:
-                gone.append(self._sessions.popitem(last=False)[0])
+                gone.append(self._evict_one())
         self._evicted(gone)
         return session
 
-    def get(self, session_id: str) -> Session:
+    def _evict_one(self) -> str:
+        """Make room: the least recently used session of the principal holding the most, so one caller opening
+        many sessions ends its own, never another's (with one principal: the least recently used)."""
+        held: dict[str | None, int] = {}
+        for other in self._sessions.values():
+            held[other.owner] = held.get(other.owner, 0) + 1
+        most = max(held.values())
+        victim = next(sid for sid, other in self._sessions.items() if held[other.owner] == most)
+        del self._sessions[victim]
+        return victim
+
+    def get(self, session_id: str, owner: str | None = None) -> Session:
+        """The session, for its owner only: another principal gets exactly the answer an unknown id gets (and
+        its use touches nothing), so nothing tells whether someone else's session exists."""
         with self._lock:
             now = time.monotonic()
             gone = self._expire(now)
             session = self._sessions.get(session_id)
+            if session is not None and session.owner != owner:
+                session = None
             if session is not None:
                 session.last_used = now
                 self._sessions.move_to_end(session_id)
@@ -116,13 +132,15 @@ class SessionStore:
                     total -= len(other.previews.popitem(last=False)[1])
         return key
 
-    def preview(self, session_id: str, key: str) -> bytes:
-        """A preview the session holds; an unknown or expired session or key is one SessionError, the same
-        for both (nothing tells whether another session exists)."""
+    def preview(self, session_id: str, key: str, owner: str | None = None) -> bytes:
+        """A preview the session holds, for the session's owner; an unknown or expired session or key, or
+        another principal's session, is one SessionError, the same for all (nothing tells whether another
+        session exists)."""
         with self._lock:
             gone = self._expire(time.monotonic())
             session = self._sessions.get(session_id)
-            data = session.previews.get(key) if session is not None else None
+            mine = session is not None and session.owner == owner
+            data = session.previews.get(key) if mine else None
         self._evicted(gone)
         if data is None:
             raise SessionError(
@@ -131,13 +149,14 @@ class SessionStore:
             )
         return data
 
-    def get_or_create(self, session_id: str | None) -> Session:
-        return self.create() if not session_id else self.get(session_id)
+    def get_or_create(self, session_id: str | None, owner: str | None = None) -> Session:
+        return self.create(owner) if not session_id else self.get(session_id, owner)
 
-    def check(self, session_id: str | None) -> None:
-        """Fail before any work when a call names an unknown or expired session (no session_id is fine)."""
+    def check(self, session_id: str | None, owner: str | None = None) -> None:
+        """Fail before any work when a call names an unknown or expired session, or one `owner` did not create
+        (no session_id is fine)."""
         if session_id:
-            self.get(session_id)
+            self.get(session_id, owner)
 
     def fits(self, turns: list[Turn]) -> bool:
         """Whether a conversation is within the per-session bounds."""

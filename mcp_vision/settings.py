@@ -88,6 +88,15 @@ def _parse_url(name: str, value: str) -> str:
     return url
 
 
+def _parse_http_url(name: str, value: str, example: str) -> str:
+    """An http(s) URL kept exactly as written: issuers and audiences compare as exact strings."""
+    url = value.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"{name}={value!r} is not an http(s) URL: give {example}")
+    return url
+
+
 def _parse_origins(name: str, value: str) -> tuple[str, ...]:
     """Web origins (`scheme://host[:port]`, nothing after), separated by commas or spaces."""
     origins = []
@@ -121,6 +130,7 @@ class Settings:
     allowed_dirs: tuple[Path, ...] | None = None
     client_roots: bool = True
     roots_replace_default: bool = True  # off when serving HTTP beyond loopback: roots then only narrow
+    anonymous_remote: bool = False  # on when serving HTTP beyond loopback: unauthenticated callers are remote
     allow_download: bool = False
     allow_urls: bool = True
     allow_private_urls: bool = False
@@ -156,6 +166,18 @@ class Settings:
     # Web origins whose pages may call the streamable-HTTP endpoint (CORS); empty: none, as a browser's default.
     cors_origins: tuple[str, ...] = ()
     previews: PreviewPolicy = "all"
+    # Serving a team over streamable HTTP (see access.py): named bearer tokens from a file, and/or JWTs from an
+    # OAuth authorization server; the resource URL is this server's public address (the JWTs' audience).
+    auth_tokens_file: Path | None = None
+    auth_issuer: str | None = None
+    auth_jwks_url: str | None = None  # None: from the issuer's metadata (RFC 8414, else OpenID discovery)
+    auth_scopes: tuple[str, ...] = ()  # scopes every token must carry
+    resource_url: str | None = None  # None: http://HOST:PORT/mcp as served
+    # Directories authenticated (remote) callers may name server-side paths in; None: none (data: URIs and
+    # public URLs only). The local user's boundary (allowed_dirs, roots) never applies to them.
+    remote_allowed_dirs: tuple[Path, ...] | None = None
+    queue_per_caller: int = limits.DEFAULT_QUEUE_PER_CALLER  # model calls one authenticated caller may have queued
+    public_metrics: bool = False  # /metrics without a token (healthz and readyz always are)
 
     def __post_init__(self) -> None:
         if self.backend == "openai" and not self.base_url:
@@ -186,7 +208,7 @@ class Settings:
         values: dict[str, object] = {}
         for f in fields(cls):
             var = ENVIRONMENT.get(f.name)
-            if var is None:  # set by the command line only (roots_replace_default)
+            if var is None:  # set by the command line only (roots_replace_default, anonymous_remote)
                 continue
             raw = env.get(var)
             if raw is None or raw.strip() == "":
@@ -237,6 +259,14 @@ ENVIRONMENT: dict[str, str] = {
     "remote_retries": "MCP_VISION_REMOTE_RETRIES",
     "cors_origins": "MCP_VISION_CORS_ORIGINS",
     "previews": "MCP_VISION_PREVIEWS",
+    "auth_tokens_file": "MCP_VISION_AUTH_TOKENS_FILE",
+    "auth_issuer": "MCP_VISION_AUTH_ISSUER",
+    "auth_jwks_url": "MCP_VISION_AUTH_JWKS_URL",
+    "auth_scopes": "MCP_VISION_AUTH_SCOPES",
+    "resource_url": "MCP_VISION_RESOURCE_URL",
+    "remote_allowed_dirs": "MCP_VISION_REMOTE_ALLOWED_DIRS",
+    "queue_per_caller": "MCP_VISION_QUEUE_PER_CALLER",
+    "public_metrics": "MCP_VISION_PUBLIC_METRICS",
 }
 
 _PARSERS = {
@@ -280,6 +310,14 @@ _PARSERS = {
     "remote_retries": lambda n, v: _parse_int(n, v, 0, limits.REMOTE_RETRIES_CAP),
     "cors_origins": _parse_origins,
     "previews": lambda n, v: _parse_choice(n, v, get_args(PreviewPolicy)),
+    "auth_tokens_file": lambda n, v: Path(v.strip()).expanduser(),
+    "auth_issuer": lambda n, v: _parse_http_url(n, v, "the authorization server's issuer, such as https://auth.example.com"),
+    "auth_jwks_url": lambda n, v: _parse_http_url(n, v, "its JWKS address, such as https://auth.example.com/jwks.json"),
+    "auth_scopes": lambda n, v: tuple(dict.fromkeys(v.replace(",", " ").split())),
+    "resource_url": lambda n, v: _parse_http_url(n, v, "this server's public address, such as https://vision.example.com/mcp"),
+    "remote_allowed_dirs": lambda n, v: _parse_dirs(v),
+    "queue_per_caller": lambda n, v: _parse_int(n, v, 1, limits.QUEUE_PER_CALLER_CAP),
+    "public_metrics": _parse_bool,
 }
 
 

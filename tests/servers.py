@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 SERVER = [sys.executable, "-m", "mcp_vision"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def server_env(model: Path | str, media: Path, **extra: str) -> dict[str, str]:
@@ -25,6 +26,8 @@ def server_env(model: Path | str, media: Path, **extra: str) -> dict[str, str]:
         "MCP_VISION_DEVICE": "cpu",
         "MCP_VISION_BACKEND": "local",
         "HF_HUB_OFFLINE": "1",
+        # This checkout's package, whatever the environment has installed (an editable install of another one).
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
         **extra,
     })
     return env
@@ -37,9 +40,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def http_server(env: dict[str, str], cwd: Path, log: Path, *args: str) -> Iterator[tuple[int, subprocess.Popen]]:
-    """The server on streamable HTTP at a free port, once it listens; its output goes to `log`."""
-    port = free_port()
+def http_server(
+    env: dict[str, str], cwd: Path, log: Path, *args: str, port: int | None = None
+) -> Iterator[tuple[int, subprocess.Popen]]:
+    """The server on streamable HTTP at `port` (a free one by default), once it listens; its output goes to `log`."""
+    port = port or free_port()
     with log.open("w") as out:
         proc = subprocess.Popen(
             [*SERVER, "--transport", "streamable-http", "--port", str(port), *args],

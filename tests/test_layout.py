@@ -26,10 +26,11 @@ ALLOWED = {
     "mcp_vision.grounding": FOUNDATION,
     "mcp_vision.previews": FOUNDATION,
     "mcp_vision.viewer": FOUNDATION,
+    "mcp_vision.metrics": FOUNDATION,  # what the work tells; prometheus-client only where HTTP serves it
     "mcp_vision.model_prompts": FOUNDATION | {"mcp_vision.backend", "mcp_vision.inputs"},
     "mcp_vision.ocr": FOUNDATION
-    | {"mcp_vision.backend", "mcp_vision.budget", "mcp_vision.inputs", "mcp_vision.model_prompts", "mcp_vision.previews",
-       "mcp_vision.results", "mcp_vision.worker"},
+    | {"mcp_vision.backend", "mcp_vision.budget", "mcp_vision.inputs", "mcp_vision.metrics", "mcp_vision.model_prompts",
+       "mcp_vision.previews", "mcp_vision.results", "mcp_vision.worker"},
 }
 
 

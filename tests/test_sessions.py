@@ -46,3 +46,27 @@ def test_turn_count_counts_answers():
     s = store.create()
     s.turns += [Turn.user("q"), Turn.assistant("a"), Turn.user("q2"), Turn.assistant("a2")]
     assert s.turn_count == 2
+
+
+def test_sessions_belong_to_their_principal_and_a_crowd_of_one_evicts_its_own():
+    store = SessionStore(max_sessions=4)
+    alice = store.create("alice")
+    store.keep_preview(alice, b"jpeg")
+    with pytest.raises(SessionError) as foreign:
+        store.get(alice.id, "bob")
+    with pytest.raises(SessionError) as unknown:
+        store.get("vs_" + "x" * 32, "bob")
+    assert str(foreign.value).replace(alice.id, "ID") == str(unknown.value).replace("vs_" + "x" * 32, "ID")
+    with pytest.raises(SessionError) as foreign_preview:
+        store.preview(alice.id, "p1", "bob")
+    with pytest.raises(SessionError) as unknown_preview:
+        store.preview("vs_" + "x" * 32, "p1", "bob")
+    assert str(foreign_preview.value) == str(unknown_preview.value)
+    assert store.preview(alice.id, "p1", "alice") == b"jpeg" and store.get(alice.id, "alice") is alice
+    with pytest.raises(SessionError):
+        store.get(alice.id)  # the local user is a principal too
+    # Bob opens many sessions: only his own go.
+    bobs = [store.create("bob") for _ in range(6)]
+    assert store.get(alice.id, "alice") is alice
+    assert [s.id for s in bobs[-3:]] == [store.get(s.id, "bob").id for s in bobs[-3:]]
+    assert len(store) == 4

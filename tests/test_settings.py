@@ -67,6 +67,14 @@ def test_every_variable_is_parsed(tmp_path):
         "MCP_VISION_THREADS": "1",
         "MCP_VISION_CORS_ORIGINS": "https://host.example,http://localhost:5173 https://host.example",
         "MCP_VISION_PREVIEWS": "Declared",
+        "MCP_VISION_AUTH_TOKENS_FILE": str(tmp_path / "tokens"),
+        "MCP_VISION_AUTH_ISSUER": " https://auth.example.com ",
+        "MCP_VISION_AUTH_JWKS_URL": "https://auth.example.com/keys",
+        "MCP_VISION_AUTH_SCOPES": "vision, read vision",
+        "MCP_VISION_RESOURCE_URL": "https://vision.example.com/mcp",
+        "MCP_VISION_REMOTE_ALLOWED_DIRS": str(tmp_path / "shared"),
+        "MCP_VISION_QUEUE_PER_CALLER": "5",
+        "MCP_VISION_PUBLIC_METRICS": "yes",
     }
     assert set(env) == set(ENVIRONMENT.values())  # the test covers every variable
     s = Settings.from_env(env)
@@ -101,6 +109,15 @@ def test_every_variable_is_parsed(tmp_path):
     assert (s.remote_concurrency, s.remote_timeout, s.remote_retries) == (8, 90.0, 0)
     assert s.cors_origins == ("https://host.example", "http://localhost:5173")
     assert s.previews == "declared"
+    assert (s.auth_tokens_file, s.auth_issuer, s.auth_jwks_url) == (
+        tmp_path / "tokens", "https://auth.example.com", "https://auth.example.com/keys")
+    assert s.auth_scopes == ("vision", "read") and s.resource_url == "https://vision.example.com/mcp"
+    assert s.remote_allowed_dirs == (tmp_path / "shared",)
+    assert (s.queue_per_caller, s.public_metrics) == (5, True)
+    for var, bad in (("MCP_VISION_AUTH_ISSUER", "auth.example.com"), ("MCP_VISION_RESOURCE_URL", "ftp://x/mcp"),
+                     ("MCP_VISION_QUEUE_PER_CALLER", "0")):
+        with pytest.raises(ValueError, match=var):
+            Settings.from_env({var: bad})
 
 
 def test_the_remote_engine_needs_a_base_url_and_keeps_the_key_out_of_repr():

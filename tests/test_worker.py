@@ -119,3 +119,107 @@ async def test_heartbeats_name_the_phase_as_it_happens():
     assert waiting and later, seen
     assert seen.index(waiting[-1]) < seen.index(later[0])
     assert not any(m and m.startswith("loading model") for m in seen)
+
+
+# ------------------------------------------------------------------------------------------ fair queueing
+
+
+async def _queued(worker: InferenceWorker, count: int) -> None:
+    """Until `count` jobs wait in the lines (the task group has started them)."""
+    with anyio.fail_after(10):
+        while worker.waiting < count:
+            await anyio.sleep(0.01)
+
+
+async def test_callers_take_turns_round_robin():
+    """One thread, a job running; A queues 3, B 3, C 1: they run A B C A B A B, not in arrival order."""
+    worker = InferenceWorker(per_caller=8)
+    gate = threading.Event()
+    order: list[str] = []
+
+    def job(name: str):
+        return lambda _job: order.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: worker.run(lambda _job: gate.wait(5), caller="first"))
+        await anyio.sleep(0.05)
+        for index, name in enumerate(["A", "A", "A", "B", "B", "B", "C"]):
+            tg.start_soon(lambda n=name: worker.run(job(n), caller=n))
+            await _queued(worker, index + 1)
+        gate.set()
+    assert order == ["A", "B", "C", "A", "B", "A", "B"]
+    assert worker.pending == 0 and worker.waiting == 0 and worker.running == 0
+
+
+async def test_a_caller_over_its_share_is_refused_with_when_to_retry():
+    worker = InferenceWorker(max_queue=8, per_caller=2)
+    gate = threading.Event()
+    async with anyio.create_task_group() as tg:
+        for _ in range(2):
+            tg.start_soon(lambda: worker.run(lambda _job: gate.wait(5), caller="greedy"))
+        with anyio.fail_after(10):
+            while worker.pending < 2:
+                await anyio.sleep(0.01)
+        with pytest.raises(BusyError, match=r"you already have 2 model calls .* retry in about \d+(\.\d)? s"):
+            await worker.run(lambda _job: None, caller="greedy")
+        # Another caller, and the local user (no per-caller share), still get in.
+        tg.start_soon(lambda: worker.run(lambda _job: None, caller="other"))
+        for _ in range(3):
+            tg.start_soon(lambda: worker.run(lambda _job: None))
+        with anyio.fail_after(10):
+            while worker.pending < 6:
+                await anyio.sleep(0.01)
+        assert worker.held("greedy") == 2 and worker.held("other") == 1 and worker.held(None) == 3
+        gate.set()
+    assert worker.pending == 0
+
+
+async def test_a_full_queue_still_lets_in_a_caller_with_nothing_queued():
+    """The queue (2 places) is full of A's calls: B, with none, gets one place; A's next is refused."""
+    worker = InferenceWorker(max_queue=2, per_caller=3)
+    gate = threading.Event()
+    ran: list[str] = []
+    async with anyio.create_task_group() as tg:
+        for _ in range(2):
+            tg.start_soon(lambda: worker.run(lambda _job: gate.wait(5), caller="A"))
+        with anyio.fail_after(10):
+            while worker.pending < 2:
+                await anyio.sleep(0.01)
+        with pytest.raises(BusyError, match="busy with 2 queued model calls"):
+            await worker.run(lambda _job: None, caller="A")
+        tg.start_soon(lambda: worker.run(lambda _job: ran.append("B"), caller="B"))
+        with anyio.fail_after(10):
+            while worker.pending < 3:
+                await anyio.sleep(0.01)
+        with pytest.raises(BusyError):
+            await worker.run(lambda _job: None, caller="B")  # a place once, not a second
+        gate.set()
+    assert ran == ["B"] and worker.pending == 0
+
+
+async def test_a_cancelled_waiting_call_gives_its_place_back():
+    worker = InferenceWorker(max_queue=2, per_caller=3)
+    gate = threading.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: worker.run(lambda _job: gate.wait(5), caller="A"))
+        with anyio.fail_after(10):
+            while worker.running < 1:
+                await anyio.sleep(0.01)
+        with anyio.move_on_after(0.1):
+            await worker.run(lambda _job: pytest.fail("a cancelled call ran"), caller="A")
+        assert worker.pending == 1 and worker.waiting == 0 and worker.held("A") == 1
+        gate.set()
+    assert worker.pending == 0
+
+
+async def test_the_retry_hint_follows_the_measured_jobs_but_not_the_model_load():
+    from mcp_vision.worker import FIRST_GUESS_SECONDS
+
+    worker = InferenceWorker(parallel=2)
+    assert worker.retry_after() == FIRST_GUESS_SECONDS / 2  # one caller's round, two threads
+    for _ in range(2):
+        await worker.run(lambda _job: time.sleep(0.2), caller="A")
+    measured = worker.retry_after()
+    assert measured != FIRST_GUESS_SECONDS / 2
+    await worker.run(lambda _job: time.sleep(0.3), caller="A", measured=False)  # a model load: not a call
+    assert worker.retry_after() == measured

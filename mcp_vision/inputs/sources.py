@@ -70,9 +70,11 @@ def describe_source(source: str) -> str:
     return repr(text if len(text) <= 200 else text[:197] + "...")
 
 
-def load_media(source: str, settings: Settings, roots: tuple[Path, ...] | None = None) -> Media:
+def load_media(
+    source: str, settings: Settings, roots: tuple[Path, ...] | None = None, *, remote: bool = False
+) -> Media:
     """Read one media source into memory, enforcing the file boundary (see `Boundary`; `roots` are the
-    client's) and the size limit."""
+    client's; a `remote` caller has its own) and the size limit."""
     if not isinstance(source, str) or not source.strip():
         raise InputError("No media given: pass a file path, a file:// URI, an http(s) URL or a data: URI.")
     source = source.strip()
@@ -99,7 +101,7 @@ def load_media(source: str, settings: Settings, roots: tuple[Path, ...] | None =
         path = _local_path(urlparse(source))
         if path is None:
             raise InputError(f"{describe_source(source)} names a remote host; file:// URIs must be local.")
-        data = read_allowed_file(path, settings, roots)
+        data = read_allowed_file(path, settings, roots, remote=remote)
         label = describe_source(str(path))
     elif scheme and len(scheme) > 1:
         raise InputError(
@@ -108,7 +110,7 @@ def load_media(source: str, settings: Settings, roots: tuple[Path, ...] | None =
         )
     else:
         path = _expand_home(source)
-        data = read_allowed_file(path, settings, roots)
+        data = read_allowed_file(path, settings, roots, remote=remote)
         label = describe_source(source)
     if not data:
         raise InputError(f"{label} is empty (0 bytes).")
@@ -198,11 +200,13 @@ class Boundary:
     named: tuple[Path, ...]
     real: tuple[Path, ...]
     roots: tuple[Path, ...] | None  # roots that narrow `allowed` (as given and resolved), or None
-    source: Literal["configured", "roots", "default"]
+    source: Literal["configured", "roots", "default", "remote"]
 
     @classmethod
-    def of(cls, settings: Settings, roots: tuple[Path, ...] | None = None) -> Boundary:
-        if settings.allowed_dirs is not None:
+    def of(cls, settings: Settings, roots: tuple[Path, ...] | None = None, remote: bool = False) -> Boundary:
+        if remote:  # a caller over the network: only the directories allowed for such callers, never roots
+            base, source, roots = settings.remote_allowed_dirs or (), "remote", None
+        elif settings.allowed_dirs is not None:
             base, source, roots = settings.allowed_dirs, "configured", None
         elif roots is not None and settings.roots_replace_default:
             base, source, roots = roots, "roots", None
@@ -225,6 +229,17 @@ class Boundary:
     def refusal(self, shown: str) -> OutsideAllowedDirs:
         dirs = os.pathsep.join(str(r) for r in self.allowed)
         to_set = "set MCP_VISION_ALLOWED_DIRS to the directories the tools may read"
+        if self.source == "remote":
+            send = "send the media as a data: URI (base64) or an http(s) URL instead"
+            if not self.allowed:
+                return OutsideAllowedDirs(
+                    f"{shown} is a path on the server, which callers over the network may not read: {send} "
+                    "(the operator may allow directories for them with MCP_VISION_REMOTE_ALLOWED_DIRS)."
+                )
+            return OutsideAllowedDirs(
+                f"{shown} is outside the directories callers over the network may read ({dirs}, "
+                f"MCP_VISION_REMOTE_ALLOWED_DIRS): {send}, or use a file there."
+            )
         if self.source == "configured":
             return OutsideAllowedDirs(
                 f"{shown} is outside the allowed directories ({dirs}): "
@@ -276,10 +291,13 @@ def _resolved(shown: str, path: Path, absolute: Path) -> str:
     return f"{shown} (resolved against {os.getcwd()} as {describe_source(str(absolute))})"
 
 
-def read_allowed_file(path: Path, settings: Settings, roots: tuple[Path, ...] | None = None) -> bytes:
+def read_allowed_file(
+    path: Path, settings: Settings, roots: tuple[Path, ...] | None = None, *, remote: bool = False
+) -> bytes:
     """Read a regular file inside the file boundary (see `Boundary`: the configured directories, or the
-    client's `roots`, or the default), opening exactly what was checked."""
-    boundary = Boundary.of(settings, roots)
+    client's `roots`, or the default; for a `remote` caller, the directories allowed for remote callers),
+    opening exactly what was checked."""
+    boundary = Boundary.of(settings, roots, remote)
     shown = describe_source(str(path))
     text = str(path)
     if "\x00" in text:
@@ -289,7 +307,8 @@ def read_allowed_file(path: Path, settings: Settings, roots: tuple[Path, ...] | 
     except UnicodeError:  # lone surrogates, as a JSON string can carry
         raise InputError(f"{shown} is not a valid file path (it holds characters no file name can).") from None
     absolute = Path(os.path.abspath(path))
-    outside = boundary.refusal(_resolved(shown, path, absolute))
+    # A remote caller is not told the server's working directory.
+    outside = boundary.refusal(shown if remote else _resolved(shown, path, absolute))
     # Refuse before touching the file system, so nothing is learned about paths outside.
     if not boundary.admits_name(absolute):
         raise outside
