@@ -40,6 +40,7 @@ from .test_viewer_browser import (
     _assert_outlined,
     _expected_boxes,
     _locate_image,
+    _moved,
     _near,
     _two_page_pdf,
     _video,
@@ -55,7 +56,7 @@ pytestmark = pytest.mark.slow
 
 def _missing(reason: str) -> None:
     if os.environ.get("CI"):
-        pytest.fail(f"{reason} in CI: .ci/run installs and builds it")
+        pytest.fail(f"{reason} (under CI too, where .ci/run installs and builds it)")
     pytest.skip(reason)
 
 
@@ -72,8 +73,12 @@ def host_build() -> Path:
     version = json.loads(installed.read_text())["version"]
     if version != pinned:
         _missing(f"ext-apps {version} is installed, not the pinned {pinned}: run `{build}`")
-    if not (HOST_DIR / "dist" / "host.js").exists():
+    built = HOST_DIR / "dist" / "host.js"
+    if not built.exists():
         _missing(f"the MCP Apps host is not built: run `{build}`")
+    sources = [HOST_DIR / name for name in ("host.js", "index.html", "sandbox.html")]
+    if max(source.stat().st_mtime for source in sources) > built.stat().st_mtime:
+        _missing(f"the MCP Apps host's build is older than its sources: run `{build}`")
     return HOST_DIR
 
 
@@ -163,10 +168,6 @@ def _call(chromium, apps_host, tool: str, arguments: dict, name: str):
         DOCS.mkdir(exist_ok=True)
         (DOCS / f"apps-host-{name}.png").write_bytes(shot)
     return page, answer, layout, Image.open(io.BytesIO(shot)).convert("RGB")
-
-
-def _moved(rect: list[float], offset: list[float]) -> list[float]:
-    return [rect[0] + offset[0], rect[1] + offset[1], rect[2], rect[3]]
 
 
 def _assert_shown(page, apps_host, answer: dict, layout: dict) -> None:
