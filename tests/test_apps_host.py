@@ -184,7 +184,8 @@ def _assert_shown(page, apps_host, answer: dict, layout: dict) -> None:
     assert page.console == [], page.console
     leaving = [u for u in page.requests if not u.startswith(("http://127.0.0.1:", "data:", "about:"))]
     assert leaving == [], f"requests left loopback: {leaving}"
-    assert any(u.startswith(apps_host["sandbox"] + "/sandbox.html") for u in page.requests)  # the view on its own origin
+    assert any(u.startswith(apps_host["sandbox"] + "/sandbox.html") for u in page.requests)
+    assert page.evaluate("self.origin", frame=VIEW) == apps_host["sandbox"] != apps_host["host"]  # the view on its own origin
 
 
 def test_locate_boxes_sit_on_their_pixels_in_the_apps_host(chromium, apps_host, stub, media):

@@ -1,6 +1,8 @@
 // Serves the built host (dist/) on a loopback port and its sandbox proxy on a second one: two origins, as the
 // Apps spec's double-iframe sandbox requires. The sandbox page carries the view's CSP as an HTTP header (the
-// view cannot change a header), from the `csp` the host passes in the query (the resource's `_meta.ui.csp`).
+// view cannot change a header), from the `csp` the host passes in the query (the resource's `_meta.ui.csp`),
+// with the directives basic-host's server sends (inline and same-origin allowed, data:/blob: pictures and
+// fonts, no frames, plugins or <base>). Written on node:http alone: nothing to install for serving two files.
 // Prints one JSON line, {"host": url, "sandbox": url}, once both listen.
 //   HOST_PORT / SANDBOX_PORT (0: any free port), MCP_SERVER_URL (the server the page connects to).
 import { readFile } from "node:fs/promises";
@@ -21,12 +23,12 @@ function cspHeader(query) {
   const resources = list("resourceDomains");
   return [
     "default-src 'self' 'unsafe-inline'",
-    `script-src 'self' 'unsafe-inline' blob: data: ${resources}`.trim(),
+    `script-src 'self' 'unsafe-inline' 'unsafe-eval' blob: data: ${resources}`.trim(),
     `style-src 'self' 'unsafe-inline' blob: data: ${resources}`.trim(),
     `img-src 'self' data: blob: ${resources}`.trim(),
     `font-src 'self' data: blob: ${resources}`.trim(),
-    `media-src 'self' data: blob: ${resources}`.trim(),
     `connect-src 'self' ${list("connectDomains")}`.trim(),
+    `worker-src 'self' blob: ${resources}`.trim(),
     list("frameDomains") ? `frame-src ${list("frameDomains")}` : "frame-src 'none'",
     "object-src 'none'",
     list("baseUriDomains") ? `base-uri ${list("baseUriDomains")}` : "base-uri 'none'",
