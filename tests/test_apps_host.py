@@ -140,19 +140,48 @@ def apps_host(host_build, stub, media, tmp_path_factory):
         serve.wait(10)
 
 
-def _call(chromium, apps_host, tool: str, arguments: dict, name: str):
+@pytest.fixture
+def tabs(chromium):
+    """New tabs, closed after the test: an open host page holds its streams to the server, and Chromium
+    opens at most six connections to one host, so a seventh page would wait."""
+    opened = []
+
+    def new_page(width: int = 1000, height: int = 900):
+        opened.append(chromium.new_page(width, height))
+        return opened[-1]
+
+    yield new_page
+    for page in opened:
+        page.close()
+
+
+def _call(tabs, apps_host, tool: str, arguments: dict, name: str | None):
     """A fresh host page: connect, call `tool`, wait until the view shows every picture; return the page,
-    what the server answered, the view's layout (in the screenshot's pixels) and the screenshot."""
-    page = chromium.new_page(1000, 900)
+    what the server answered, the view's layout (in the screenshot's pixels) and the screenshot (copied to
+    docs/apps-host-`name`.png when asked)."""
+    page = tabs()
     page.navigate(apps_host["url"])
     ready = page.wait_for("window.appsHost", timeout=60)
     assert ready["ready"] is True and "locate" in ready["tools"], ready
     answer = page.evaluate(f"window.appsHost.call({json.dumps(tool)}, {json.dumps(arguments)})", timeout=120)
     assert answer["view"] is True and answer["isError"] is False, answer
     page.wait_for("document.getElementById('app') && document.getElementById('app').dataset.state === 'ready'", frame=VIEW, timeout=60)
-    height = page.evaluate("Math.ceil(document.getElementById('calls').getBoundingClientRect().bottom)")
-    page.resize(1000, max(300, int(height)))  # the screenshot ends with the card
-    page.wait_for("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))", frame=VIEW)
+    layout, shot = _look(page, 1000)
+    if name and os.environ.get("MCP_VISION_UPDATE_SCREENSHOTS") == "1":
+        DOCS.mkdir(exist_ok=True)
+        shot.save(DOCS / f"apps-host-{name}.png")
+    return page, answer, layout, shot
+
+
+def _look(page, width: int):
+    """The window `width` px wide and as tall as the host's cards (the screenshot ends with the last); the
+    view's layout moved into the screenshot's pixels (host page > sandbox proxy's frame > view's frame)."""
+    for _ in range(2):  # the view reflows to the width, the host sets its frame's height to what it reports
+        page.resize(width, 300)
+        page.wait_for("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))", frame=VIEW)
+        height = page.evaluate("Math.ceil(document.getElementById('calls').getBoundingClientRect().bottom)")
+        page.resize(width, max(300, int(height)))
+        page.wait_for("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))", frame=VIEW)
     outer = page.evaluate("(() => { const f = document.querySelector('iframe.app'); const r = f.getBoundingClientRect(); "
                           "return [r.left + f.clientLeft, r.top + f.clientTop]; })()")
     inner = page.evaluate("(() => { const r = document.querySelector('iframe').getBoundingClientRect(); return [r.left, r.top]; })()",
@@ -163,11 +192,8 @@ def _call(chromium, apps_host, tool: str, arguments: dict, name: str):
         stage["rect"] = _moved(stage["rect"], offset)
         for mark in stage["marks"]:
             mark["rect"] = _moved(mark["rect"], offset)
-    shot = page.screenshot()
-    if os.environ.get("MCP_VISION_UPDATE_SCREENSHOTS") == "1":
-        DOCS.mkdir(exist_ok=True)
-        (DOCS / f"apps-host-{name}.png").write_bytes(shot)
-    return page, answer, layout, Image.open(io.BytesIO(shot)).convert("RGB")
+    layout["offset"] = offset
+    return layout, Image.open(io.BytesIO(page.screenshot())).convert("RGB")
 
 
 def _assert_shown(page, apps_host, answer: dict, layout: dict) -> None:
@@ -188,9 +214,9 @@ def _assert_shown(page, apps_host, answer: dict, layout: dict) -> None:
     assert page.evaluate("self.origin", frame=VIEW) == apps_host["sandbox"] != apps_host["host"]  # the view on its own origin
 
 
-def test_locate_boxes_sit_on_their_pixels_in_the_apps_host(chromium, apps_host, stub, media):
+def test_locate_boxes_sit_on_their_pixels_in_the_apps_host(tabs, apps_host, stub, media):
     stub.replies.append(Reply(pieces=(LOCATE_ANSWER,)))
-    page, answer, layout, shot = _call(chromium, apps_host, "locate", {"image": str(media / "screen.png"), "target": "the button"}, "locate")
+    page, answer, layout, shot = _call(tabs, apps_host, "locate", {"image": str(media / "screen.png"), "target": "the button"}, "locate")
     _assert_shown(page, apps_host, answer, layout)
     expected = _expected_boxes(LOCATE_ANSWER, LOCATE_SIZE)
     [stage] = layout["stages"]
@@ -203,9 +229,9 @@ def test_locate_boxes_sit_on_their_pixels_in_the_apps_host(chromium, apps_host, 
         _assert_outlined(shot, mark, BOX_COLOUR, BACKGROUND, f"box {label!r}")
 
 
-def test_describe_region_in_the_apps_host(chromium, apps_host, media):
+def test_describe_region_in_the_apps_host(tabs, apps_host, media):
     region = {"x": 450, "y": 120, "width": 300, "height": 240}
-    page, answer, layout, shot = _call(chromium, apps_host, "describe_image", {"image": str(media / "photo.png"), "region": region}, "describe")
+    page, answer, layout, shot = _call(tabs, apps_host, "describe_image", {"image": str(media / "photo.png"), "region": region}, "describe")
     _assert_shown(page, apps_host, answer, layout)
     [stage] = layout["stages"]
     [mark] = stage["marks"]
@@ -216,9 +242,9 @@ def test_describe_region_in_the_apps_host(chromium, apps_host, media):
     assert answer["structured"]["answer"].strip() in layout["text"]
 
 
-def test_compare_changes_in_the_apps_host(chromium, apps_host, media):
+def test_compare_changes_in_the_apps_host(tabs, apps_host, media):
     images = [str(media / "before.png"), str(media / "after.png")]
-    page, answer, layout, shot = _call(chromium, apps_host, "compare_images", {"images": images}, "compare")
+    page, answer, layout, shot = _call(tabs, apps_host, "compare_images", {"images": images}, "compare")
     _assert_shown(page, apps_host, answer, layout)
     regions = answer["structured"]["diffs"][0]["regions"]
     stages = sorted(layout["stages"], key=lambda s: s["image"])
@@ -229,8 +255,8 @@ def test_compare_changes_in_the_apps_host(chromium, apps_host, media):
         _assert_outlined(shot, mark, CHANGE_COLOUR, None, f"changed region {where}")
 
 
-def test_ocr_pages_in_the_apps_host(chromium, apps_host, media):
-    page, answer, layout, _shot = _call(chromium, apps_host, "ocr_document", {"document": str(media / "invoice.pdf"), "dpi": 40}, "ocr")
+def test_ocr_pages_in_the_apps_host(tabs, apps_host, media):
+    page, answer, layout, _shot = _call(tabs, apps_host, "ocr_document", {"document": str(media / "invoice.pdf"), "dpi": 40}, "ocr")
     _assert_shown(page, apps_host, answer, layout)
     shown = {s["page"]: s for s in layout["stages"]}
     assert sorted(shown) == [1, 2]
@@ -238,8 +264,8 @@ def test_ocr_pages_in_the_apps_host(chromium, apps_host, media):
     assert "Invoice 42: total due 1,234.56 EUR" in shown[1]["caption"]
 
 
-def test_video_frames_in_the_apps_host(chromium, apps_host, media):
-    page, answer, layout, shot = _call(chromium, apps_host, "video_qa", {"video": str(media / "clip.mp4"), "num_frames": 4}, "video")
+def test_video_frames_in_the_apps_host(tabs, apps_host, media):
+    page, answer, layout, shot = _call(tabs, apps_host, "video_qa", {"video": str(media / "clip.mp4"), "num_frames": 4}, "video")
     _assert_shown(page, apps_host, answer, layout)
     frames = sorted((s for s in layout["stages"] if s["frame"]), key=lambda s: s["frame"])
     assert [s["frame"] for s in frames] == [f["index"] for f in answer["structured"]["frames"]] == [1, 2, 3, 4]
@@ -248,15 +274,46 @@ def test_video_frames_in_the_apps_host(chromium, apps_host, media):
         assert _near(shot.getpixel((int(x + w / 2), int(y + h / 2))), colour), stage
 
 
-def test_the_apps_host_cannot_reach_a_server_that_does_not_allow_its_origin(chromium, apps_host, media, tmp_path):
+def test_the_apps_host_cannot_reach_a_server_that_does_not_allow_its_origin(tabs, apps_host, media, tmp_path):
     """The symptom this host first met: without `MCP_VISION_CORS_ORIGINS`, the browser refuses the page's
     calls (the preflight is not answered) and the host says it failed to connect."""
     env = servers.server_env("unused", media, MCP_VISION_BACKEND="openai", MCP_VISION_BASE_URL="http://127.0.0.1:9/v1")
     with servers.http_server(env, media, tmp_path / "server.log") as (port, _proc):
-        page = chromium.new_page()
+        page = tabs()
         page.navigate(f"{apps_host['host']}/?server=http://127.0.0.1:{port}/mcp")
         got = page.wait_for("window.appsHost", timeout=60)
         status = page.evaluate("document.getElementById('status').textContent")
     assert got["ready"] is False and "Failed to fetch" in got["error"], got
     assert status.startswith("Failed to connect"), status
     assert '"OPTIONS /mcp HTTP/1.1" 405' in (tmp_path / "server.log").read_text()
+
+
+VIEW_LOOK = """(() => { const b = getComputedStyle(document.body);
+  return { theme: document.documentElement.dataset.theme, background: b.backgroundColor, colour: b.color,
+           overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth }; })()"""
+
+
+def test_the_view_follows_the_hosts_theme_and_a_narrow_window(tabs, apps_host, media):
+    """basic-host's theme toggle and a 520 px window: the view takes the dark theme the host announces (the
+    host's light-dark() colours resolve to their dark side), and reflows with the changed regions still on
+    their pixels."""
+    images = [str(media / "before.png"), str(media / "after.png")]
+    page, answer, layout, shot = _call(tabs, apps_host, "compare_images", {"images": images}, None)
+    regions = answer["structured"]["diffs"][0]["regions"]
+    light = page.evaluate(VIEW_LOOK, frame=VIEW)
+    assert light == {"theme": "light", "background": "rgb(255, 255, 255)", "colour": "rgb(31, 35, 40)", "overflow": 0}, light
+    page.evaluate("window.appsHost.setTheme('dark')")
+    page.wait_for("document.documentElement.dataset.theme === 'dark'", frame=VIEW)
+    for width in (1000, 520):
+        layout, shot = _look(page, width)
+        dark = page.evaluate(VIEW_LOOK, frame=VIEW)
+        assert dark == {"theme": "dark", "background": "rgb(26, 26, 26)", "colour": "rgb(240, 240, 240)", "overflow": 0}, (width, dark)
+        x, y = layout["offset"]
+        assert shot.getpixel((int(x) + 4, int(y) + 4)) == (26, 26, 26)  # what a person sees: the dark view
+        stage = next(s for s in layout["stages"] if s["image"] == 2)
+        assert stage["rect"][0] + stage["rect"][2] <= x + width  # inside the window
+        for mark, region in zip(stage["marks"], regions, strict=True):
+            where = (region["x"], region["y"], region["width"], region["height"])
+            _assert_drawn_at(stage, mark, where, f"changed region {where} at {width} px")
+            _assert_outlined(shot, mark, CHANGE_COLOUR, None, f"changed region {where} at {width} px")
+    assert page.console == [], page.console

@@ -23,16 +23,27 @@ const status = document.getElementById("status");
 const calls = document.getElementById("calls");
 
 // The host's look, handed to every view (a subset of the spec's variables; a view falls back for the rest).
+// Colours as light-dark() pairs, as basic-host gives them: the view's color-scheme picks one, so a theme
+// change (ui/notifications/host-context-changed) needs no new variables.
 export const STYLE_VARIABLES = {
-  "--color-background-primary": "#ffffff",
-  "--color-background-secondary": "#f4f5f7",
-  "--color-text-primary": "#1f2328",
-  "--color-text-secondary": "#59636e",
-  "--color-border-primary": "#d0d7de",
+  "--color-background-primary": "light-dark(#ffffff, #1a1a1a)",
+  "--color-background-secondary": "light-dark(#f4f5f7, #2b2b2b)",
+  "--color-text-primary": "light-dark(#1f2328, #f0f0f0)",
+  "--color-text-secondary": "light-dark(#59636e, #b0b0b0)",
+  "--color-border-primary": "light-dark(#d0d7de, #444444)",
   "--font-sans": '"DejaVu Sans", system-ui, sans-serif',
   "--font-mono": '"DejaVu Sans Mono", ui-monospace, monospace',
   "--border-radius-md": "6px",
 };
+const bridges = new Set();
+let theme = new URL(location.href).searchParams.get("theme") === "dark" ? "dark" : "light";
+
+// The host's theme toggle: its own page and every view shown.
+function setTheme(next) {
+  theme = next === "dark" ? "dark" : "light";
+  document.documentElement.style.colorScheme = theme;
+  return Promise.all([...bridges].map((bridge) => bridge.sendHostContextChange({ theme })));
+}
 
 async function connect(serverUrl) {
   const client = new Client(HOST_INFO, { capabilities: {} });
@@ -76,7 +87,7 @@ function bridgeFor(client, iframe) {
     serverResources: server.resources,
   }, {
     hostContext: {
-      theme: "light",
+      theme,
       platform: "web",
       displayMode: "inline",
       availableDisplayModes: ["inline"],
@@ -125,6 +136,7 @@ async function call(state, name, args) {
   const bridge = bridgeFor(state.client, iframe);
   const initialized = new Promise((resolve) => { bridge.oninitialized = resolve; });
   await bridge.connect(new PostMessageTransport(iframe.contentWindow, iframe.contentWindow));
+  bridges.add(bridge);
   await bridge.sendSandboxResourceReady({ html: view.html, csp: view.csp, permissions: view.permissions });
   await initialized;
   await bridge.sendToolInput({ arguments: args });
@@ -139,12 +151,13 @@ async function call(state, name, args) {
 }
 
 async function main() {
+  document.documentElement.style.colorScheme = theme;
   const config = await (await fetch("config.json")).json();
   const params = new URL(location.href).searchParams;
   const serverUrl = params.get("server") || config.server;
   const state = { ...(await connect(serverUrl)), sandbox: config.sandbox };
   status.textContent = `connected to ${state.client.getServerVersion()?.name ?? serverUrl}: ${state.tools.size} tools`;
-  window.appsHost = { ready: true, tools: [...state.tools.keys()], call: (name, args) => call(state, name, args) };
+  window.appsHost = { ready: true, tools: [...state.tools.keys()], call: (name, args) => call(state, name, args), setTheme };
 }
 
 main().catch((err) => {
