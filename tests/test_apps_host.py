@@ -155,12 +155,13 @@ def tabs(chromium):
         page.close()
 
 
-def _call(tabs, apps_host, tool: str, arguments: dict, name: str | None):
-    """A fresh host page: connect, call `tool`, wait until the view shows every picture; return the page,
-    what the server answered, the view's layout (in the screenshot's pixels) and the screenshot (copied to
-    docs/apps-host-`name`.png when asked)."""
-    page = tabs()
-    page.navigate(apps_host["url"])
+def _call(tabs, apps_host, tool: str, arguments: dict, name: str | None, page=None):
+    """Call `tool` from the host (a fresh host page unless `page` is given) and wait until its view shows
+    every picture; return the page, what the server answered, the view's layout (in the screenshot's
+    pixels) and the screenshot (copied to docs/apps-host-`name`.png when asked)."""
+    if page is None:
+        page = tabs()
+        page.navigate(apps_host["url"])
     ready = page.wait_for("window.appsHost", timeout=60)
     assert ready["ready"] is True and "locate" in ready["tools"], ready
     answer = page.evaluate(f"window.appsHost.call({json.dumps(tool)}, {json.dumps(arguments)})", timeout=120)
@@ -175,14 +176,14 @@ def _call(tabs, apps_host, tool: str, arguments: dict, name: str | None):
 
 def _look(page, width: int):
     """The window `width` px wide and as tall as the host's cards (the screenshot ends with the last); the
-    view's layout moved into the screenshot's pixels (host page > sandbox proxy's frame > view's frame)."""
+    newest view's layout moved into the screenshot's pixels (host page > sandbox proxy's frame > view's frame)."""
     for _ in range(2):  # the view reflows to the width, the host sets its frame's height to what it reports
-        page.resize(width, 300)
+        page.resize(width, 3000)  # tall enough that every view is on screen (one off it gets no frames drawn)
         page.wait_for("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))", frame=VIEW)
         height = page.evaluate("Math.ceil(document.getElementById('calls').getBoundingClientRect().bottom)")
         page.resize(width, max(300, int(height)))
         page.wait_for("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))", frame=VIEW)
-    outer = page.evaluate("(() => { const f = document.querySelector('iframe.app'); const r = f.getBoundingClientRect(); "
+    outer = page.evaluate("(() => { const f = [...document.querySelectorAll('iframe.app')].pop(); const r = f.getBoundingClientRect(); "
                           "return [r.left + f.clientLeft, r.top + f.clientTop]; })()")
     inner = page.evaluate("(() => { const r = document.querySelector('iframe').getBoundingClientRect(); return [r.left, r.top]; })()",
                           frame="#sandbox")
@@ -286,6 +287,17 @@ def test_the_apps_host_cannot_reach_a_server_that_does_not_allow_its_origin(tabs
     assert got["ready"] is False and "Failed to fetch" in got["error"], got
     assert status.startswith("Failed to connect"), status
     assert '"OPTIONS /mcp HTTP/1.1" 405' in (tmp_path / "server.log").read_text()
+
+
+def test_follow_up_in_the_apps_host(tabs, apps_host, media):
+    """A follow-up asked from the same host connection: its view shows the answer and the session's media."""
+    page, described, _layout, _shot = _call(tabs, apps_host, "describe_image", {"image": str(media / "photo.png")}, None)
+    session = described["structured"]["session_id"]
+    page, answer, layout, _shot = _call(tabs, apps_host, "follow_up", {"session_id": session, "question": "And the sun?"}, None, page)
+    _assert_shown(page, apps_host, answer, layout)
+    [stage] = layout["stages"]
+    assert stage["natural"] == [900, 600]
+    assert answer["structured"]["answer"].strip() in layout["text"] and "The session's media" in layout["text"]
 
 
 VIEW_LOOK = """(() => { const b = getComputedStyle(document.body);
