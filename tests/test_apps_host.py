@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from mcp_vision import viewer
+
 from . import servers
 from .support.remote import KEY, MODEL, FakeEngine, Reply
 from .test_viewer_browser import (
@@ -200,7 +202,7 @@ def _look(page, width: int):
 def _assert_shown(page, apps_host, answer: dict, layout: dict) -> None:
     """Every picture the result names loaded; no "No preview" box; the host's look taken; no console error
     or warning; nothing asked of the network off loopback."""
-    named = answer["meta"]["io.github.mcp-vision/viewer"]
+    named = answer["meta"][viewer.META_KEY]
     uris = [e["uri"] for e in [*named.get("images", []), *named.get("frames", []), *named.get("pages", {}).values()]]
     assert uris and sorted(s["uri"] for s in layout["stages"]) == sorted(uris), (uris, layout["stages"])
     for stage in layout["stages"]:
