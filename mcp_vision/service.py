@@ -447,6 +447,8 @@ class VisionService:
         reader = ocr.PageReader(
             self.worker, self.backend, self.prompts.task("ocr").text.strip(), partial(self._ready, call),
             max_tiles=self.settings.max_tiles, max_new_tokens=tokens, progress=call.progress, budget=call.budget,
+            region_prompt=self.prompts.scaffold("ocr_region"),
+            anchored=lambda text: self.prompts.scaffold("ocr_anchor", text_layer=text),
         )
         read = await ocr.read_document(
             media, pages=pages, mode=mode, dpi=dpi, region=region, settings=self.settings, reader=reader,
