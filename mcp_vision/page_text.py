@@ -20,6 +20,7 @@ TAIL_CHARS = 8000  # only the end of the text is looked at
 MIN_SPAN_TOKENS = 120
 MAX_UNIT_TOKENS = 96
 TAIL_TOKENS = 2048
+CHECK_EVERY = 8  # tokens between two checks of a decode
 
 _FENCE = re.compile(r"\A\s*```[A-Za-z0-9_-]*[ \t]*\n(?P<body>.*?)(?:\n[ \t]*```\s*)?\Z", re.S)
 
@@ -58,10 +59,15 @@ def cut_repetition(text: str) -> str:
     if not unit or span < MIN_SPAN_CHARS:
         return text
     start = len(text) - span
-    kept = text[start: start + unit]
-    if not any(ch.isalnum() for ch in kept):
+    if not any(ch.isalnum() for ch in text[start: start + unit]):
         return text
-    return text[: start + unit].rstrip()
+    # The text repeats with period `unit` from `start` on, so one copy ends anywhere in the next `unit` characters:
+    # end it at a line break there, else at a space, so the copy kept is whole.
+    window = text[start + unit - 1: start + 2 * unit - 1]
+    where = window.find("\n")
+    if where < 0:
+        where = next((i for i, ch in enumerate(window) if ch.isspace()), 1)
+    return text[: start + unit - 1 + where].rstrip()
 
 
 def looping(token_ids: Sequence[int]) -> bool:
@@ -71,4 +77,4 @@ def looping(token_ids: Sequence[int]) -> bool:
     return bool(unit) and span >= MIN_SPAN_TOKENS
 
 
-__all__ = ["unfence", "cut_repetition", "looping", "repeated_tail"]
+__all__ = ["unfence", "cut_repetition", "looping", "repeated_tail", "CHECK_EVERY", "MIN_SPAN_TOKENS", "TAIL_TOKENS"]

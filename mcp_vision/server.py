@@ -316,8 +316,10 @@ async def ocr_document(
 ) -> OcrDocumentResult:
     """Read the text of a PDF or a page image (a multi-page TIFF page by page too), page by page. Born-digital
     PDF pages return their own text layer as Markdown (headings, paragraphs in reading order, lists, tables), with
-    each page's running header and footer apart (`header`, `footer`); scanned or image-only pages are rendered and
-    read by the model as Markdown, several in one batch. Each page says which method was used. Progress is reported as pages
+    each page's running header and footer apart (`header`, `footer`); text such a page shows but its text layer
+    lacks (a title drawn as outlines, a picture of text) is read by the model and merged in place (`regions` says
+    where and what); scanned or image-only pages are rendered and read by the model as Markdown, several in one
+    batch. Each page says which method was used. Progress is reported as pages
     finish; at most MCP_VISION_MAX_PAGES pages a call (ask for ranges with `pages`). When the time budget or the
     output cap stops it early, it returns the pages it finished with truncated: true and next_pages, the
     exact `pages` value for the rest. The pages join the session, so follow_up can ask about them."""
