@@ -138,12 +138,14 @@ class PageReader:
         prompts: list[str] | None = None, keep: bool = True,
     ) -> list[ChatResult]:
         """The answer for each image, in order (`prompts`: each its own prompt, else the page prompt); progress runs
-        from `index` to `index + len(images)` of `total`. `keep`: the images are the pages the model saw (not
-        regions cut from them), kept for the session and the viewer."""
+        from `index` to `index + len(images)` of `total`. `keep`: the images are pages (kept for the session and
+        the viewer, as the model saw them), not regions cut from pages already counted done (progress stays at
+        `index` while they are read; the messages say what is read)."""
+        width = len(images) if keep else 0
 
         async def inner(p: float, t: float | None, message: str | None) -> None:
             fraction = min(p / t, 1.0) if t else 0.0
-            await self.report(index + fraction * len(images), total, f"{label}: {message}" if message else label)
+            await self.report(index + fraction * width, total, f"{label}: {message}" if message else label)
 
         parts = [ImagePart(image, self._max_tiles) for image in images]
         if keep:
@@ -362,7 +364,7 @@ async def read_pages(
     under `text_layer` the text layers verbatim; the others through the model, up to MCP_VISION_OCR_BATCH of them
     in one batch, as many as the time budget allows; stops at the output cap or the budget with a note and the
     `pages` value for the rest."""
-    from .inputs.pdf import parse_pages
+    from .inputs.pdf import is_real_text, parse_pages
 
     selected = parse_pages(pages, doc.page_count)
     if len(selected) > settings.max_pages:
@@ -396,13 +398,17 @@ async def read_pages(
             await reader.report(done, total, f"page {number} ({position + 1}/{total})")
             method, anchor = "vision", None
             if mode == "auto" and await doc.has_text_layer(number):
-                coverage = (await doc.coverage(selected[position: position + LAYOUT_BATCH]))[number]  # type: ignore[union-attr]
+                # One round trip for the next few text-layer pages (a scanned page has nothing to compare).
+                window = [n for n in selected[position: position + LAYOUT_BATCH] if await doc.has_text_layer(n)]
+                coverage = (await doc.coverage(window))[number]  # type: ignore[union-attr]
                 if coverage.whole_page:  # a scan with a partial text layer: the model reads it, the layer a hint
                     anchor = await doc.text_layer(number)
                 else:
                     method = "layout"
             elif mode == "text_layer":
                 method = "text_layer"
+            elif mode == "auto" and is_real_text(await doc.text_layer(number), 1):
+                anchor = await doc.text_layer(number)  # a few characters (a scan's page number, a stamp): a hint
             if method == "layout":
                 first = not output.pages and not chunk  # the call's first page is read whatever the budget
                 if not first and not LAYOUT_PACE.fits(budget, len(layout) + 1):
@@ -426,7 +432,7 @@ async def read_pages(
                         break
                 entry = _Entry(position, number, "vision", image=await doc.render(number, dpi, settings.max_image_pixels),
                                anchor=anchor)
-                if anchor is not None:
+                if anchor is not None and await doc.has_text_layer(number):  # noted: read whole despite its layer
                     partial.append(number)
                 images += 1
             chunk.append(entry)

@@ -214,3 +214,20 @@ async def test_the_tiny_model_reads_the_regions_of_a_digital_page(settings, tiny
     assert methods == {3: ("layout", 0), 4: ("layout", 1), 5: ("layout", 1)}
     assert all(r.method == "vision" for p in result.pages for r in p.regions or [])
     assert "Samples were taken" in result.pages[1].text  # the layout text stays whatever the model wrote
+
+
+async def test_a_scan_with_a_few_characters_of_text_layer_gets_them_as_a_hint(engine, remote_settings, media_dir):
+    import pymupdf
+
+    from .support.documents import scanned_pdf
+
+    doc = pymupdf.open(stream=scanned_pdf([(300, 400)]), filetype="pdf")
+    doc[0].insert_text((500, 820), "p. 7", fontsize=8, render_mode=3)  # under MIN_TEXT_CHARS: a scanned page
+    pdf = media_dir / "stamped.pdf"
+    pdf.write_bytes(doc.tobytes())
+    async with Client(build_server(remote_settings)) as client:
+        r = await client.call_tool("ocr_document", {"document": str(pdf), "dpi": 40})
+    assert not r.is_error, r.content
+    assert r.structured_content["pages"][0]["method"] == "vision" and r.structured_content["note"] is None
+    [message] = engine.chats[0]["body"]["messages"]
+    assert message["content"][1]["text"].rstrip().endswith("p. 7")
