@@ -6,7 +6,7 @@ through the inference worker, and loaded through a hook the service hands in (on
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -581,27 +581,28 @@ def _notes(
         which = f"Page {shown} has" if len(empty) == 1 else f"Pages {shown} have"
         notes.append(f"{which} no real text layer (scanned): use mode='auto' or 'vision' to read them with the model.")
     if flat:
-        numbers = sorted(flat)
-        which = f"page {numbers[0]}" if len(numbers) == 1 else f"pages {page_ranges(numbers)}"
         notes.append(
-            f"The layout of {which} could not be analysed ({flat[numbers[0]]}), so its flat text layer "
+            f"The layout of {_which(flat)} could not be analysed ({flat[min(flat)]}), so its flat text layer "
             "(method 'text_layer') is returned."
         )
     if partial:
-        which = f"page {partial[0]}" if len(partial) == 1 else f"pages {page_ranges(sorted(partial))}"
         notes.append(
-            f"The text layer of {which} covers only part of what the page shows (a scan with a partial text layer), "
-            "so the model read the page whole with that text layer as a hint (method 'vision'); mode='text_layer' "
-            "returns the text layer alone."
+            f"The text layer of {_which(partial)} covers only part of what the page shows (a scan with a partial text "
+            "layer), so the model read the page whole with that text layer as a hint (method 'vision'); "
+            "mode='text_layer' returns the text layer alone."
         )
     if unrendered:
-        numbers = sorted(unrendered)
-        which = f"page {numbers[0]}" if len(numbers) == 1 else f"pages {page_ranges(numbers)}"
         notes.append(
-            f"The parts of {which} that the text layer lacks were not read ({unrendered[numbers[0]]}): call again "
-            "with a lower dpi to read them."
+            f"The parts of {_which(unrendered)} that the text layer lacks were not read ({unrendered[min(unrendered)]}): "
+            "call again with a lower dpi to read them."
         )
     return " ".join(notes) or None
+
+
+def _which(numbers: Iterable[int]) -> str:
+    """The pages named in a note: "page 3", or "pages 2-4,7"."""
+    ordered = sorted(numbers)
+    return f"page {ordered[0]}" if len(ordered) == 1 else f"pages {page_ranges(ordered)}"
 
 
 async def read_image(image: Any, settings: Settings, reader: PageReader) -> OcrPages:

@@ -441,13 +441,18 @@ def read_page_texts(media: Media, page_numbers: list[int]) -> dict[int, str]:
 
 
 def _readable_texts(doc: PdfDocument, page_numbers: list[int]) -> dict[int, str]:
-    texts: dict[int, str] = {}
+    return _readable(page_numbers, doc.text_layer)
+
+
+def _readable(page_numbers: list[int], read: Callable[[int], _T]) -> dict[int, _T]:
+    """`read(n)` of each page that it does not refuse (an InputError leaves the page out)."""
+    found: dict[int, _T] = {}
     for number in page_numbers:
         try:
-            texts[number] = doc.text_layer(number)
+            found[number] = read(number)
         except InputError:
             continue
-    return texts
+    return found
 
 
 def render_page(media: Media, page_number: int, dpi: float, max_pixels: int) -> PILImage.Image:
@@ -489,14 +494,7 @@ def held_coverages(page_numbers: list[int]) -> dict[int, Coverage]:
     """The held document's coverage of several pages (`PdfDocument.coverage`); a page that fails is left out."""
     from .sandbox import held
 
-    doc = held(_HELD)
-    found: dict[int, Coverage] = {}
-    for number in page_numbers:
-        try:
-            found[number] = doc.coverage(number)
-        except InputError:
-            continue
-    return found
+    return _readable(page_numbers, held(_HELD).coverage)
 
 
 def held_text(page_number: int) -> str:
@@ -563,13 +561,8 @@ class PdfPages:
 
         wanted = [n for n in page_numbers if n not in self._coverage]
         if wanted and self._doc is not None:
-            for number in wanted:
-                try:
-                    self._coverage[number] = await run_isolated(
-                        self._doc.coverage, number, what=self.media.label, isolate=False
-                    )
-                except InputError:
-                    self._coverage[number] = Coverage()
+            found = await run_isolated(_readable, wanted, self._doc.coverage, what=self.media.label, isolate=False)
+            self._coverage.update(found)
         elif wanted:
             try:
                 self._coverage.update(await self._held(held_coverages, wanted))
