@@ -105,6 +105,20 @@ def test_a_rotated_page_names_its_regions_as_displayed():
     assert region.layout_bbox[1] < 110 and region.layout_bbox[3] > 60  # the unrotated band, for the layout step
 
 
+def test_a_poster_sized_page_with_large_outlined_type_is_seen_in_its_points():
+    import pymupdf
+
+    from bench.documents import _outlined
+
+    doc = pymupdf.open()
+    page = doc.new_page(width=6000, height=6000)  # 36 million square points: looked at with fewer pixels a point
+    page.insert_text((100, 300), "A line of body text on a poster. " * 3, fontsize=60)
+    _outlined(page, pymupdf.Rect(500, 2000, 5500, 2400), OUTLINED_TITLE, 200)
+    [region] = page_coverage(page).regions  # 200 pt type: few strokes a point, as many a line height as any text
+    assert region.source == "vector"
+    assert 450 <= region.bbox[0] <= 560 and 1990 <= region.bbox[1] <= 2100 and 2150 <= region.bbox[3] <= 2420
+
+
 def _partial_scan() -> bytes:
     """A scanned page of twelve lines with an invisible OCR layer for its first two lines only."""
     import pymupdf

@@ -11,10 +11,12 @@ and the only thing asked of it would be this labelling.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-DPI = 72  # one pixel a point: enough to see glyph strokes of body text, cheap (about 10 ms a page)
+DPI = 72  # one pixel a point: enough to see glyph strokes of body text, cheap (about 15 ms a page)
+MAX_PIXELS = 4_000_000  # a larger page is looked at with fewer pixels a point (A4 at 72 dpi: 0.5 million)
 INK_LEVEL = 160  # grey below this is ink
 WORD_PAD = 2  # points around a word's box that its glyphs may reach (accents, descenders, bold strokes)
 GAP_X, GAP_Y = 6, 3  # points between glyphs of a line, and between lines, that still join them into one region
@@ -22,6 +24,7 @@ MIN_HEIGHT = 5  # points: a region lower than this is a rule or a speck, not a l
 MIN_INK = 40  # pixels of ink
 MIN_STROKES = 12  # ink runs along the region's rows, all together: a few letters at least
 STROKE_DENSITY = 0.06  # ink runs per point of width, on rows with ink: text has many thin strokes
+STROKES_PER_EM = 1.2  # or ink runs per line height of width (large type; a photograph's or a logo's shapes: < 1)
 MAX_INK_SHARE = 0.55  # ink over the region's area: more than this is a dark picture, not text on a ground
 PAD = 4  # points around a region when it is cropped for the model
 MAX_REGIONS = 8  # more uncovered regions than this: the page is better read whole
@@ -54,12 +57,15 @@ def page_coverage(page: Any) -> Coverage:
     import numpy as np
     import pymupdf
 
-    pix = page.get_pixmap(dpi=DPI, colorspace=pymupdf.csGRAY, alpha=False)
+    # One pixel a point, or fewer on a page so large that its render would not fit MAX_PIXELS (a poster, a map).
+    zoom = min(DPI / 72, math.sqrt(MAX_PIXELS / max(1.0, abs(page.rect.width * page.rect.height))))
+    pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=pymupdf.csGRAY, alpha=False)
     grey = np.frombuffer(pix.samples, np.uint8).reshape(pix.height, pix.stride)[:, : pix.width]
     ink = grey < INK_LEVEL
     if int(ink.sum()) < MIN_INK:
         return Coverage()
-    rotate = page.rotation_matrix  # text, drawings and images come in unrotated points; the render is rotated
+    # Text, drawings and images come in unrotated points; the render is rotated and scaled by `zoom`.
+    rotate = page.rotation_matrix * pymupdf.Matrix(zoom, zoom)
     height, width = ink.shape
 
     def blank(rect: Any, pad: float) -> None:
@@ -83,16 +89,18 @@ def page_coverage(page: Any) -> Coverage:
     if int(ink.sum()) < MIN_INK:
         return Coverage()
     boxes = [box for box in _regions(ink) if _looks_like_text(ink, box)]
+    if len(boxes) > 4 * MAX_REGIONS:  # line upon line the text layer lacks: no need to group them to know
+        return Coverage((), True)
     regions: list[Uncovered] = []
-    derotate = page.derotation_matrix
+    unzoom = pymupdf.Matrix(1 / zoom, 1 / zoom)
     for x0, y0, x1, y1 in _merge(boxes):
         rect = pymupdf.Rect(x0 - PAD, y0 - PAD, x1 + PAD, y1 + PAD) & pymupdf.Rect(0, 0, width, height)
         source = ("image" if any(rect.intersects(i) for i in images)
                   else "vector" if any(rect.intersects(s) for s in shapes) else "ink")
-        unrotated = rect * derotate
-        regions.append(Uncovered(_rounded(rect), _rounded(unrotated), source))
+        shown = rect * unzoom
+        regions.append(Uncovered(_rounded(shown), _rounded(shown * page.derotation_matrix), source))
     regions.sort(key=lambda r: (r.bbox[1], r.bbox[0]))
-    area = sum((r.bbox[2] - r.bbox[0]) * (r.bbox[3] - r.bbox[1]) for r in regions)
+    area = sum((r.bbox[2] - r.bbox[0]) * (r.bbox[3] - r.bbox[1]) for r in regions) * zoom * zoom
     whole = len(regions) > MAX_REGIONS or area > WHOLE_PAGE_SHARE * width * height
     return Coverage(tuple(regions), whole)
 
@@ -183,9 +191,17 @@ def _looks_like_text(ink: Any, box: tuple[int, int, int, int]) -> bool:
     if total < MIN_INK or total > MAX_INK_SHARE * part.size:
         return False
     starts = np.count_nonzero(part[:, 1:] & ~part[:, :-1], axis=1) + part[:, 0]
-    rows = int(np.count_nonzero(starts))
+    inked = starts > 0
+    rows = int(np.count_nonzero(inked))
     strokes = int(starts.sum())
-    return strokes >= MIN_STROKES and strokes / (rows * (x1 - x0)) >= STROKE_DENSITY
+    if strokes < MIN_STROKES:
+        return False
+    if strokes / (rows * (x1 - x0)) >= STROKE_DENSITY:
+        return True
+    # Large type has fewer strokes a point: count them a line height (an em, about) instead.
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], inked.view(np.int8), [0]))))
+    line = float(np.mean(edges[1::2] - edges[::2]))
+    return strokes * line / (rows * (x1 - x0)) >= STROKES_PER_EM
 
 
 def _merge(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
