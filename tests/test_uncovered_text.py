@@ -10,7 +10,7 @@ import pytest
 from mcp import Client
 from PIL import Image, ImageDraw
 
-from mcp_vision.inputs.page_coverage import page_coverage
+from mcp_vision.inputs.page_coverage import Coverage, page_coverage
 from mcp_vision.inputs.page_markdown import merge_regions
 from mcp_vision.server import build_server
 from mcp_vision.service import VisionService
@@ -44,6 +44,39 @@ def test_only_the_outlined_title_and_the_picture_of_text_are_uncovered(built):
     # The title is drawn in the band 60-100 pt from the top; the picture at (56, 120)-(356, 180).
     assert 50 <= title.bbox[1] and title.bbox[3] <= 105 and title.bbox[2] - title.bbox[0] > 250
     assert 110 <= picture.bbox[1] and picture.bbox[3] <= 190 and 50 <= picture.bbox[0] and picture.bbox[2] <= 366
+
+
+STYLES = """
+<h1 style="font-size:28px">Évaluation générale <i>des résultats</i></h1>
+<p style="font-family:serif">Ångström-scale — “quoted”, naïve café, ﬁnance, x<sup>2</sup> + y<sub>i</sub> ≤ 10³, ± 3‰.</p>
+<p style="font-family:serif"><i>Italic descenders: jumpy quails, gypsy fjords;</i> <u>words underlined</u>, <b>bold</b>,
+<span style="color:#1a3c8f">blue text</span>.</p>
+<pre style="font-family:monospace; background:#eeeeee">def f(x):\n    return [i ** 2 for i in range(x)]</pre>
+<table border="1" style="border-collapse:collapse">
+<tr style="background:#1f3b73;color:white"><th>Region</th><th>Units</th></tr>
+<tr><td>North</td><td>1,204</td></tr><tr style="background:#dddddd"><td>South</td><td>987</td></tr></table>
+<ul><li>First bullet item</li><li>Second bullet item</li></ul><ol><li>Numbered one</li><li>Numbered two</li></ol>
+<p style="font-size:7px">Small print: terms and conditions apply to every offer printed in this tiny font size.</p>
+<h2 style="font-size:40px">BIG HEADLINE</h2>
+<blockquote style="border-left:4px solid #444; padding-left:8px">A quotation set off by a rule at its left.</blockquote>
+"""
+
+
+def test_ordinary_pages_of_many_styles_are_never_routed():
+    import pymupdf
+
+    out = io.BytesIO()
+    writer = pymupdf.DocumentWriter(out)
+    story = pymupdf.Story(STYLES)
+    device = writer.begin_page(pymupdf.paper_rect("a4"))
+    story.place(pymupdf.paper_rect("a4") + (50, 50, -50, -50))
+    story.draw(device)
+    writer.end_page()
+    writer.close()
+    [page] = _pages(out.getvalue())
+    # Accents, ligatures, super- and subscripts, italics, underlines, shaded and dark table rows with white text,
+    # bullets, tiny and huge type, a ruled quotation: every mark is text in the layer or a rule.
+    assert page_coverage(page) == Coverage()
 
 
 def _page_with(draw) -> bytes:
