@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .inputs.sources import Media
     from .model_prompts import PromptLibrary
     from .inputs.page_markdown import PageMarkdown
-    from .results import PageRegion, Region
+    from .results import PageFigure, PageRegion, Region
     from .settings import Settings
 
 # Has the model loaded (within the call's budget) and returns the speeds measured so far.
@@ -78,13 +78,15 @@ class PageReader:
     def __init__(
         self, worker: InferenceWorker, backend: Backend, prompt: str, prepare: Prepare, *, max_tiles: int,
         max_new_tokens: int, progress: Progress | None, budget: Budget, region_prompt: str = "",
-        anchored: Callable[[str], str] | None = None,
+        anchored: Callable[[str], str] | None = None, figure_prompt: Callable[[str], str] | None = None,
     ) -> None:
         self._worker, self._backend, self._prompt, self._prepare = worker, backend, prompt, prepare
-        # The prompt for a region cut from a page, and the words that hand a page's partial text layer to the
-        # model as a hint (prompts/scaffolding.md: ocr_region, ocr_anchor).
+        # The prompt for a region cut from a page, the words that hand a page's partial text layer to the model as
+        # a hint, and the prompt for a figure given its caption (prompts/scaffolding.md: ocr_region, ocr_anchor,
+        # ocr_figure).
         self.region_prompt = region_prompt or prompt
         self._anchored = anchored
+        self._figure_prompt = figure_prompt
         self._max_tiles, self._max_new_tokens, self._progress = max_tiles, max_new_tokens, progress
         self.budget = budget
         self._speeds: Speeds | None = None  # known once the model is ready
@@ -132,6 +134,12 @@ class PageReader:
         if not anchor or self._anchored is None:
             return self._prompt
         return f"{self._prompt}\n\n{self._anchored(anchor[:ANCHOR_CHARS])}"
+
+    def figure_prompt(self, caption: str) -> str:
+        """The prompt that asks for a description of a figure (its caption given, when it has one)."""
+        if self._figure_prompt is None:
+            return "Describe this figure from a document page for a reader who cannot see it."
+        return self._figure_prompt(caption)
 
     async def read(
         self, images: list, numbers: list[int], label: str, index: float, total: int, *,
@@ -205,14 +213,14 @@ class _Output:
 
     def take(
         self, index: int, number: int, method: str, text: str, header: str | None = None, footer: str | None = None,
-        regions: list[PageRegion] | None = None,
+        regions: list[PageRegion] | None = None, figures: list[PageFigure] | None = None,
     ) -> bool:
         """Keep the page at `index` of the selection, cut to what is left; False once the cap is reached."""
         cut = len(text) > self.left
         text = text[: self.left]
         self.left -= len(text)
         self.pages.append(PageText(page=number, method=method, text=text, header=header or None, footer=footer or None,
-                                   regions=regions or None))
+                                   regions=regions or None, figures=figures or None))
         more = index + 1 < len(self.selected)
         if not (cut or (self.left <= 0 and more)):
             return True
@@ -260,11 +268,12 @@ class OcrPages:
 
 async def read_document(
     media: Media, *, pages: str | None, mode: str, dpi: int, region: Region | None, settings: Settings,
-    reader: PageReader, pictures: bool = False,
+    reader: PageReader, pictures: bool = False, figures: bool = False,
 ) -> OcrPages:
     """Open `media` (a PDF or another document PyMuPDF opens, a multi-page TIFF, or one page image), read the
     pages asked for and close it. `region` reads part of a single page image. `pictures`: also keep each
-    returned page's picture (for a viewer's preview)."""
+    returned page's picture (for a viewer's preview). `figures`: the model describes each figure of a born-digital
+    page in place."""
     from .inputs.images import ImagePages, is_multipage_candidate
 
     paged = media.kind in {"pdf", "unknown"} or is_multipage_candidate(media)
@@ -279,7 +288,7 @@ async def read_document(
     try:
         if isinstance(doc, ImagePages):  # its page count is known once it is open
             check_image_request(media, pages, mode, doc.page_count)
-        read = await read_pages(doc, pages, mode, dpi, settings, reader)
+        read = await read_pages(doc, pages, mode, dpi, settings, reader, figures)
         if pictures:
             read = replace(read, pictures=await _page_pictures(doc, read, reader, settings.max_image_pixels))
     finally:
@@ -343,6 +352,7 @@ class _Entry:
     anchor: str | None = None  # vision pages with a partial text layer: that text, handed to the model as a hint
     laid_out: PageMarkdown | None = None  # layout pages: the layout step's page, with the regions it lacks
     region_texts: list[str] = field(default_factory=list)  # what the model read of those regions, in order
+    figure_texts: list[str] = field(default_factory=list)  # its descriptions of the page's figures, in order
 
 
 @dataclass
@@ -356,6 +366,7 @@ class _Cut:
 
 async def read_pages(
     doc: PdfPages | ImagePages, pages: str | None, mode: str, dpi: int, settings: Settings, reader: PageReader,
+    figures: bool = False,
 ) -> OcrPages:
     """The selected pages' text in order (of a PDF, or of a multi-page image, whose pages have no text
     layer): under `auto`, text-layer pages as Markdown from the layout step (LAYOUT_BATCH a round trip; flat text
@@ -363,7 +374,7 @@ async def read_pages(
     page whose text layer covers only part of what it shows read whole by the model (its text layer as a hint);
     under `text_layer` the text layers verbatim; the others through the model, up to MCP_VISION_OCR_BATCH of them
     in one batch, as many as the time budget allows; stops at the output cap or the budget with a note and the
-    `pages` value for the rest."""
+    `pages` value for the rest. `figures`: the model also describes each figure of a layout page, in place."""
     from .inputs.pdf import is_real_text, parse_pages
 
     selected = parse_pages(pages, doc.page_count)
@@ -442,7 +453,7 @@ async def read_pages(
             await _lay_out(doc, layout, flat, reader, done, total)
             done += len(layout)
             must = chunk[0] if not output.pages else None  # the call's first page is read whatever the budget
-            cut = await _read_regions(doc, layout, dpi, settings, reader, unrendered, must, done, total)
+            cut = await _read_regions(doc, layout, dpi, settings, reader, unrendered, must, done, total, figures)
         stop = chunk.index(cut.entry) if cut is not None else len(chunk)
         read = [entry for entry in chunk[:stop] if entry.method == "vision"]
         if read:
@@ -478,32 +489,45 @@ async def read_pages(
 
 
 def _take(output: _Output, entry: _Entry) -> bool:
-    """Keep `entry`'s page (a layout page with the regions read so far merged into its text)."""
+    """Keep `entry`'s page (a layout page with the regions read and the figures described so far merged into its
+    text)."""
     from .inputs.page_markdown import merge_regions
-    from .results import PageRegion
+    from .results import PageFigure, PageRegion
 
-    text, regions = entry.text or "", None
+    text, regions, figures = entry.text or "", None, None
     page = entry.laid_out
-    if page is not None and page.regions and entry.method == "layout":
-        read = entry.region_texts
-        text = merge_regions(page.body, page.slots[: len(read)], read)
+    if page is not None and entry.method == "layout" and (entry.region_texts or entry.figure_texts):
+        read, described = entry.region_texts, entry.figure_texts
+        shown = [figure_block(said) for said in described]
+        text = merge_regions(page.body, [*page.slots[: len(read)], *(f.slot for f in page.figures[: len(shown)])],
+                             [*read, *shown])
         regions = [PageRegion(bbox=list(region.bbox), source=region.source, text=said)  # type: ignore[arg-type]
                    for region, said in zip(page.regions, read)]
-    return output.take(entry.index, entry.number, entry.method, text, entry.header, entry.footer, regions)
+        figures = [PageFigure(bbox=list(figure.bbox), caption=figure.caption or None, description=said)
+                   for figure, said in zip(page.figures, described)]
+    return output.take(entry.index, entry.number, entry.method, text, entry.header, entry.footer, regions, figures)
+
+
+def figure_block(description: str) -> str:
+    """A figure's description as it stands in the page's Markdown: a quotation marked as the model's words."""
+    lines = description.strip().splitlines() or [""]
+    lines[0] = f"*Figure, described by the model:* {lines[0]}".rstrip()
+    return "\n".join(f"> {line}" if line.strip() else ">" for line in lines)
 
 
 async def _read_regions(
     doc: PdfPages | ImagePages, entries: list[_Entry], dpi: int, settings: Settings, reader: PageReader,
-    unrendered: dict[int, str], must: _Entry | None, done: int, total: int,
+    unrendered: dict[int, str], must: _Entry | None, done: int, total: int, figures: bool = False,
 ) -> _Cut | None:
-    """Read with the model the regions that the layout pages among `entries` show but their text layers lack,
-    cropped from the page rendered at `dpi`, MCP_VISION_OCR_BATCH a batch, as the time budget allows (`must`: the
-    call's first page, whose first batch is read whatever the budget). Returns where the budget stopped them (a
-    page whose regions were not all read), or None."""
-    crops: list[tuple[_Entry, Any]] = []
+    """Read with the model the regions that the layout pages among `entries` show but their text layers lack (and,
+    with `figures`, describe their figures), cropped from the page rendered at `dpi`, MCP_VISION_OCR_BATCH a batch,
+    as the time budget allows (`must`: the call's first page, whose first batch is read whatever the budget).
+    Returns where the budget stopped them (a page whose regions or figures were not all read), or None."""
+    crops: list[tuple[_Entry, Any, str, list[str]]] = []  # (page, crop, prompt, where its answer goes)
     for entry in entries:
         page = entry.laid_out
-        if entry.method != "layout" or page is None or not page.regions:
+        shown = page.figures if figures and page is not None else ()
+        if entry.method != "layout" or page is None or not (page.regions or shown):
             continue
         try:
             picture = await doc.render(entry.number, dpi, settings.max_image_pixels)
@@ -511,7 +535,10 @@ async def _read_regions(
             unrendered[entry.number] = str(exc).split(":")[0]
             continue
         for region in page.regions:
-            crops.append((entry, crop_points(picture, region.bbox, dpi)))
+            crops.append((entry, crop_points(picture, region.bbox, dpi), reader.region_prompt, entry.region_texts))
+        for figure in shown:
+            crops.append((entry, crop_points(picture, figure.bbox, dpi), reader.figure_prompt(figure.caption),
+                          entry.figure_texts))
     position = 0
     while position < len(crops):
         await reader.prepare()
@@ -520,12 +547,12 @@ async def _read_regions(
         if n == 0:
             return _Cut(crops[position][0], inside=False)
         batch = crops[position: position + n]
-        numbers = sorted({entry.number for entry, _ in batch})
-        label = f"regions of page{'s' if len(numbers) > 1 else ''} {page_ranges(numbers)} the text layer lacks"
-        answers = await reader.read([image for _, image in batch], [entry.number for entry, _ in batch], label,
-                                    done, total, prompts=[reader.region_prompt] * len(batch), keep=False)
-        for (entry, _), answer in zip(batch, answers):
-            entry.region_texts.append(answer.text)
+        numbers = sorted({entry.number for entry, *_ in batch})
+        label = f"regions of page{'s' if len(numbers) > 1 else ''} {page_ranges(numbers)} for the model"
+        answers = await reader.read([image for _, image, *_ in batch], [entry.number for entry, *_ in batch], label,
+                                    done, total, prompts=[prompt for _, _, prompt, _ in batch], keep=False)
+        for (entry, _, _, into), answer in zip(batch, answers):
+            into.append(answer.text)
             if answer.finish_reason == "time":
                 return _Cut(entry, inside=True)
         position += n

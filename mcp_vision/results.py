@@ -100,6 +100,20 @@ class PageRegion(BaseModel):
     text: str = Field(description="What the model read there; also placed in the page's text, in reading order.")
 
 
+class PageFigure(BaseModel):
+    """A figure of a 'layout' page (a chart, a diagram, a photograph), described by the model (`figures: true`)."""
+
+    bbox: list[float] = Field(
+        description="[x0, y0, x1, y1] in points of the page as displayed, origin top-left (72 points an inch)."
+    )
+    caption: str | None = Field(default=None, description="The figure's caption as the page prints it (null: none).")
+    method: Literal["vision"] = Field(default="vision", description="'vision': described by the model from the render.")
+    description: str = Field(
+        description="The model's description; also placed in the page's text where the figure stands, as a quotation "
+        "marked 'Figure, described by the model'."
+    )
+
+
 class PageText(BaseModel):
     page: int = Field(description="1-based page number.")
     method: Literal["layout", "text_layer", "vision"] = Field(
@@ -114,6 +128,11 @@ class PageText(BaseModel):
         default=None,
         description="'layout' pages: the parts whose text is drawn but missing from the text layer (outlined "
         "glyphs, pictures of text), read by the model and merged into text (null: none).",
+    )
+    figures: list[PageFigure] | None = Field(
+        default=None,
+        description="'layout' pages read with figures: true: each figure described by the model (null: none, or not "
+        "asked for).",
     )
     header: str | None = Field(
         default=None, description="'layout' pages: the running header, kept out of text (null: the page has none)."
@@ -206,6 +225,7 @@ __all__ = [
     "FollowUpResult",
     "PageText",
     "OcrDocumentResult",
+    "PageFigure",
     "PageRegion",
     "Region",
     "ImageDiff",

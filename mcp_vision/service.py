@@ -432,6 +432,7 @@ class VisionService:
         progress: Progress | None = None,
         roots: Roots = None,
         previews: bool = False,
+        figures: bool = False,
     ) -> OcrDocumentResult:
         from . import ocr
 
@@ -449,10 +450,13 @@ class VisionService:
             max_tiles=self.settings.max_tiles, max_new_tokens=tokens, progress=call.progress, budget=call.budget,
             region_prompt=self.prompts.scaffold("ocr_region"),
             anchored=lambda text: self.prompts.scaffold("ocr_anchor", text_layer=text),
+            figure_prompt=lambda caption: self.prompts.scaffold(
+                "ocr_figure", caption=f" (its caption reads: \"{caption}\")" if caption else ""
+            ),
         )
         read = await ocr.read_document(
             media, pages=pages, mode=mode, dpi=dpi, region=region, settings=self.settings, reader=reader,
-            pictures=call.previews,
+            pictures=call.previews, figures=figures,
         )
         session = self.sessions.get_or_create(call.session_id)
         async with session.lock:

@@ -44,7 +44,7 @@ async def test_ocr_born_digital_pages_return_their_text_layer_as_markdown(settin
     assert SENTENCES[0] in r.content[0].text  # the leading text block holds the answer
     # mode='text_layer' keeps returning the text layer verbatim, unarranged.
     assert exact.structured_content["pages"][0] == {
-        "page": 1, "method": "text_layer", "text": text_layer(pdf, 1), "header": None, "footer": None, "regions": None,
+        "page": 1, "method": "text_layer", "text": text_layer(pdf, 1), "header": None, "footer": None, "regions": None, "figures": None,
     }
     assert len(progress) >= 2
     values = [p for p, _, _ in progress]

@@ -279,3 +279,72 @@ async def test_a_scan_with_a_few_characters_of_text_layer_gets_them_as_a_hint(en
     assert r.structured_content["pages"][0]["method"] == "vision" and r.structured_content["note"] is None
     [message] = engine.chats[0]["body"]["messages"]
     assert message["content"][1]["text"].rstrip().endswith("p. 7")
+
+
+def _chart_pdf() -> bytes:
+    """A page of text with a bar chart drawn in vectors and its caption, then the picture-of-text page."""
+    import pymupdf
+
+    from bench.documents import _page_picture
+
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    page.insert_text((56, 80), "The chart below shows the monthly totals of the survey returns for each region.",
+                     fontsize=10)
+    for i, height in enumerate([120, 80, 160, 60]):
+        page.draw_rect(pymupdf.Rect(100 + i * 60, 350 - height, 140 + i * 60, 350), fill=(0.2, 0.3, 0.6), color=None)
+    page.draw_line((90, 350), (360, 350))
+    page.draw_line((90, 150), (90, 350))
+    page.insert_text((56, 380), "Figure 1: Monthly totals by region.", fontsize=9)
+    page.insert_text((56, 420), "The next paragraph continues the discussion after the figure.", fontsize=10)
+    _page_picture(doc.new_page(width=595, height=842), 2)
+    return doc.tobytes()
+
+
+FIGURE = "A bar chart of four regions; the third bar is the tallest."
+
+
+async def test_figures_are_described_in_place_with_their_captions_only_when_asked(engine, remote_settings, media_dir):
+    pdf = media_dir / "chart.pdf"
+    pdf.write_bytes(_chart_pdf())
+    engine.replies.extend([Reply(pieces=("\n".join(PICTURED),))])
+    one_at_a_time = remote_settings.with_overrides(ocr_batch=1)  # the engine answers in the order it is asked
+    async with Client(build_server(one_at_a_time)) as client:
+        plain = await client.call_tool("ocr_document", {"document": str(pdf), "time_budget": 600})
+        assert [p["figures"] for p in plain.structured_content["pages"]] == [None, None]
+        assert len(engine.chats) == 1  # the picture of text only: its text is missing, the chart is not asked for
+        engine.replies.extend([Reply(pieces=(FIGURE,)), Reply(pieces=("\n".join(PICTURED),))])
+        r = await client.call_tool("ocr_document", {"document": str(pdf), "figures": True, "time_budget": 600})
+    assert not r.is_error, r.content
+    chart, picture = r.structured_content["pages"]
+    [figure] = chart["figures"]
+    assert figure["caption"] == "Figure 1: Monthly totals by region." and figure["description"] == FIGURE
+    x0, y0, x1, y1 = figure["bbox"]
+    assert x0 <= 100 and y0 <= 190 and x1 >= 320 and y1 >= 345 and y1 < 375  # the bars and axes, not the caption
+    text = chart["text"]
+    quoted = f"> *Figure, described by the model:* {FIGURE}"
+    assert text.index("The chart below") < text.index(quoted) < text.index("Figure 1: Monthly") < text.index("next par")
+    # The picture of text is a region (its text is read), never also a figure.
+    assert picture["figures"] is None and len(picture["regions"]) == 1
+    figure_chat = engine.chats[1]["body"]["messages"][0]["content"][1]["text"]
+    assert figure_chat.startswith("This image is a figure") and 'caption reads: "Figure 1: Monthly totals' in figure_chat
+    assert len(engine.chats) == 3
+
+
+async def test_figures_count_against_the_budget_like_pages(engine, remote_settings, media_dir, monkeypatch):
+    from mcp_vision import ocr
+
+    def only_the_first_batch_fits(self, wanted, first):
+        self.predicted = None if first else (30.0, 1.0)
+        return wanted if first else 0
+
+    monkeypatch.setattr(ocr.PageReader, "pages_that_fit", only_the_first_batch_fits)
+    pdf = media_dir / "chart.pdf"
+    pdf.write_bytes(_chart_pdf())
+    engine.replies.append(Reply(pieces=(FIGURE,)))
+    service = VisionService(remote_settings.with_overrides(ocr_batch=1), None)
+    result = await service.ocr_document(str(pdf), figures=True, time_budget=600)
+    # The chart page is the call's first: its figure is described; page 2's region was predicted not to fit.
+    assert [p.page for p in result.pages] == [1] and result.pages[0].figures[0].description == FIGURE
+    assert result.truncated and result.next_pages == "2" and "Page 2 was not started" in result.note
+    assert len(engine.chats) == 1

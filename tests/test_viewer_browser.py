@@ -370,6 +370,8 @@ HOSTILE_PAGE = "\n".join([
     "",
     "- first item",
     "- second <style>body { display: none }</style>",
+    "",
+    '> *Figure, described by the model:* a chart <img src=x onerror="window.pwned=11">',
 ])
 
 HOSTILE_CHECK = """(() => {
@@ -384,6 +386,7 @@ HOSTILE_CHECK = """(() => {
     tables: [...document.querySelectorAll('[data-part=md-table]')].map((t) =>
       [...t.rows].map((r) => [...r.cells].map((c) => [c.tagName, c.textContent, c.colSpan]))),
     items: [...document.querySelectorAll('[data-part=page-text] li')].map((n) => n.textContent),
+    quote: (document.querySelector('[data-part=page-text] blockquote') || {}).textContent || null,
     text: md.map((n) => n.innerText).join('\\n'),
   };
 })()"""
@@ -410,6 +413,8 @@ async def test_page_markdown_shows_as_headings_and_tables_and_never_runs(browser
                     [["TD", '<b onmouseover="window.pwned=7">Lamp</b>', 1], ["TD", "12", 1]]]
     assert html == [[["TH", "Merged", 2]], [["TD", "A", 1], ["TD", "Bwindow.pwned=10", 1]]]
     assert seen["items"] == ["first item", "second <style>body { display: none }</style>"]
+    assert seen["quote"] == 'Figure, described by the model: a chart <img src=x onerror="window.pwned=11">'
+
     assert "<script>window.pwned = 2</script>" in seen["text"] and "javascript:window.pwned=3" in seen["text"]
     _assert_clean(page, scene)  # no console error, and no request left the page (the img src=x never loaded)
 

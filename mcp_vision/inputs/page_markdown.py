@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -34,6 +34,19 @@ class PageMarkdown:
     footer: str
     regions: tuple[Uncovered, ...] = ()
     slots: tuple[int, ...] = ()
+    figures: tuple[Figure, ...] = ()  # the page's figures (not pictures of text: those are regions), in order
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure the layout model found (a picture box: a photograph, a chart, a diagram), where its description
+    goes in the page's body (`slot`), and its caption when the layout model found one beside it. `bbox`: points
+    of the page as displayed; `layout_bbox`: of the unrotated page."""
+
+    bbox: tuple[float, float, float, float]
+    layout_bbox: tuple[float, float, float, float]
+    caption: str
+    slot: int = 0
 
 
 def layout_markdown(
@@ -61,7 +74,10 @@ def layout_markdown(
                 furniture[box.boxclass].append(text_to_text(box.textlines, ignore_code=True).strip())
         uncovered = tuple((regions or {}).get(layout.page_number, ()))
         places = [_place(region.layout_bbox, chunk["page_boxes"], len(chunk["text"])) for region in uncovered]
-        body, slots = _split_tidy(chunk["text"], places)
+        found = _figures(chunk["text"], chunk["page_boxes"], uncovered)
+        body, slots = _split_tidy(chunk["text"], places + [place for _, place in found])
+        figures = tuple(replace(figure, slot=slot) for (figure, _), slot in zip(found, slots[len(uncovered):]))
+        slots = slots[: len(uncovered)]
         header = "\n".join(t for t in furniture[HEADER_CLASS] if t)
         footer = "\n".join(t for t in furniture[FOOTER_CLASS] if t)
         if not body.strip():
@@ -69,8 +85,33 @@ def layout_markdown(
             # is nothing to keep the furniture apart from, and an empty text would hide what the page says.
             body, header, footer = "\n\n".join(t for t in (header, footer) if t), "", ""
             slots = [len(body)] * len(uncovered)
-        pages[layout.page_number] = PageMarkdown(body, header, footer, uncovered, tuple(slots))
+            figures = tuple(replace(figure, slot=len(body)) for figure in figures)
+        pages[layout.page_number] = PageMarkdown(body, header, footer, uncovered, tuple(slots), figures)
     return pages
+
+
+def _figures(markdown: str, boxes: list[dict], uncovered: Sequence[Uncovered]) -> list[tuple[Figure, int]]:
+    """The page's picture boxes that are figures, each with its caption (a caption box next to it in reading
+    order) and the offset after it in `markdown`; a picture that is mostly an uncovered region (a picture of text)
+    is left to that region."""
+    found = []
+    for i, box in enumerate(boxes):
+        if box["class"] != "picture":
+            continue
+        x0, y0, x1, y1 = (float(v) for v in box["bbox"])
+        area = max(1e-6, (x1 - x0) * (y1 - y0))
+        if any(_overlap((x0, y0, x1, y1), region.layout_bbox) > 0.5 * area for region in uncovered):
+            continue
+        captions = [b for b in boxes[max(0, i - 1): i + 2] if b["class"] == "caption"]
+        start, end = captions[-1]["pos"] if captions else (0, 0)
+        caption = " ".join(markdown[start:end].split())
+        found.append((Figure((x0, y0, x1, y1), (x0, y0, x1, y1), caption), box["pos"][1]))
+    return found
+
+
+def _overlap(a: Sequence[float], b: Sequence[float]) -> float:
+    """The area two boxes (x0, y0, x1, y1) share."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 def _place(bbox: tuple[float, float, float, float], boxes: list[dict], end: int) -> int:
@@ -134,4 +175,4 @@ def tidy(markdown: str) -> str:
     return "\n".join(out).strip()
 
 
-__all__ = ["PageMarkdown", "layout_markdown", "merge_regions", "tidy", "HEADER_CLASS", "FOOTER_CLASS"]
+__all__ = ["Figure", "PageMarkdown", "layout_markdown", "merge_regions", "tidy", "HEADER_CLASS", "FOOTER_CLASS"]

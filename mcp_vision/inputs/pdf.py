@@ -304,7 +304,7 @@ class PdfDocument:
                 if self._layout_doc is None:  # its own copy: parsing removes rotation and the structure tree
                     self._layout_doc = pymupdf.open(stream=self._data, filetype=self._filetype)
                 try:
-                    return layout_markdown(self._layout_doc, page_numbers, regions)
+                    return self._shown(layout_markdown(self._layout_doc, page_numbers, regions))
                 except Exception as exc:
                     if len(page_numbers) == 1:
                         warnings = _take_warnings(pymupdf)
@@ -316,12 +316,26 @@ class PdfDocument:
                 pages: dict[int, PageMarkdown] = {}
                 for number in page_numbers:
                     try:
-                        pages.update(layout_markdown(self._layout_doc, [number], regions))
+                        pages.update(self._shown(layout_markdown(self._layout_doc, [number], regions)))
                     except Exception:
                         continue
                 return pages
             finally:
                 self._note(_take_warnings(pymupdf))
+
+    def _shown(self, pages: dict[int, PageMarkdown]) -> dict[int, PageMarkdown]:
+        """`pages` with each figure's box in points of the page as displayed (the layout step's are unrotated)."""
+        from dataclasses import replace
+
+        pymupdf = _pymupdf()
+        for number, page in pages.items():
+            if page.figures:
+                turn = self._doc.load_page(number - 1).rotation_matrix
+                figures = tuple(
+                    replace(f, bbox=tuple(round(v, 1) for v in pymupdf.Rect(f.layout_bbox) * turn)) for f in page.figures
+                )
+                pages[number] = replace(page, figures=figures)
+        return pages
 
     def check_render(self, page_number: int, dpi: float, max_pixels: int) -> tuple[int, int]:
         """The (width, height) a render at `dpi` gives; refused, before rendering, when over `max_pixels`."""
