@@ -86,14 +86,54 @@ class FollowUpResult(ModelAnswer):
     turns: int = Field(description="Question/answer exchanges in the session, this one included.")
 
 
+class PageRegion(BaseModel):
+    """A part of a 'layout' page that shows text its text layer lacks, read by the model."""
+
+    bbox: list[float] = Field(
+        description="[x0, y0, x1, y1] in points of the page as displayed, origin top-left (72 points an inch)."
+    )
+    source: Literal["vector", "image", "ink"] = Field(
+        description="What draws the text there: 'vector' paths (glyphs outlined), an 'image' (a picture of text, a "
+        "scan), or other 'ink' (an annotation, a font without character codes)."
+    )
+    method: Literal["vision"] = Field(default="vision", description="'vision': read by the model from the render.")
+    text: str = Field(description="What the model read there; also placed in the page's text, in reading order.")
+
+
+class PageFigure(BaseModel):
+    """A figure of a 'layout' page (a chart, a diagram, a photograph), described by the model (`figures: true`)."""
+
+    bbox: list[float] = Field(
+        description="[x0, y0, x1, y1] in points of the page as displayed, origin top-left (72 points an inch)."
+    )
+    caption: str | None = Field(default=None, description="The figure's caption as the page prints it (null: none).")
+    method: Literal["vision"] = Field(default="vision", description="'vision': described by the model from the render.")
+    description: str = Field(
+        description="The model's description; also placed in the page's text where the figure stands, as a quotation "
+        "marked 'Figure, described by the model'."
+    )
+
+
 class PageText(BaseModel):
     page: int = Field(description="1-based page number.")
     method: Literal["layout", "text_layer", "vision"] = Field(
         description="'layout': the PDF's own text arranged as Markdown by a layout model (headings, paragraphs in "
-        "reading order, lists, tables; running header and footer apart); 'text_layer': the PDF's own text exactly "
-        "as stored, unarranged; 'vision': the page was rendered and read by the model."
+        "reading order, lists, tables; running header and footer apart), with the model's reading of any region "
+        "the text layer lacks (see regions); 'text_layer': the PDF's own text exactly as stored, unarranged; "
+        "'vision': the page was rendered and read by the model (a page whose text layer covers only part of what "
+        "it shows is read whole, its text layer given to the model as a hint)."
     )
     text: str
+    regions: list[PageRegion] | None = Field(
+        default=None,
+        description="'layout' pages: the parts whose text is drawn but missing from the text layer (outlined "
+        "glyphs, pictures of text), read by the model and merged into text (null: none).",
+    )
+    figures: list[PageFigure] | None = Field(
+        default=None,
+        description="'layout' pages read with figures: true: each figure described by the model (null: none, or not "
+        "asked for).",
+    )
     header: str | None = Field(
         default=None, description="'layout' pages: the running header, kept out of text (null: the page has none)."
     )
@@ -185,6 +225,8 @@ __all__ = [
     "FollowUpResult",
     "PageText",
     "OcrDocumentResult",
+    "PageFigure",
+    "PageRegion",
     "Region",
     "ImageDiff",
     "CompareImagesResult",

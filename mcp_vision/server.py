@@ -334,14 +334,24 @@ async def ocr_document(
         Region | None,
         Field(description="For an image document: read only this part {x, y, width, height} (original pixels)."),
     ] = None,
+    figures: Annotated[
+        bool,
+        Field(
+            description="Also have the model describe each figure (chart, diagram, photograph) of a born-digital "
+            "page, caption-aware, placed where the figure stands (the page's `figures`); inside the time budget, "
+            "a page whose figures do not fit is left for next_pages."
+        ),
+    ] = False,
     session_id: SessionArg = None,
     time_budget: TimeBudget = None,
     roots: DocumentRoots = None,
 ) -> OcrDocumentResult:
     """Read the text of a PDF or a page image (a multi-page TIFF page by page too), page by page. Born-digital
     PDF pages return their own text layer as Markdown (headings, paragraphs in reading order, lists, tables), with
-    each page's running header and footer apart (`header`, `footer`); scanned or image-only pages are rendered and
-    read by the model as Markdown, several in one batch. Each page says which method was used. Progress is reported as pages
+    each page's running header and footer apart (`header`, `footer`); text such a page shows but its text layer
+    lacks (a title drawn as outlines, a picture of text) is read by the model and merged in place (`regions` says
+    where and what), and with `figures` the model describes each figure in place; scanned or image-only pages are
+    rendered and read by the model as Markdown, several in one batch. Each page says which method was used. Progress is reported as pages
     finish; at most MCP_VISION_MAX_PAGES pages a call (ask for ranges with `pages`). When the time budget or the
     output cap stops it early, it returns the pages it finished with truncated: true and next_pages, the
     exact `pages` value for the rest. The pages join the session, so follow_up can ask about them."""
@@ -349,7 +359,7 @@ async def ocr_document(
         read = await _service(ctx).ocr_document(
             document, pages=pages, dpi=dpi, mode=mode, max_new_tokens=max_new_tokens, region=region,
             session_id=session_id, time_budget=time_budget, progress=_progress(ctx), roots=_root_dirs(roots),
-            previews=_previews(ctx), principal=_caller(ctx),
+            previews=_previews(ctx), principal=_caller(ctx), figures=figures,
         )
     return _tool_result(read, None)
 

@@ -518,6 +518,7 @@ class VisionService:
         roots: Roots = None,
         previews: bool = False,
         principal: Principal = LOCAL,
+        figures: bool = False,
     ) -> OcrDocumentResult:
         from . import ocr
 
@@ -534,10 +535,15 @@ class VisionService:
             self.worker, self.backend, self.prompts.task("ocr").text.strip(), partial(self._ready, call),
             max_tiles=self.settings.max_tiles, max_new_tokens=tokens, progress=call.progress, budget=call.budget,
             caller=call.owner, watch=self.watched, events=self.events,
+            region_prompt=self.prompts.scaffold("ocr_region"),
+            anchored=lambda text: self.prompts.scaffold("ocr_anchor", text_layer=text),
+            figure_prompt=lambda caption: self.prompts.scaffold(
+                "ocr_figure", caption=f" (its caption reads: \"{caption}\")" if caption else ""
+            ),
         )
         read = await ocr.read_document(
             media, pages=pages, mode=mode, dpi=dpi, region=region, settings=self.settings, reader=reader,
-            pictures=call.previews,
+            pictures=call.previews, figures=figures,
         )
         session = self.sessions.get_or_create(call.session_id, call.owner)
         async with session.lock:

@@ -17,20 +17,22 @@ PACKAGE = Path(mcp_vision.__file__).parent
 FOUNDATION = {"mcp_vision.errors", "mcp_vision.limits", "mcp_vision.settings"}
 ALLOWED = {
     "mcp_vision.inputs": FOUNDATION,
-    # grounding.py (pure standard library, FOUNDATION only) names a served model's box syntax for the remote engine.
-    "mcp_vision.backend": FOUNDATION | {"mcp_vision.grounding"},
+    # grounding.py (pure standard library, FOUNDATION only) names a served model's box syntax for the remote engine;
+    # page_text.py (likewise) tells a runaway repetition loop in a page's decode, which the engines stop.
+    "mcp_vision.backend": FOUNDATION | {"mcp_vision.grounding", "mcp_vision.page_text"},
     "mcp_vision.sessions": FOUNDATION | {"mcp_vision.backend"},
     "mcp_vision.results": FOUNDATION,
     "mcp_vision.worker": FOUNDATION | {"mcp_vision.backend"},
     "mcp_vision.budget": FOUNDATION | {"mcp_vision.backend"},
     "mcp_vision.grounding": FOUNDATION,
+    "mcp_vision.page_text": FOUNDATION,
     "mcp_vision.previews": FOUNDATION,
     "mcp_vision.viewer": FOUNDATION,
     "mcp_vision.metrics": FOUNDATION,  # what the work tells; prometheus-client only where HTTP serves it
     "mcp_vision.model_prompts": FOUNDATION | {"mcp_vision.backend", "mcp_vision.inputs"},
     "mcp_vision.ocr": FOUNDATION
     | {"mcp_vision.backend", "mcp_vision.budget", "mcp_vision.inputs", "mcp_vision.metrics", "mcp_vision.model_prompts",
-       "mcp_vision.previews", "mcp_vision.results", "mcp_vision.worker"},
+       "mcp_vision.previews", "mcp_vision.results", "mcp_vision.worker", "mcp_vision.page_text"},
 }
 
 

@@ -44,7 +44,7 @@ async def test_ocr_born_digital_pages_return_their_text_layer_as_markdown(settin
     assert SENTENCES[0] in r.content[0].text  # the leading text block holds the answer
     # mode='text_layer' keeps returning the text layer verbatim, unarranged.
     assert exact.structured_content["pages"][0] == {
-        "page": 1, "method": "text_layer", "text": text_layer(pdf, 1), "header": None, "footer": None,
+        "page": 1, "method": "text_layer", "text": text_layer(pdf, 1), "header": None, "footer": None, "regions": None, "figures": None,
     }
     assert len(progress) >= 2
     values = [p for p, _, _ in progress]
@@ -338,10 +338,10 @@ async def test_a_page_whose_layout_fails_returns_its_flat_text_with_a_note(setti
 
     real = page_markdown.layout_markdown
 
-    def failing_on_page_2(doc, numbers):
+    def failing_on_page_2(doc, numbers, regions=None):
         if 2 in numbers:
             raise RuntimeError("layout model exploded")
-        return real(doc, numbers)
+        return real(doc, numbers, regions)
 
     monkeypatch.setattr(page_markdown, "layout_markdown", failing_on_page_2)  # in-process decoding reaches it
     pdf = sentences_pdf(media_dir / "report.pdf")

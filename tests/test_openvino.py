@@ -170,6 +170,19 @@ def test_cancelled_before_and_during_generation(ov_backend):
     assert 1 <= partial.output_tokens < 64
 
 
+def test_a_row_caught_in_a_repetition_loop_stops_and_the_others_go_on(ov_backend, monkeypatch):
+    from mcp_vision import page_text
+
+    conversations = [[Turn.user("Describe this image.", [_image(color)], max_tiles=1)] for color in ("red", "blue")]
+    free = ov_backend.chat_batch(conversations, Job(), max_new_tokens=200, min_new_tokens=200)
+    # The tiny random model does not loop on its own: the check fires for the first row once it holds 130 tokens.
+    first = free[0].output_ids[:10]
+    monkeypatch.setattr(page_text, "looping", lambda ids: len(ids) >= 130 and ids[:10] == first)
+    stopped = ov_backend.chat_batch(conversations, Job(), max_new_tokens=200, min_new_tokens=200)
+    assert stopped[0].output_ids == free[0].output_ids[:136] and stopped[0].finish_reason == "stop"
+    assert stopped[1].output_ids == free[1].output_ids and stopped[1].output_tokens == 200
+
+
 def test_generation_stops_at_the_deadline(ov_backend):
     job = Job(deadline=time.monotonic() - 1)
     result = ov_backend.chat([Turn.user("Write a long story.")], job, max_new_tokens=64, min_new_tokens=64)

@@ -354,6 +354,71 @@ async def test_ocr_shows_every_page_beside_its_text_and_method(browser, settings
     _assert_clean(page, scene)
 
 
+# A page as a hostile document (or a model misled by one) could write it: every way markup might run or load.
+HOSTILE_PAGE = "\n".join([
+    '# Quarterly <img src=x onerror="window.pwned=1">',
+    "<script>window.pwned = 2</script>",
+    'Click [here](javascript:window.pwned=3) or <a href="javascript:window.pwned=4">there</a>.',
+    '<iframe srcdoc="<script>parent.pwned=5</script>"></iframe><svg onload="window.pwned=6"></svg>',
+    "",
+    "| Item | Price |",
+    "|---|---|",
+    '| <b onmouseover="window.pwned=7">Lamp</b> | **12** |',
+    "",
+    '<table><tr><th colspan="2" onclick="window.pwned=8"><img src=x onerror="window.pwned=9">Merged</th></tr>',
+    "<tr><td>A</td><td>B<script>window.pwned=10</script></td></tr></table>",
+    "",
+    "- first item",
+    "- second <style>body { display: none }</style>",
+    "",
+    '> *Figure, described by the model:* a chart <img src=x onerror="window.pwned=11">',
+])
+
+HOSTILE_CHECK = """(() => {
+  const md = [...document.querySelectorAll('[data-part=page-text]')];
+  const all = [...document.querySelectorAll('*')];
+  return {
+    pwned: window.pwned === undefined ? null : window.pwned,  // the host's frame (cross-origin) is asked apart
+    made: md.flatMap((n) => [...n.querySelectorAll('script, img, iframe, svg, a, style, object, embed, link, form')])
+      .map((n) => n.tagName),
+    handlers: all.filter((n) => [...n.attributes].some((a) => a.name.toLowerCase().startsWith('on'))).map((n) => n.tagName),
+    heading: (document.querySelector('[data-part=page-text] h3') || {}).textContent || null,
+    tables: [...document.querySelectorAll('[data-part=md-table]')].map((t) =>
+      [...t.rows].map((r) => [...r.cells].map((c) => [c.tagName, c.textContent, c.colSpan]))),
+    items: [...document.querySelectorAll('[data-part=page-text] li')].map((n) => n.textContent),
+    quote: (document.querySelector('[data-part=page-text] blockquote') || {}).textContent || null,
+    text: md.map((n) => n.innerText).join('\\n'),
+  };
+})()"""
+
+
+async def test_page_markdown_shows_as_headings_and_tables_and_never_runs(browser, engine, remote_settings, media_dir,  # noqa: F811
+                                                                        tmp_path):
+    from .support.documents import scanned_pdf
+
+    pdf = media_dir / "hostile.pdf"
+    pdf.write_bytes(scanned_pdf([(300, 400)]))
+    engine.replies.append(Reply(pieces=(HOSTILE_PAGE,)))
+    async with Client(build_server(remote_settings), extensions=[APPS]) as client:
+        scene = await _scene(client, "ocr_document", {"document": str(pdf), "dpi": 40})
+    [read] = scene["result"]["structuredContent"]["pages"]
+    assert read["method"] == "vision" and read["text"] == HOSTILE_PAGE  # the page text is the document's, as it came
+    page, layout, shot = _show(browser, scene, tmp_path, "ocr-hostile", docs=False)
+    seen = page.evaluate(HOSTILE_CHECK, frame="#app")
+    assert seen["pwned"] is None and page.evaluate("window.pwned === undefined")  # nothing ran, in either frame
+    assert seen["made"] == [] and seen["handlers"] == []  # no element and no handler came from the document
+    assert seen["heading"] == 'Quarterly <img src=x onerror="window.pwned=1">'  # a heading, its markup as text
+    pipe, html = seen["tables"]
+    assert pipe == [[["TH", "Item", 1], ["TH", "Price", 1]],
+                    [["TD", '<b onmouseover="window.pwned=7">Lamp</b>', 1], ["TD", "12", 1]]]
+    assert html == [[["TH", "Merged", 2]], [["TD", "A", 1], ["TD", "Bwindow.pwned=10", 1]]]
+    assert seen["items"] == ["first item", "second <style>body { display: none }</style>"]
+    assert seen["quote"] == 'Figure, described by the model: a chart <img src=x onerror="window.pwned=11">'
+
+    assert "<script>window.pwned = 2</script>" in seen["text"] and "javascript:window.pwned=3" in seen["text"]
+    _assert_clean(page, scene)  # no console error, and no request left the page (the img src=x never loaded)
+
+
 async def test_video_frames_are_a_strip_with_their_timestamps(browser, settings, tiny_backend, media_dir, tmp_path):
     video = _video(media_dir / "clip.mp4")
     async with Client(build_server(settings, tiny_backend), extensions=[APPS]) as client:

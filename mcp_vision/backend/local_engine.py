@@ -381,6 +381,8 @@ class LocalEngine(Backend):
             ends = [i for i, token in enumerate(new_tokens.tolist()) if token in eos_ids]
             if ends:  # a finished row is padded up to the longest one
                 new_tokens = new_tokens[: ends[0] + 1]
+            else:  # a row stopped without an end token (a repetition loop) is padded too
+                new_tokens = new_tokens[: len(strip_padding(new_tokens.tolist(), self._pad_id()))]
             results.append(self._result(
                 inputs, turns, new_tokens, job, max_new_tokens,
                 seconds=finished - started, load_seconds=load_seconds, images_encoded=encoded[row],
@@ -389,4 +391,12 @@ class LocalEngine(Backend):
         return results
 
 
-__all__ = ["Generated", "LoadedModel", "LocalEngine"]
+def strip_padding(tokens: list[int], pad: int) -> list[int]:
+    """`tokens` without the pad tokens that follow a row's last real one."""
+    end = len(tokens)
+    while end and tokens[end - 1] == pad:
+        end -= 1
+    return tokens[:end]
+
+
+__all__ = ["Generated", "LoadedModel", "LocalEngine", "strip_padding"]

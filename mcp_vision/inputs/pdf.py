@@ -25,6 +25,7 @@ from .sources import Media
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
+    from .page_coverage import Coverage
     from .page_markdown import PageMarkdown
 
 MIN_TEXT_CHARS = 20  # fewer real characters than this and a page counts as image-only
@@ -203,6 +204,7 @@ class PdfDocument:
         self._max_pages_open = max(1, max_pages_open)
         self._pages: OrderedDict[int, Any] = OrderedDict()
         self._texts: dict[int, str] = {}
+        self._coverage: dict[int, Coverage] = {}
         self._page_count = int(doc.page_count)
         self._note(warnings)
 
@@ -274,13 +276,23 @@ class PdfDocument:
         """True when the text layer holds real text, False for an image-only (scanned) page."""
         return is_real_text(self.text_layer(page_number), min_chars)
 
+    def coverage(self, page_number: int) -> Coverage:
+        """What the page shows that its text layer lacks (page_coverage.py): regions for the model to read."""
+        from .page_coverage import page_coverage
+
+        if page_number not in self._coverage:
+            self._coverage[page_number] = self._run(page_number, "read", page_coverage)
+        return self._coverage[page_number]
+
     def markdown(self, page_numbers: list[int]) -> dict[int, PageMarkdown]:
-        """The pages' text layers as structured Markdown (page_markdown.py), parsed together; when that fails,
-        page by page, leaving out a page whose layout cannot be analysed (`markdown([n])` alone gives its error)."""
+        """The pages' text layers as structured Markdown (page_markdown.py), parsed together, each with the place
+        in reading order of the regions its text layer lacks (`coverage`); when that fails, page by page, leaving
+        out a page whose layout cannot be analysed (`markdown([n])` alone gives its error)."""
         from .page_markdown import layout_markdown
 
         for number in page_numbers:
             self._check_number(number)
+        regions = {number: self.coverage(number).regions for number in page_numbers}
         if self._data is None:
             raise InputError(f"The layout of {self.label} cannot be analysed: it was opened without its bytes.")
         pymupdf = _pymupdf()
@@ -292,7 +304,7 @@ class PdfDocument:
                 if self._layout_doc is None:  # its own copy: parsing removes rotation and the structure tree
                     self._layout_doc = pymupdf.open(stream=self._data, filetype=self._filetype)
                 try:
-                    return layout_markdown(self._layout_doc, page_numbers)
+                    return self._shown(layout_markdown(self._layout_doc, page_numbers, regions))
                 except Exception as exc:
                     if len(page_numbers) == 1:
                         warnings = _take_warnings(pymupdf)
@@ -304,12 +316,26 @@ class PdfDocument:
                 pages: dict[int, PageMarkdown] = {}
                 for number in page_numbers:
                     try:
-                        pages.update(layout_markdown(self._layout_doc, [number]))
+                        pages.update(self._shown(layout_markdown(self._layout_doc, [number], regions)))
                     except Exception:
                         continue
                 return pages
             finally:
                 self._note(_take_warnings(pymupdf))
+
+    def _shown(self, pages: dict[int, PageMarkdown]) -> dict[int, PageMarkdown]:
+        """`pages` with each figure's box in points of the page as displayed (the layout step's are unrotated)."""
+        from dataclasses import replace
+
+        pymupdf = _pymupdf()
+        for number, page in pages.items():
+            if page.figures:
+                turn = self._doc.load_page(number - 1).rotation_matrix
+                figures = tuple(
+                    replace(f, bbox=tuple(round(v, 1) for v in pymupdf.Rect(f.layout_bbox) * turn)) for f in page.figures
+                )
+                pages[number] = replace(page, figures=figures)
+        return pages
 
     def check_render(self, page_number: int, dpi: float, max_pixels: int) -> tuple[int, int]:
         """The (width, height) a render at `dpi` gives; refused, before rendering, when over `max_pixels`."""
@@ -429,13 +455,18 @@ def read_page_texts(media: Media, page_numbers: list[int]) -> dict[int, str]:
 
 
 def _readable_texts(doc: PdfDocument, page_numbers: list[int]) -> dict[int, str]:
-    texts: dict[int, str] = {}
+    return _readable(page_numbers, doc.text_layer)
+
+
+def _readable(page_numbers: list[int], read: Callable[[int], _T]) -> dict[int, _T]:
+    """`read(n)` of each page that it does not refuse (an InputError leaves the page out)."""
+    found: dict[int, _T] = {}
     for number in page_numbers:
         try:
-            texts[number] = doc.text_layer(number)
+            found[number] = read(number)
         except InputError:
             continue
-    return texts
+    return found
 
 
 def render_page(media: Media, page_number: int, dpi: float, max_pixels: int) -> PILImage.Image:
@@ -473,6 +504,13 @@ def held_markdown(page_numbers: list[int]) -> dict[int, PageMarkdown]:
     return held(_HELD).markdown(page_numbers)
 
 
+def held_coverages(page_numbers: list[int]) -> dict[int, Coverage]:
+    """The held document's coverage of several pages (`PdfDocument.coverage`); a page that fails is left out."""
+    from .sandbox import held
+
+    return _readable(page_numbers, held(_HELD).coverage)
+
+
 def held_text(page_number: int) -> str:
     from .sandbox import held
 
@@ -499,6 +537,7 @@ class PdfPages:
         self._doc = doc  # an open PdfDocument when not isolated
         self._lease = lease  # a DecoderLease holding the document when isolated (reopened there after a crash)
         self._texts: dict[int, str] = {}
+        self._coverage: dict[int, Coverage] = {}
 
     async def _held(self, fn: Callable[..., _T], *args: Any, **limits: Any) -> _T:
         """`fn(*args)` in the decoder process that holds the document (`limits`: its timeout, memory_mb)."""
@@ -527,6 +566,23 @@ class PdfPages:
 
     async def has_text_layer(self, page_number: int) -> bool:
         return is_real_text(await self.text_layer(page_number))
+
+    async def coverage(self, page_numbers: list[int]) -> dict[int, Coverage]:
+        """What each page shows that its text layer lacks, in one round trip; a page that cannot be rendered is
+        left out (it stays a text-layer page: the layout step reports its trouble)."""
+        from .page_coverage import Coverage
+        from .sandbox import run_isolated
+
+        wanted = [n for n in page_numbers if n not in self._coverage]
+        if wanted and self._doc is not None:
+            found = await run_isolated(_readable, wanted, self._doc.coverage, what=self.media.label, isolate=False)
+            self._coverage.update(found)
+        elif wanted:
+            try:
+                self._coverage.update(await self._held(held_coverages, wanted))
+            except DecoderFailure:
+                pass  # one page crashed the decoder: those pages stay as their text layers say
+        return {n: self._coverage.get(n, Coverage()) for n in page_numbers}
 
     async def markdown(self, page_numbers: list[int], timeout: float) -> dict[int, PageMarkdown]:
         """The pages' text layers as structured Markdown, within `timeout` seconds and the decoder's memory limit;

@@ -335,6 +335,8 @@ class OpenVINOBackend(LocalEngine):
         import numpy as np
         import torch
 
+        from ...page_text import CHECK_EVERY, MIN_SPAN_TOKENS, TAIL_TOKENS, looping
+
         ids = input_ids.numpy().astype(np.int64)
         mask = attention_mask.numpy().astype(np.int64)
         rows = ids.shape[0]
@@ -355,6 +357,9 @@ class OpenVINOBackend(LocalEngine):
             generated.append(token)
             done |= np.isin(token, eos)
             count = len(generated)
+            if count >= MIN_SPAN_TOKENS and count % CHECK_EVERY == 0:  # rows caught in a repetition loop stop
+                recent = np.stack(generated[-TAIL_TOKENS:], axis=1)
+                done |= np.array([looping(row) for row in recent.tolist()])
             if count % 16 == 0 or count == 1:
                 job.report(count, max_new_tokens, f"generating ({count}/{max_new_tokens} tokens)")
             if done.all() or count >= max_new_tokens or job.cancelled() or job.out_of_time():

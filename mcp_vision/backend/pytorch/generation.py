@@ -1,5 +1,5 @@
-"""Greedy generation with transformers' `generate`: stops within a token of cancellation or the deadline,
-reports progress, takes precomputed vision features and a reused KV cache, and says why it stopped."""
+"""Greedy generation with transformers' `generate`: stops within a token of cancellation or the deadline, stops a
+row caught in a runaway repetition loop (page_text.looping), reports progress, takes precomputed vision features and a reused KV cache, and says why it stopped."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ def generate(
     import torch
     from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
+    from ...page_text import CHECK_EVERY, MIN_SPAN_TOKENS, TAIL_TOKENS, looping
+
     prompt_len = int(input_ids.shape[1])
 
     class _StopOnCancel(StoppingCriteria):
@@ -48,7 +50,12 @@ def generate(
             if generated % 16 == 0 or generated == 1:
                 job.report(generated, max_new_tokens, f"generating ({generated}/{max_new_tokens} tokens)")
             stop = job.cancelled() or job.out_of_time()
-            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+            rows = torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+            if not stop and generated >= MIN_SPAN_TOKENS and generated % CHECK_EVERY == 0:
+                # A row caught in a runaway repetition loop stops there (transformers pads it from then on).
+                tails = input_ids[:, max(prompt_len, int(input_ids.shape[1]) - TAIL_TOKENS):].tolist()
+                rows |= torch.tensor([looping(tail) for tail in tails], dtype=torch.bool, device=input_ids.device)
+            return rows
 
     watch = _StopOnCancel()
     gen_kwargs: dict[str, Any] = {
