@@ -46,10 +46,9 @@ QUESTIONS = {
 
 TASKS = ("colour", "kind", "count", "number", "page", "box", "compare", "follow_up", "video")
 
-# Detail budgets (max_tiles) single images are shown with in training: mostly one tile (cheap), one in six
-# tiled (two tiles and the thumbnail for a non-square picture, what the tests' max_tiles=2 gives), so answers
-# hold whatever tiling the server picks (the thumbnail tile comes last).
-TILE_CHOICES = (1, 1, 1, 1, 1, 2)
+# Detail budgets (max_tiles) single images are shown with in training: mostly one tile (cheap), some
+# tiled, so answers hold whatever tiling the server picks (the thumbnail tile comes last).
+TILE_CHOICES = (1, 1, 1, 1, 1, 1, 2, 4)
 
 
 @dataclass
@@ -214,12 +213,10 @@ def random_number(rng: random.Random) -> str:
 
 
 def box_answer(box: tuple[float, float, float, float], size: tuple[int, int]) -> str:
-    """InternVL's grounding answer for `box` (pixels) in an image of `size`: 0..1000 of the image shown,
-    rounded to tens (at most 0.5% of the side off: a units digit a 448-pixel tile cannot resolve would only add
-    noise for the tiny model to learn; the server reads any integer)."""
+    """InternVL's grounding answer for `box` (pixels) in an image of `size`: 0..1000 of the image shown."""
     width, height = size
     x0, y0, x1, y1 = box
-    coords = [10 * round(v * 100) for v in (x0 / width, y0 / height, x1 / width, y1 / height)]
+    coords = [round(x0 / width * 1000), round(y0 / height * 1000), round(x1 / width * 1000), round(y1 / height * 1000)]
     coords = [min(1000, max(0, c)) for c in coords]
     return f"<ref>{TARGET}</ref><box>[[{coords[0]},{coords[1]},{coords[2]},{coords[3]}]]</box>"
 

@@ -25,16 +25,14 @@ from bench.synthetic import TASKS, Sample, Tasks, corpus, held_out, score
 # Sizes: widths are multiples of 64 (bitsandbytes NF4 needs that); patch 28 gives 64 image tokens a tile,
 # so tiled images and several frames stay cheap to train on two cores.
 ARCH = dict(
-    vision_hidden=128, vision_layers=3, vision_heads=2, vision_intermediate=512,
+    vision_hidden=128, vision_layers=2, vision_heads=2, vision_intermediate=512,
     text_hidden=128, text_layers=3, text_heads=2, text_kv_heads=1, text_intermediate=512,
     patch_size=28, tokenizer_vocab=1024, initializer_range=0.02, tie_word_embeddings=False,
     video_frames_like_images=True,
 )
 
 # How often each task is drawn: reading and placing are the hard ones.
-# compare and video show 2-4 pictures a sample (three times a single picture's cost) but ask only for colour
-# or presence, which single pictures teach too.
-MIX = {"colour": 1, "kind": 1, "count": 1.5, "number": 3, "page": 2, "box": 3, "compare": 0.75, "follow_up": 1, "video": 1}
+MIX = {"colour": 1, "kind": 1, "count": 1.5, "number": 2.5, "page": 1.5, "box": 3, "compare": 1, "follow_up": 1, "video": 1.5}
 
 
 def cpu_name() -> str:
