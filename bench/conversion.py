@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore")
-    logging.getLogger("nncf").setLevel(logging.ERROR)
+    import nncf
+
+    nncf.set_log_level(logging.ERROR)  # its statistics tables and progress bars
 
     from bench.accuracy import TASK_FLOORS, task_accuracy
     from bench.model import ensure_model
