@@ -42,18 +42,13 @@ def recipes() -> dict[str, Any]:
 
 def convert_with(recipe: Any, source: Path, target: Path) -> dict[str, Any]:
     """Convert `source` into `target` with `recipe` as the vision calibration; the manifest written."""
-    from mcp_vision.backend.openvino import convert as module
+    from mcp_vision.backend.openvino.convert import MANIFEST, convert
 
-    saved = module.CALIBRATION
-    module.CALIBRATION = recipe
-    try:
-        started = time.monotonic()
-        module.convert(source, target, language="int8", vision="int8")
-        manifest = json.loads((target / module.MANIFEST).read_text())
-        manifest["wall"] = round(time.monotonic() - started, 1)
-        return manifest
-    finally:
-        module.CALIBRATION = saved
+    started = time.monotonic()
+    convert(source, target, language="int8", vision="int8", calibration=recipe)
+    manifest = json.loads((target / MANIFEST).read_text())
+    manifest["wall"] = round(time.monotonic() - started, 1)
+    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from PIL import Image
 from mcp_vision import viewer
 
 from . import servers
+from .support.media import before_after
 from .support.remote import KEY, MODEL, FakeEngine, Reply
 from .test_viewer_browser import (
     BACKGROUND,
@@ -112,12 +113,7 @@ def media(tmp_path_factory) -> Path:
     photo = Image.new("RGB", (900, 600), (120, 170, 220))
     photo.paste((250, 210, 60), (520, 170, 680, 330))
     photo.save(d / "photo.png")
-    before = Image.new("RGB", (640, 400), (255, 255, 255))
-    after = before.copy()
-    after.paste((200, 20, 20), (100, 80, 260, 180))
-    after.paste((20, 20, 200), (420, 250, 560, 330))
-    before.save(d / "before.png")
-    after.save(d / "after.png")
+    before_after(d)
     return d
 
 

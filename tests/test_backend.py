@@ -64,10 +64,12 @@ def test_bf16_is_called_slow_by_its_measured_speed(monkeypatch):
 
     rates = {torch.float32: 40e9, torch.bfloat16: 5e9}
     monkeypatch.setattr(cpu_speed, "matmul_rate", lambda dtype, **_: rates[dtype])
+    monkeypatch.setattr(cpu_speed, "_measured", {})  # nothing measured before: the patched rates are read
     cpu_speed.bf16_is_slow.cache_clear()
     try:
         assert cpu_speed.bf16_is_slow() and cpu_speed.cpu_dtype() == torch.float32
         rates[torch.bfloat16] = 60e9  # AMX
+        cpu_speed._measured.clear()
         cpu_speed.bf16_is_slow.cache_clear()
         assert not cpu_speed.bf16_is_slow() and cpu_speed.cpu_dtype() == torch.bfloat16
     finally:

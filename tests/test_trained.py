@@ -67,13 +67,18 @@ SHAPES = [("red", "circle", (400, 400), (60, 200, 200, 340)), ("blue", "square",
           ("yellow", "triangle", (300, 520), (80, 90, 230, 240)), ("green", "star", (448, 448), (150, 150, 330, 330))]
 
 
+async def _describe_shape(backend, media_dir, colour, kind, size, box, question: str) -> dict:
+    """describe_image's result for `question` about one shape drawn on a plain picture."""
+    path = media_dir / "shape.png"
+    with_shape(plain(size), kind, colour, box)[0].save(path)
+    async with Client(_server(backend, media_dir)) as client:
+        return await _call(client, "describe_image", {"image": str(path), "question": question})
+
+
 @pytest.mark.parametrize(("colour", "kind", "size", "box"), SHAPES)
 async def test_describe_image_names_the_colour(trained_backend, media_dir, colour, kind, size, box):
     require_learned("colour")
-    path = media_dir / "shape.png"
-    with_shape(plain(size), kind, colour, box)[0].save(path)
-    async with Client(_server(trained_backend, media_dir)) as client:
-        data = await _call(client, "describe_image", {"image": str(path), "question": QUESTIONS["colour"]})
+    data = await _describe_shape(trained_backend, media_dir, colour, kind, size, box, QUESTIONS["colour"])
     assert data["answer"] == colour
     assert data["tiles"] == (1 if size[0] == size[1] else 3)  # non-square pictures tiled: two tiles and the thumbnail
 
@@ -95,10 +100,7 @@ async def test_describe_image_reads_the_region_asked_for(trained_backend, media_
 @pytest.mark.parametrize(("colour", "kind", "size", "box"), SHAPES)
 async def test_describe_image_names_the_kind(trained_backend, media_dir, colour, kind, size, box):
     require_learned("kind")
-    path = media_dir / "shape.png"
-    with_shape(plain(size), kind, colour, box)[0].save(path)
-    async with Client(_server(trained_backend, media_dir)) as client:
-        data = await _call(client, "describe_image", {"image": str(path), "question": QUESTIONS["kind"]})
+    data = await _describe_shape(trained_backend, media_dir, colour, kind, size, box, QUESTIONS["kind"])
     assert data["answer"] == kind
 
 

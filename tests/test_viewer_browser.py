@@ -26,6 +26,7 @@ from mcp_vision import viewer
 from mcp_vision.server import build_server
 
 from .browser import Browser, Page, file_url, find_chromium
+from .support.media import before_after
 from .support.remote import Reply, engine, quick_backoff, remote_settings  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.anyio
@@ -309,12 +310,7 @@ async def test_locate_boxes_are_drawn_on_their_pixels(browser, engine, remote_se
 
 
 async def test_compare_outlines_the_measured_changes_side_by_side(browser, settings, tiny_backend, media_dir, tmp_path):
-    before = Image.new("RGB", (640, 400), (255, 255, 255))
-    after = before.copy()
-    after.paste((200, 20, 20), (100, 80, 260, 180))
-    after.paste((20, 20, 200), (420, 250, 560, 330))
-    before.save(media_dir / "before.png")
-    after.save(media_dir / "after.png")
+    before_after(media_dir)
     async with Client(build_server(settings, tiny_backend), extensions=[APPS]) as client:
         scene = await _scene(client, "compare_images", {"images": [str(media_dir / "before.png"), str(media_dir / "after.png")], "annotate": False})
     data = scene["result"]["structuredContent"]

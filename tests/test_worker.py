@@ -124,11 +124,16 @@ async def test_heartbeats_name_the_phase_as_it_happens():
 # ------------------------------------------------------------------------------------------ fair queueing
 
 
-async def _queued(worker: InferenceWorker, count: int) -> None:
-    """Until `count` jobs wait in the lines (the task group has started them)."""
+async def _until(reached) -> None:
+    """Until `reached()` holds (the task group has started the jobs it counts); a test fails after 10 s."""
     with anyio.fail_after(10):
-        while worker.waiting < count:
+        while not reached():
             await anyio.sleep(0.01)
+
+
+async def _queued(worker: InferenceWorker, count: int) -> None:
+    """Until `count` jobs wait in the lines."""
+    await _until(lambda: worker.waiting >= count)
 
 
 async def test_callers_take_turns_round_robin():
@@ -157,18 +162,14 @@ async def test_a_caller_over_its_share_is_refused_with_when_to_retry():
     async with anyio.create_task_group() as tg:
         for _ in range(2):
             tg.start_soon(lambda: worker.run(lambda _job: gate.wait(5), caller="greedy"))
-        with anyio.fail_after(10):
-            while worker.pending < 2:
-                await anyio.sleep(0.01)
+        await _until(lambda: worker.pending >= 2)
         with pytest.raises(BusyError, match=r"you already have 2 model calls .* retry in about \d+(\.\d)? s"):
             await worker.run(lambda _job: None, caller="greedy")
         # Another caller, and the local user (no per-caller share), still get in.
         tg.start_soon(lambda: worker.run(lambda _job: None, caller="other"))
         for _ in range(3):
             tg.start_soon(lambda: worker.run(lambda _job: None))
-        with anyio.fail_after(10):
-            while worker.pending < 6:
-                await anyio.sleep(0.01)
+        await _until(lambda: worker.pending >= 6)
         assert worker.held("greedy") == 2 and worker.held("other") == 1 and worker.held(None) == 3
         gate.set()
     assert worker.pending == 0
@@ -182,15 +183,11 @@ async def test_a_full_queue_still_lets_in_a_caller_with_nothing_queued():
     async with anyio.create_task_group() as tg:
         for _ in range(2):
             tg.start_soon(lambda: worker.run(lambda _job: gate.wait(5), caller="A"))
-        with anyio.fail_after(10):
-            while worker.pending < 2:
-                await anyio.sleep(0.01)
+        await _until(lambda: worker.pending >= 2)
         with pytest.raises(BusyError, match="busy with 2 queued model calls"):
             await worker.run(lambda _job: None, caller="A")
         tg.start_soon(lambda: worker.run(lambda _job: ran.append("B"), caller="B"))
-        with anyio.fail_after(10):
-            while worker.pending < 3:
-                await anyio.sleep(0.01)
+        await _until(lambda: worker.pending >= 3)
         with pytest.raises(BusyError):
             await worker.run(lambda _job: None, caller="B")  # a place once, not a second
         gate.set()
@@ -202,9 +199,7 @@ async def test_a_cancelled_waiting_call_gives_its_place_back():
     gate = threading.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: worker.run(lambda _job: gate.wait(5), caller="A"))
-        with anyio.fail_after(10):
-            while worker.running < 1:
-                await anyio.sleep(0.01)
+        await _until(lambda: worker.running >= 1)
         with anyio.move_on_after(0.1):
             await worker.run(lambda _job: pytest.fail("a cancelled call ran"), caller="A")
         assert worker.pending == 1 and worker.waiting == 0 and worker.held("A") == 1

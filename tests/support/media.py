@@ -23,3 +23,17 @@ def mp4(path: Path, colors: list[tuple[int, int, int]], fps: int = 10, seconds_e
 
 
 __all__ = ["mp4"]
+
+
+def before_after(directory: Path) -> tuple[Path, Path]:
+    """before.png (white) and after.png (the same with a red and a blue block): compare_images' known changes."""
+    from PIL import Image
+
+    before = Image.new("RGB", (640, 400), (255, 255, 255))
+    after = before.copy()
+    after.paste((200, 20, 20), (100, 80, 260, 180))
+    after.paste((20, 20, 200), (420, 250, 560, 330))
+    paths = directory / "before.png", directory / "after.png"
+    before.save(paths[0])
+    after.save(paths[1])
+    return paths

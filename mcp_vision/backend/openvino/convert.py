@@ -89,9 +89,11 @@ def is_converted(path: Path) -> bool:
     return (path / MANIFEST).is_file()
 
 
-def convert(source: Path, target: Path, *, language: str, vision: str, report: Report = lambda _: None) -> Path:
+def convert(source: Path, target: Path, *, language: str, vision: str, report: Report = lambda _: None,
+            calibration: Calibration = CALIBRATION) -> Path:
     """Convert the checkpoint in `source` into `target` (written under a temporary name, then renamed, so a
-    crash never leaves a half conversion that looks complete). Returns `target`."""
+    crash never leaves a half conversion that looks complete); an int8 vision tower calibrated by
+    `calibration`. Returns `target`."""
     if language not in LANGUAGE_WEIGHTS or vision not in VISION_WEIGHTS:
         raise ValueError(f"unknown precision: language {language!r}, vision {vision!r}")
     import openvino as ov
@@ -129,7 +131,7 @@ def convert(source: Path, target: Path, *, language: str, vision: str, report: R
             timed("vision_export")
             if vision == "int8":
                 report("calibrating the vision tower for int8 (the longest step)")
-                vision_model = _quantize_vision(vision_model, processor, report, CALIBRATION)
+                vision_model = _quantize_vision(vision_model, processor, report, calibration)
                 timed("vision_calibration")
             ov.save_model(vision_model, work / "vision.xml")
             del vision_model
@@ -164,7 +166,7 @@ def convert(source: Path, target: Path, *, language: str, vision: str, report: R
             },
             "seconds": round(time.monotonic() - started, 1),
             "stages": stages,
-            "calibration": asdict(CALIBRATION) if vision == "int8" else None,
+            "calibration": asdict(calibration) if vision == "int8" else None,
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
         if target.exists():

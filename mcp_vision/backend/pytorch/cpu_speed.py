@@ -45,12 +45,26 @@ def matmul_rate(dtype: Any, *, window: float = 0.05, windows: int = 3) -> float:
     return best
 
 
+_measured: dict[tuple[Any, int], float] = {}  # measured_rate's, by (dtype, torch's thread count)
+
+
+def measured_rate(dtype: Any) -> float:
+    """`matmul_rate(dtype)` on torch's current threads, measured once a process per dtype and thread count (the
+    precision choice at load and the engine's compute_rate read the same figure)."""
+    import torch
+
+    key = (dtype, torch.get_num_threads())
+    if key not in _measured:
+        _measured[key] = matmul_rate(dtype)
+    return _measured[key]
+
+
 @functools.cache
 def bf16_is_slow() -> bool:
     """Whether this CPU's bf16 products take more than SLOW_BF16 times float32's (measured once a process)."""
     import torch
 
-    fp32, bf16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
+    fp32, bf16 = measured_rate(torch.float32), measured_rate(torch.bfloat16)
     slow = fp32 > SLOW_BF16 * bf16
     log.info("CPU matrix products: float32 %.1f GFLOP/s, bf16 %.1f GFLOP/s%s", fp32 / 1e9, bf16 / 1e9,
              " (bf16 is slow here: float32 chosen)" if slow else "")
@@ -66,4 +80,4 @@ def cpu_dtype() -> Any:
     return torch.float32 if bf16_is_slow() else torch.bfloat16
 
 
-__all__ = ["PROBE", "SLOW_BF16", "bf16_is_slow", "cpu_dtype", "matmul_rate"]
+__all__ = ["PROBE", "SLOW_BF16", "bf16_is_slow", "cpu_dtype", "matmul_rate", "measured_rate"]

@@ -28,7 +28,6 @@ class PyTorchBackend(LocalEngine):
         super().__init__(settings)
         self._model: Any = None  # the transformers model, once loaded
         self.native_decode = False  # decode steps without oneDNN (see loading.native_gemv_is_faster)
-        self._rates: dict[int, float] = {}  # compute_rate by torch's thread count
 
     def _load_model(self, job: Job) -> LoadedModel:
         from .loading import load
@@ -58,12 +57,9 @@ class PyTorchBackend(LocalEngine):
             return None
         import torch
 
-        threads = torch.get_num_threads()
-        if threads not in self._rates:
-            from .cpu_speed import matmul_rate
+        from .cpu_speed import measured_rate
 
-            self._rates[threads] = matmul_rate(getattr(torch, self.dtype or "float32"))
-        return self._rates[threads]
+        return measured_rate(getattr(torch, self.dtype or "float32"))
 
     def _encode(self, visuals: list[Visual]) -> list[Any]:
         assert self.family is not None
