@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,14 +26,30 @@ from bench.synthetic import TASKS, Sample, Tasks, corpus, held_out, score
 # Sizes: widths are multiples of 64 (bitsandbytes NF4 needs that); patch 28 gives 64 image tokens a tile,
 # so tiled images and several frames stay cheap to train on two cores.
 ARCH = dict(
-    vision_hidden=128, vision_layers=2, vision_heads=2, vision_intermediate=512,
+    vision_hidden=128, vision_layers=3, vision_heads=2, vision_intermediate=512,
     text_hidden=128, text_layers=3, text_heads=2, text_kv_heads=1, text_intermediate=512,
     patch_size=28, tokenizer_vocab=1024, initializer_range=0.02, tie_word_embeddings=False,
     video_frames_like_images=True,
 )
 
 # How often each task is drawn: reading and placing are the hard ones.
-MIX = {"colour": 1, "kind": 1, "count": 1.5, "number": 2.5, "page": 1.5, "box": 3, "compare": 1, "follow_up": 1, "video": 1.5}
+MIX = {"colour": 1, "kind": 1, "count": 1.5, "number": 3, "page": 2, "box": 3, "compare": 0.75, "follow_up": 1, "video": 1}
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """`kind=2,count=1.5` -> {"kind": 2.0, "count": 1.5}: the tasks of one stage and how often each is drawn."""
+    mix = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        task, _, weight = item.partition("=")
+        if task not in MIX:
+            raise argparse.ArgumentTypeError(f"unknown task {task!r}: one of {', '.join(MIX)}")
+        try:
+            mix[task] = float(weight or 1)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: the weight after '=' must be a number") from None
+    if not mix or sum(mix.values()) <= 0:
+        raise argparse.ArgumentTypeError("name at least one task with a positive weight, e.g. kind=2,count=1")
+    return mix
 
 
 def cpu_name() -> str:
@@ -152,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", type=Path, default=None,
                         help="start from this checkpoint's weights (made by this script) instead of random ones")
     parser.add_argument("--tasks", nargs="*", default=list(MIX), choices=list(MIX), help="train on these tasks only")
+    parser.add_argument("--mix", type=parse_mix, default=None,
+                        help="a stage's tasks and weights, e.g. kind=2,count=2,colour=0.5 (instead of --tasks)")
     parser.add_argument("--loss", choices=("sample", "token"), default="sample",
                         help="average the loss per sample (default) or over all answer tokens of the batch")
     parser.add_argument("--one-tile", action="store_true", help="every image one tile (cheaper steps)")
@@ -175,12 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out: Path = args.out
-    build_tiny_internvl(out, seed=args.seed, corpus=corpus(), **ARCH)
+    if args.init:  # a later stage keeps its checkpoint's tokenizer, processor and config (the vocabulary too)
+        out.mkdir(parents=True, exist_ok=True)
+        for item in args.init.iterdir():
+            if item.is_file() and item.name != "training.json":
+                shutil.copy2(item, out / item.name)
+    else:
+        build_tiny_internvl(out, seed=args.seed, corpus=corpus(), **ARCH)
     processor = AutoProcessor.from_pretrained(out)
-    model = InternVLForConditionalGeneration.from_pretrained(args.init or out, dtype=torch.float32)
+    model = InternVLForConditionalGeneration.from_pretrained(out, dtype=torch.float32)
     model.train()
     family = family_for("internvl")
-    mix = {task: MIX[task] for task in args.tasks}
+    mix = args.mix or {task: MIX[task] for task in args.tasks}
     stream = _stream(out, args.seed, args.batch, mix, 1 if args.one_tile else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = min(200, args.steps // 10)
