@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -53,7 +54,10 @@ def convert_with(recipe: Any, source: Path, target: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.conversion", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layers", type=int, default=4, help="vision and text layers of the 1B-width model")
+    parser.add_argument("--layers", type=int, default=4, help="vision layers (and text layers unless --text-layers)")
+    parser.add_argument("--text-layers", type=int, default=None, help="language-model layers (default: --layers)")
+    parser.add_argument("--arch", choices=("internvl3-1b", "internvl3-2b"), default="internvl3-1b",
+                        help="whose widths the random-weight model for the timing has")
     parser.add_argument("--cache", type=Path, default=Path(".bench-cache"))
     parser.add_argument("--recipes", nargs="*", default=None, help="names from RECIPES (default: all)")
     parser.add_argument("--per-task", type=int, default=16)
@@ -71,21 +75,23 @@ def main(argv: list[str] | None = None) -> int:
     nncf.set_log_level(logging.ERROR)  # its statistics tables and progress bars
 
     from bench.accuracy import TASK_FLOORS, task_accuracy
-    from bench.model import ensure_model
+    from bench.model import TITLES, ensure_model
     from bench.train_tiny import cpu_name
     from mcp_vision.backend.openvino.convert import converted_dir
 
     chosen = {name: r for name, r in recipes().items() if args.recipes is None or name in args.recipes}
     learned = args.tasks or [task for task, got in json.loads((TRAINED / "training.json").read_text())["held_out"].items()
                              if got["right"] >= 0.9]
-    report: dict[str, Any] = {"cpu": cpu_name(), "layers": args.layers, "tasks": learned, "recipes": {}}
+    text_layers = args.text_layers or args.layers
+    report: dict[str, Any] = {"cpu": cpu_name(), "arch": args.arch, "layers": args.layers, "text_layers": text_layers,
+                              "threads": os.environ.get("OMP_NUM_THREADS"), "tasks": learned, "recipes": {}}
     print(f"CPU: {report['cpu']}; tasks judged: {', '.join(learned) or 'none'}", file=sys.stderr)
     baseline = task_accuracy(TRAINED, args.cache / "unused", "pytorch-float32", per_task=args.per_task,
                              tasks=tuple(learned)) if learned else None
     report["pytorch-float32"] = baseline
     model = None
     if not args.skip_timing:
-        model, _ = ensure_model(args.cache, args.layers)
+        model, _ = ensure_model(args.cache, args.layers, args.arch, args.text_layers)
     for name, recipe in chosen.items():
         row: dict[str, Any] = {"recipe": recipe.__dict__}
         with tempfile.TemporaryDirectory(prefix="conversion-") as tmp:
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {json.dumps({k: v for k, v in row.items() if k != 'recipe'})}", file=sys.stderr, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\n{report['cpu']}; InternVL3-1B widths, {args.layers}+{args.layers} layers; trained tiny model: "
+    print(f"\n{report['cpu']}; {TITLES[args.arch]} widths, {args.layers}+{text_layers} layers; trained tiny model: "
           f"float32 {baseline['overall'] if baseline else '-'}\n")
     print("| recipe | vision calibration s | whole conversion s | int8 task accuracy | keeps the floor |")
     print("|---|---:|---:|---:|---|")

@@ -20,25 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from .media import make_inputs
-from .model import ARCHITECTURE
+from .model import FULL_TEXT_LAYERS, ensure_model
 
-# InternVL3-2B: InternViT-300M (as the 1B) + Qwen2.5-1.5B (hidden 1536, 28 layers, 12 heads, 2 KV heads,
-# MLP 8960, tied embeddings).
-ARCHITECTURE_2B = {**ARCHITECTURE, "text_hidden": 1536, "text_heads": 12, "text_kv_heads": 2,
-                   "text_intermediate": 8960}
-VISION_LAYERS, TEXT_LAYERS = 24, 28
+VISION_LAYERS = 24
 
 
 def build(cache: Path, text_layers: int) -> Path:
-    root = Path(__file__).resolve().parent.parent
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from bench.tiny_internvl import build_tiny_internvl
-
-    path = cache / f"internvl3-2b-random-{text_layers}L"
-    if not (path / "config.json").is_file():
-        build_tiny_internvl(path, vision_layers=VISION_LAYERS, text_layers=text_layers, **ARCHITECTURE_2B)
-    return path
+    """InternVL3-2B's widths (bench.model's INTERNVL3_2B), 24 vision layers and `text_layers` language ones."""
+    return ensure_model(cache, VISION_LAYERS, "internvl3-2b", text_layers)[0]
 
 
 def bandwidth_gbs() -> float:
@@ -143,7 +132,7 @@ def agreement(model: Path, nf4: Any, tokens: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path(".bench-cache"))
-    parser.add_argument("--layers", type=int, default=TEXT_LAYERS, help="language-model layers (default 28)")
+    parser.add_argument("--layers", type=int, default=FULL_TEXT_LAYERS["internvl3-2b"], help="language-model layers (default 28)")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)

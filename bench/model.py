@@ -62,17 +62,24 @@ QWEN2_VL_2B = {
     "zero_unused_vocab": True,
     "dtype": "bfloat16",
 }
-ARCHES = {"internvl3-1b": ARCHITECTURE, "qwen2-vl-2b": QWEN2_VL_2B}
-TITLES = {"internvl3-1b": "InternVL3-1B", "qwen2-vl-2b": "Qwen2-VL-2B"}
+# InternVL3-2B: InternViT-300M (as the 1B) + Qwen2.5-1.5B (hidden 1536, 28 layers, 12 heads, 2 KV heads,
+# MLP 8960, tied embeddings).
+INTERNVL3_2B = {**ARCHITECTURE, "text_hidden": 1536, "text_heads": 12, "text_kv_heads": 2, "text_intermediate": 8960}
+ARCHES = {"internvl3-1b": ARCHITECTURE, "internvl3-2b": INTERNVL3_2B, "qwen2-vl-2b": QWEN2_VL_2B}
+TITLES = {"internvl3-1b": "InternVL3-1B", "internvl3-2b": "InternVL3-2B", "qwen2-vl-2b": "Qwen2-VL-2B"}
+FULL_TEXT_LAYERS = {"internvl3-1b": 24, "internvl3-2b": 28, "qwen2-vl-2b": 28}
 
 
-def model_dir(cache: Path, layers: int, arch: str = "internvl3-1b") -> Path:
-    return cache / f"{arch}-random-{layers}L-r{RECIPE}"
+def model_dir(cache: Path, layers: int, arch: str = "internvl3-1b", text_layers: int | None = None) -> Path:
+    text = "" if text_layers in (None, layers) else f"-{text_layers}T"
+    return cache / f"{arch}-random-{layers}L{text}-r{RECIPE}"
 
 
-def ensure_model(cache: Path, layers: int, arch: str = "internvl3-1b") -> tuple[Path, bool]:
-    """The cached model directory, built first if missing. Returns (path, built_now)."""
-    path = model_dir(cache, layers, arch)
+def ensure_model(cache: Path, layers: int, arch: str = "internvl3-1b", text_layers: int | None = None) -> tuple[Path, bool]:
+    """The cached model directory (`layers` vision layers, `text_layers` language ones, `layers` if not
+    given), built first if missing. Returns (path, built_now)."""
+    text_layers = layers if text_layers is None else text_layers
+    path = model_dir(cache, layers, arch, text_layers)
     marker = path / "bench-model.json"
     if marker.is_file():
         return path, False
@@ -88,13 +95,14 @@ def ensure_model(cache: Path, layers: int, arch: str = "internvl3-1b") -> tuple[
     if partial.exists():
         shutil.rmtree(partial)
     recipe = ARCHES[arch]
-    if arch == "internvl3-1b":
-        build_tiny_internvl(partial, vision_layers=layers, text_layers=layers, **recipe)
+    if arch.startswith("internvl"):
+        build_tiny_internvl(partial, vision_layers=layers, text_layers=text_layers, **recipe)
     else:
-        build_tiny_qwen(partial, "qwen2_vl", vision_layers=layers, text_layers=layers, **recipe)
-    (partial / "bench-model.json").write_text(json.dumps({"recipe": RECIPE, "arch": arch, "layers": layers, **recipe}, indent=1))
+        build_tiny_qwen(partial, "qwen2_vl", vision_layers=layers, text_layers=text_layers, **recipe)
+    (partial / "bench-model.json").write_text(json.dumps(
+        {"recipe": RECIPE, "arch": arch, "layers": layers, "text_layers": text_layers, **recipe}, indent=1))
     partial.rename(path)
     return path, True
 
 
-__all__ = ["ARCHES", "ARCHITECTURE", "FULL_LAYERS", "QUICK_LAYERS", "QWEN2_VL_2B", "TITLES", "ensure_model", "model_dir"]
+__all__ = ["ARCHES", "ARCHITECTURE", "FULL_LAYERS", "FULL_TEXT_LAYERS", "INTERNVL3_2B", "QUICK_LAYERS", "QWEN2_VL_2B", "TITLES", "ensure_model", "model_dir"]

@@ -424,8 +424,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--background", action="store_true",
                         help="lower priority, half the cores: another engine answers meanwhile")
     args = parser.parse_args(argv)
-    os.dup2(2, 1)  # NNCF's progress bars and OpenVINO's messages: never on a stdout someone reads
-    sys.stdout = sys.stderr
+    # Never on a stdout someone reads: NNCF draws its progress bars (rich) on sys.stdout and OpenVINO writes to
+    # fd 1. Below DEBUG both go nowhere (NNCF has no switch for its bars: its `track` always draws); the
+    # steps go to the progress pipe and errors to stderr. At DEBUG they join stderr.
+    if args.log_level == "DEBUG":
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+    else:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(name)s: %(message)s")
     if args.log_level != "DEBUG":  # the frameworks' warnings (tracer, deprecations) are noise to a user
         import warnings
