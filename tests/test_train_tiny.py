@@ -1,0 +1,56 @@
+"""bench/train_tiny.py, the script that made tests/models/trained_internvl: it still runs, a stage started from a
+checkpoint keeps that checkpoint's tokenizer, and the sine-cosine positions are what they claim to be."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from bench.train_tiny import parse_mix
+
+from .support.trained import TRAINED_DIR
+
+
+def test_a_stage_mix_is_parsed_and_bad_ones_are_refused():
+    assert parse_mix("kind=2, count=1.5,box") == {"kind": 2.0, "count": 1.5, "box": 1.0}
+    for bad, words in (("shapes=2", "unknown task 'shapes'"), ("kind=two", "must be a number"), ("kind=0", "positive")):
+        with pytest.raises(argparse.ArgumentTypeError, match=words):
+            parse_mix(bad)
+
+
+def test_sincos_positions_tell_every_patch_apart_at_the_patch_embeddings_scale():
+    import torch
+    from transformers import AutoProcessor, InternVLForConditionalGeneration
+
+    from bench.synthetic import Tasks
+    from bench.train_tiny import sincos_positions
+
+    model = InternVLForConditionalGeneration.from_pretrained(TRAINED_DIR, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(TRAINED_DIR)
+    table = model.model.vision_tower.embeddings.position_embeddings
+    cls_before = table[0, 0].detach().clone()
+    scale = sincos_positions(model, processor, seed=0)
+    patches = table[0, 1:].detach()
+    assert torch.equal(table[0, 0].detach(), cls_before)  # the class token's position is left alone
+    distances = torch.cdist(patches, patches) + torch.eye(len(patches)) * 1e9
+    assert float(distances.min()) > 0.1 * scale  # no two patches share a position
+    pixels = processor.image_processor(images=Tasks(1).sample("colour", max_tiles=1).images, return_tensors="pt")
+    with torch.no_grad():
+        spread = float(model.model.vision_tower.embeddings.patch_embeddings(pixels["pixel_values"]).std())
+    assert 0.3 < float(patches.std()) / spread < 3  # as large as what the patches carry, not 3,000 times smaller
+
+
+def test_the_script_trains_and_a_later_stage_keeps_its_tokenizer(tmp_path):
+    from bench.train_tiny import main
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main([str(first), "--steps", "2", "--batch", "2", "--mix", "colour=1", "--one-tile", "--held-out", "1"]) == 0
+    record = json.loads((first / "training.json").read_text())
+    assert record["steps"] == 2 and set(record["held_out"]) >= {"colour", "box"}
+    assert main([str(second), "--init", str(first), "--steps", "1", "--batch", "2", "--mix", "kind=1",
+                 "--one-tile", "--held-out", "1", "--position-init", "sincos"]) == 0
+    assert (second / "tokenizer.json").read_bytes() == (first / "tokenizer.json").read_bytes()
+    record = json.loads((second / "training.json").read_text())
+    assert record["init"] == str(first) and record["position_init"] == "sincos" and record["position_scale"] > 0
