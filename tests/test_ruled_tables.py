@@ -122,7 +122,8 @@ def test_a_frame_that_also_holds_a_caption_keeps_the_layout_grid():
 def test_rules_that_merge_what_the_text_divides_are_not_taken():
     frame = (0.0, 0.0, 300.0, 40.0)
     one_column = [(0.0, 0.0, 300.0, 20.0), (0.0, 20.0, 300.0, 40.0)]
-    layout = [[(0.0, 0.0, 100.0, 20.0), (100.0, 0.0, 300.0, 20.0)], [(0.0, 20.0, 100.0, 40.0), (100.0, 20.0, 300.0, 40.0)]]
+    layout = [[(0.0, 0.0, 100.0, 20.0), (100.0, 0.0, 300.0, 20.0)],
+              [(0.0, 20.0, 100.0, 40.0), (100.0, 20.0, 300.0, 40.0)]]
     side_by_side = [(10, 5, 40, 15, "North", 0, 0, 0), (110, 5, 140, 15, "1,204", 0, 0, 1)]
     assert _under_divided(side_by_side, frame, one_column, layout)
     # Two lines of one cell, or one line per ruled cell, are no sign of missing rules.

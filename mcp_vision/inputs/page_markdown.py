@@ -69,7 +69,8 @@ def layout_markdown(
             doc, pages=[n - 1 for n in page_numbers], use_ocr=False, force_text=True, render_html_tables=True
         )
         for layout in parsed.pages:  # a table the page's rules outline takes their grid: its spans are drawn there
-            rule_tables(doc[layout.page_number - 1], layout)
+            body = [box for box in layout.boxes if box.boxclass not in (HEADER_CLASS, FOOTER_CLASS)]
+            rule_tables(doc[layout.page_number - 1], body)
         chunks = parsed.to_markdown(header=False, footer=False, page_chunks=True)
     pages: dict[int, PageMarkdown] = {}
     for layout, chunk in zip(parsed.pages, chunks):

@@ -24,30 +24,26 @@ Box = tuple[float, float, float, float]
 INSIDE = 0.9
 # The share of any other body box inside the frame above which the frame holds more than the table: left alone.
 FOREIGN = 0.5
-# The layout model's classes that are not part of a page's body.
-FURNITURE = ("page-header", "page-footer")
 
 
-def rule_tables(page: Any, layout: Any) -> int:
-    """Give each table box of `layout` (a pymupdf4llm PageLayout of `page`, an unrotated PyMuPDF page) that drawn
-    rules outline the HTML of the ruled table, spans included, in place of the layout model's grid. Returns how
-    many tables were rebuilt. A box keeps the layout model's HTML when no ruled table holds it, when one frame holds
-    several layout tables or one layout table several frames, when the frame also holds other body text, or when
-    the rules under-divide it (words side by side on one line that the layout model set in different columns would
-    share one ruled cell)."""
-    tables = [box for box in layout.boxes if box.boxclass == "table" and _single_html(box.table)]
+def rule_tables(page: Any, body: Sequence[Any]) -> None:
+    """Give each table box among `body` (the layout boxes of `page`, an unrotated PyMuPDF page, that pymupdf4llm
+    parsed as its body: its running header and footer left out) that drawn rules outline the HTML of the ruled
+    table, spans included, in place of the layout model's grid. A box keeps the layout model's HTML when no ruled
+    table holds it, when one frame holds several layout tables or one layout table several frames, when the frame
+    also holds other body text, or when the rules under-divide it (words side by side on one line that the layout
+    model set in different columns would share one ruled cell)."""
+    tables = [box for box in body if box.boxclass == "table" and _single_html(box.table)]
     if not tables:
-        return 0
-    finder = page.find_tables(strategy="lines_strict", use_layout=False, refine=True)
-    ruled = [t for t in (getattr(finder, "tables", None) or []) if t.placements is not None]
+        return
+    finder = page.find_tables(strategy="lines_strict", use_layout=False, refine=True)  # None: it failed
+    ruled = [t for t in (finder.tables if finder is not None else []) if t.placements is not None]
     if not ruled:
-        return 0
+        return
     frames = [tuple(t.bbox) for t in ruled]
     holders = {id(box): [i for i, frame in enumerate(frames) if _share_inside(_box(box), frame) >= INSIDE]
                for box in tables}
-    body = [box for box in layout.boxes if box.boxclass not in FURNITURE]
     words = None
-    rebuilt = 0
     for box in tables:
         if len(holders[id(box)]) != 1:
             continue
@@ -62,8 +58,6 @@ def rule_tables(page: Any, layout: Any) -> int:
         if _under_divided(words, frame, table.cells, box.table["cells"]):
             continue
         box.table = _as_layout_table(table, box.table["bbox"])
-        rebuilt += 1
-    return rebuilt
 
 
 def _as_layout_table(table: Any, bbox: list[float]) -> dict:
