@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.documents import HEADER, SALES, Check, build, flat_bodies, fuzzy_find, passes, score, tables
+from bench.documents import HEADER, MERGED, SALES, Check, build, flat_bodies, fuzzy_find, passes, score, tables
 from mcp_vision.inputs.pdf import open_document
 from mcp_vision.inputs.sources import Media
 
@@ -52,6 +52,13 @@ def test_a_ruled_table_is_a_table_with_its_cells_in_place(built, laid_out):
     assert [[cell.strip("* ") for cell in row] for row in grid] == SALES
     sales = [c for c in _checks(built, "table") if c.a in sum(SALES, []) and c.b in sum(SALES, [])]
     assert len(sales) >= 20 and all(passes(c, laid_out[2].body) for c in sales)
+
+
+def test_a_header_spanning_two_columns_sits_over_both(built, laid_out):
+    [grid] = [g for g in tables(laid_out[2].body) if g and "Product" in g[0][0]]
+    assert len(grid[0]) == len(MERGED[0])  # no empty column either side of the spanning header
+    merged = [c for c in _checks(built, "table") if c.a in sum(MERGED, []) and c.b in sum(MERGED, [])]
+    assert len(merged) >= 10 and all(passes(c, laid_out[2].body) for c in merged)
 
 
 def test_lists_and_footnotes_keep_their_text(built, laid_out):

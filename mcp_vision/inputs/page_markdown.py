@@ -1,6 +1,7 @@
 """A born-digital page's text layer as structured Markdown: PyMuPDF Layout (a layout model that pymupdf4llm runs
 with onnxruntime) finds headings, paragraphs in reading order, lists, tables, footnotes and the running header and
-footer; pymupdf4llm writes the body as Markdown and this module keeps the header and footer apart.
+footer; pymupdf4llm writes the body as Markdown (tables as HTML, spans kept: a table the page's rules outline takes
+their grid, ruled_tables.py) and this module keeps the header and footer apart.
 
 Runs where the PDF is parsed (in a decoder process when isolated): it parses untrusted bytes in native code and a
 model, so it gets the decoder's memory and time limits like every other parse. Nothing here is imported at package
@@ -58,6 +59,8 @@ def layout_markdown(
     nothing else renders from."""
     from pymupdf4llm.helpers.document_layout import parse_document, text_to_text
 
+    from .ruled_tables import rule_tables
+
     # pymupdf4llm print()s some warnings to stdout, which is the MCP channel when this runs in the server process.
     with contextlib.redirect_stdout(sys.stderr):
         # use_ocr=False: pages without a text layer go to the vision model, never to an OCR engine here.
@@ -65,6 +68,9 @@ def layout_markdown(
         parsed = parse_document(
             doc, pages=[n - 1 for n in page_numbers], use_ocr=False, force_text=True, render_html_tables=True
         )
+        for layout in parsed.pages:  # a table the page's rules outline takes their grid: its spans are drawn there
+            body = [box for box in layout.boxes if box.boxclass not in (HEADER_CLASS, FOOTER_CLASS)]
+            rule_tables(doc[layout.page_number - 1], body)
         chunks = parsed.to_markdown(header=False, footer=False, page_chunks=True)
     pages: dict[int, PageMarkdown] = {}
     for layout, chunk in zip(parsed.pages, chunks):
