@@ -38,6 +38,8 @@ def recipes() -> dict[str, Any]:
         "no SmoothQuant": Calibration(smooth_quant=False),
         "no bias correction": Calibration(bias_correction=False),
         "8 tiles, no bias correction": Calibration(tiles=8, bias_correction=False),
+        "8 tiles, no SmoothQuant": Calibration(tiles=8, smooth_quant=False),
+        "4 tiles, no SmoothQuant": Calibration(tiles=4, smooth_quant=False),
     }
 
 

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,21 @@ async def _scene(client: Client, tool: str, arguments: dict) -> dict:
     return {"tool": tool, "arguments": arguments, "result": wire, "resources": resources, "html": html}
 
 
+def _wait_sized(page: Page, timeout: float = 15.0) -> None:
+    """Until the host has sized the view's frame to the view's own height. The view reports it (size-changed)
+    after it renders, a message that can arrive after `initialized`: a screenshot taken before it shows the
+    frame at its first 200 px (seen on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        own = page.evaluate("Math.ceil(document.documentElement.getBoundingClientRect().height)", frame="#app")
+        shown = page.evaluate("Math.round(document.querySelector('iframe').getBoundingClientRect().height)")
+        if abs(own - shown) <= 1:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the host never sized the view's frame to the view: {shown} px shown of {own} px")
+        time.sleep(0.05)
+
+
 def _show(browser: Browser, scene: dict, tmp_path: Path, name: str, docs: bool = True) -> tuple[Page, dict, Image.Image]:
     """Load the scene in a fresh tab; wait until every preview shown has loaded; return the page, the
     layout read back from the view's DOM (viewport pixels) and a screenshot of the whole harness."""
@@ -90,6 +106,7 @@ def _show(browser: Browser, scene: dict, tmp_path: Path, name: str, docs: bool =
     page.navigate(file_url(page_file))
     page.wait_for("document.getElementById('app') && document.getElementById('app').dataset.state === 'ready'", frame="#app")
     page.wait_for("window.host.initialized")
+    _wait_sized(page)
     height = page.evaluate("Math.ceil(document.documentElement.getBoundingClientRect().height)")
     page.resize(1000, max(200, int(height)))
     page.wait_for("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))")
