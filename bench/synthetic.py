@@ -374,19 +374,26 @@ def third(value: float) -> int:
     return min(2, int(value * 3))
 
 
+# How far (a share of the image) a shape's centre must lie from the lines between thirds for its third to be
+# clear: a centre on a line belongs to either side, and a right box's centre may fall on the other.
+CLEAR = 0.03
+
+
 def score(sample: Sample, answer: str) -> dict[str, bool]:
-    """Whether `answer` is right; box tasks add `coarse` (its centre in the same third of the image, both ways)."""
+    """Whether `answer` is right; box tasks add `coarse` (its centre in the same third of the image, both ways)
+    and, where the true centre lies clearly inside its third (CLEAR), `coarse_clear`, the same on those only."""
     answer = answer.strip()
     if sample.task != "box":
         return {"right": answer == sample.answer}
+    truth = sample.truth
+    true_centre = ((truth[0] + truth[2]) / 2, (truth[1] + truth[3]) / 2)
+    clear = all(abs(v - line) >= CLEAR for v in true_centre for line in (1 / 3, 2 / 3))
     box = answered_box(answer)
     if box is None:
-        return {"right": False, "coarse": False}
-    truth = sample.truth
+        return {"right": False, "coarse": False} | ({"coarse_clear": False} if clear else {})
     centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-    true_centre = ((truth[0] + truth[2]) / 2, (truth[1] + truth[3]) / 2)
     coarse = third(centre[0]) == third(true_centre[0]) and third(centre[1]) == third(true_centre[1])
-    return {"right": iou(box, truth) >= 0.5, "coarse": coarse}
+    return {"right": iou(box, truth) >= 0.5, "coarse": coarse} | ({"coarse_clear": coarse} if clear else {})
 
 
 def held_out(seed: int, per_task: int, tasks: tuple[str, ...] = TASKS) -> list[Sample]:
