@@ -30,10 +30,11 @@ TRAINED = ROOT / "tests" / "models" / "trained_internvl"
 
 
 def recipes() -> dict[str, Any]:
-    from mcp_vision.backend.openvino.convert import Calibration
+    from mcp_vision.backend.openvino.convert import CALIBRATION, Calibration
 
     return {
-        "default": Calibration(),
+        "default": CALIBRATION,
+        "28 tiles (the default before)": Calibration(),
         "8 tiles": Calibration(tiles=8),
         "no SmoothQuant": Calibration(smooth_quant=False),
         "no bias correction": Calibration(bias_correction=False),

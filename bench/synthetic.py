@@ -381,8 +381,11 @@ CLEAR = 0.03
 
 def score(sample: Sample, answer: str) -> dict[str, bool]:
     """Whether `answer` is right; box tasks add `coarse` (its centre in the same third of the image, both ways)
-    and, where the true centre lies clearly inside its third (CLEAR), `coarse_clear`, the same on those only."""
+    and, where the true centre lies clearly inside its third (CLEAR), `coarse_clear`, the same on those only;
+    follow-ups that ask the colour add `colour_asked`."""
     answer = answer.strip()
+    if sample.task == "follow_up" and sample.turns[-1].text == QUESTIONS["follow_colour"]:
+        return {"right": answer == sample.answer, "colour_asked": answer == sample.answer}  # the colour from history
     if sample.task != "box":
         return {"right": answer == sample.answer}
     truth = sample.truth

@@ -199,7 +199,7 @@ def test_the_conversion_is_reused_and_keyed_by_checkpoint_and_precision(tiny_mod
     assert converted_dir(ov_cache, tiny_model_dir, "int4", "int8") != target
     manifest = json.loads((target / MANIFEST).read_text())  # where the time went, and how it was calibrated
     assert {"read", "vision_export", "vision_calibration", "language_compression"} <= set(manifest["stages"])
-    assert manifest["calibration"] == {"tiles": None, "smooth_quant": True, "bias_correction": True}
+    assert manifest["calibration"] == {"tiles": 8, "smooth_quant": True, "bias_correction": True}
     copy = tmp_path / "copy"
     copy.mkdir()
     for f in tiny_model_dir.iterdir():

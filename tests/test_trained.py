@@ -234,6 +234,13 @@ async def test_follow_up_answers_the_same_with_and_without_kv_reuse(trained_back
     assert all(cached == 0 for _, _, cached in recomputed)
 
 
+async def test_follow_up_names_the_colour_from_history(trained_backend, media_dir):
+    """follow_up gets the question alone ("What colour was it?"): the colour is in the session's picture only."""
+    require_learned("follow_up", "colour_asked")
+    got = await _describe_then_follow_up(trained_backend, media_dir)
+    assert [c for _, c, _ in got] == [colour for colour, _ in PICTURES]
+
+
 async def test_follow_up_answers_from_history(trained_backend, media_dir):
     require_learned("follow_up")
     require_learned("kind")
