@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from .ruled_tables import rule_tables, share_inside
+
 if TYPE_CHECKING:
     from .page_coverage import Uncovered
 
@@ -58,8 +60,6 @@ def layout_markdown(
     lacks). `doc` is changed: pymupdf4llm removes page rotation and the structure tree, so pass a copy that
     nothing else renders from."""
     from pymupdf4llm.helpers.document_layout import parse_document, text_to_text
-
-    from .ruled_tables import rule_tables
 
     # pymupdf4llm print()s some warnings to stdout, which is the MCP channel when this runs in the server process.
     with contextlib.redirect_stdout(sys.stderr):
@@ -105,19 +105,13 @@ def _figures(markdown: str, boxes: list[dict], uncovered: Sequence[Uncovered]) -
         if box["class"] != "picture":
             continue
         x0, y0, x1, y1 = (float(v) for v in box["bbox"])
-        area = max(1e-6, (x1 - x0) * (y1 - y0))
-        if any(_overlap((x0, y0, x1, y1), region.layout_bbox) > 0.5 * area for region in uncovered):
+        if any(share_inside((x0, y0, x1, y1), region.layout_bbox) > 0.5 for region in uncovered):
             continue
         captions = [b for b in boxes[max(0, i - 1): i + 2] if b["class"] == "caption"]
         start, end = captions[-1]["pos"] if captions else (0, 0)
         caption = " ".join(markdown[start:end].split())
         found.append((Figure((x0, y0, x1, y1), (x0, y0, x1, y1), caption), box["pos"][1]))
     return found
-
-
-def _overlap(a: Sequence[float], b: Sequence[float]) -> float:
-    """The area two boxes (x0, y0, x1, y1) share."""
-    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 def _place(bbox: tuple[float, float, float, float], boxes: list[dict], end: int) -> int:

@@ -41,7 +41,7 @@ def rule_tables(page: Any, body: Sequence[Any]) -> None:
     if not ruled:
         return
     frames = [tuple(t.bbox) for t in ruled]
-    holders = {id(box): [i for i, frame in enumerate(frames) if _share_inside(_box(box), frame) >= INSIDE]
+    holders = {id(box): [i for i, frame in enumerate(frames) if share_inside(_box(box), frame) >= INSIDE]
                for box in tables}
     words = None
     for box in tables:
@@ -51,7 +51,7 @@ def rule_tables(page: Any, body: Sequence[Any]) -> None:
         if sum(index in found for found in holders.values()) != 1:
             continue
         frame, table = frames[index], ruled[index]
-        if any(other is not box and _share_inside(_box(other), frame) > FOREIGN for other in body):
+        if any(other is not box and share_inside(_box(other), frame) > FOREIGN for other in body):
             continue
         if words is None:
             words = page.get_text("words")
@@ -83,8 +83,8 @@ def _box(box: Any) -> Box:
     return (float(box.x0), float(box.y0), float(box.x1), float(box.y1))
 
 
-def _share_inside(inner: Sequence[float], outer: Sequence[float]) -> float:
-    """The share of `inner`'s area inside `outer` (boxes x0, y0, x1, y1)."""
+def share_inside(inner: Sequence[float], outer: Sequence[float]) -> float:
+    """The share of `inner`'s area inside `outer` (boxes x0, y0, x1, y1; 0 for an empty `inner`)."""
     area = (inner[2] - inner[0]) * (inner[3] - inner[1])
     if area <= 0:
         return 0.0
@@ -126,4 +126,4 @@ def _under_divided(
     return False
 
 
-__all__ = ["rule_tables"]
+__all__ = ["rule_tables", "share_inside"]
