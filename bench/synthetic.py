@@ -268,6 +268,12 @@ class Tasks:
         image = number_picture(rng, text, random_size(rng, 200, 560))
         return Sample("number", self._describe(image, QUESTIONS["number"], tiles), text, images=[image])
 
+    def _digit(self, rng, tiles):
+        """A curriculum step towards `number` (not a held-out task): one digit, printed large, one tile."""
+        text = str(rng.randint(0, 9))
+        image = number_picture(rng, text, random_size(rng, 200, 448))
+        return Sample("digit", self._describe(image, QUESTIONS["number"], 1), text, images=[image])
+
     def _page(self, rng, tiles):
         """ocr_document's page read: the page, then the ocr prompt (ocr.PageReader's layout)."""
         text = random_number(rng)

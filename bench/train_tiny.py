@@ -34,6 +34,8 @@ ARCH = dict(
 
 # How often each task is drawn: reading and placing are the hard ones.
 MIX = {"colour": 1, "kind": 1, "count": 1.5, "number": 3, "page": 2, "box": 3, "compare": 0.75, "follow_up": 1, "video": 1}
+# Curriculum tasks a stage may name in --mix besides MIX's (not part of the held-out set).
+CURRICULUM = ("digit",)
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -41,8 +43,8 @@ def parse_mix(text: str) -> dict[str, float]:
     mix = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         task, _, weight = item.partition("=")
-        if task not in MIX:
-            raise argparse.ArgumentTypeError(f"unknown task {task!r}: one of {', '.join(MIX)}")
+        if task not in MIX and task not in CURRICULUM:
+            raise argparse.ArgumentTypeError(f"unknown task {task!r}: one of {', '.join([*MIX, *CURRICULUM])}")
         try:
             mix[task] = float(weight or 1)
         except ValueError:
@@ -146,6 +148,42 @@ def sincos_positions(model, processor, seed: int) -> float:
     return scale
 
 
+def rescale_vision(model, target: float = 1.0) -> float:
+    """Divide the vision tower's embeddings (patch projection, class token, positions) and its layers' layer
+    scales (lambda_1, lambda_2) by one factor, so its residual stream has std `target`; returns the factor.
+
+    The function stays the same (every layer reads its input through a LayerNorm and the tower ends in one),
+    but the training does not: the patch embeddings had grown to std 179 under AdamW while each layer added an
+    update of std about 10, so the layers mixed next to nothing between patches, and what needs shapes (kind,
+    digits) was not learned. After the division the layer scales move at AdamW's step size against a residual
+    of std 1; the embeddings get their learning rate divided by the same factor (`param_groups`), so they keep
+    the pace they had."""
+    import torch
+
+    tower = model.model.vision_tower
+    embeddings = tower.embeddings
+    with torch.no_grad():
+        pixels = torch.randn(2, 3, *tower.config.image_size, dtype=embeddings.position_embeddings.dtype)
+        out = embeddings(pixels)
+        factor = float((out[0] if isinstance(out, tuple) else out).std()) / target
+        for name, param in embeddings.named_parameters():
+            param.div_(factor)
+        for layer in tower.encoder.layer:
+            layer.lambda_1.div_(factor)
+            layer.lambda_2.div_(factor)
+    model.config.vision_config.embedding_lr_scale = 1 / factor  # read back by param_groups on later stages
+    return factor
+
+
+def param_groups(model, lr: float) -> list[dict]:
+    """The optimizer's groups: the vision embeddings at their recorded rate scale (see rescale_vision)."""
+    scale = getattr(model.config.vision_config, "embedding_lr_scale", 1.0)
+    embedding = [p for n, p in model.named_parameters() if ".vision_tower.embeddings." in f".{n}"]
+    ids = {id(p) for p in embedding}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": rest, "lr_scale": 1.0}, {"params": embedding, "lr_scale": scale}]
+
+
 def per_sample_loss(logits, labels):
     """Cross-entropy averaged over each answer's tokens, then over the batch: every sample counts the same
     (a token-level mean lets a 20-token box outweigh a one-word colour twentyfold, and the one-word tasks
@@ -201,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one-tile", action="store_true", help="every image one tile (cheaper steps)")
     parser.add_argument("--position-init", choices=("keep", "sincos"), default="keep",
                         help="sincos: set the vision tower's patch position embeddings to 2D sine-cosine ones first")
+    parser.add_argument("--rescale-vision", action="store_true",
+                        help="divide the vision embeddings and layer scales so the tower's layers can learn (see rescale_vision)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     # One thread trains faster than two on a 2-core machine someone else also uses (measured: a step took
@@ -231,11 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     processor = AutoProcessor.from_pretrained(out)
     model = InternVLForConditionalGeneration.from_pretrained(out, dtype=torch.float32)
     position_scale = sincos_positions(model, processor, args.seed) if args.position_init == "sincos" else None
+    rescaled = rescale_vision(model) if args.rescale_vision else None
     model.train()
     family = family_for("internvl")
     mix = args.mix or {task: MIX[task] for task in args.tasks}
     stream = _stream(out, args.seed, args.batch, mix, 1 if args.one_tile else None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(param_groups(model, args.lr), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = min(200, args.steps // 10)
 
     def lr_at(step: int) -> float:  # warm-up, then cosine to a tenth
@@ -251,12 +292,12 @@ def main(argv: list[str] | None = None) -> int:
                     "seed": args.seed, "batch": args.batch, "loss": args.loss, "lr": args.lr, "threads": args.threads,
                     "cpu": cpu_name(), "torch": torch.__version__, "arch": ARCH, "mix": mix, "checks": [],
                     "init": str(args.init) if args.init else None, "position_init": args.position_init,
-                    "position_scale": position_scale}
+                    "position_scale": position_scale, "vision_rescaled_by": rescaled}
     last = min(args.steps, args.stop_at or args.steps)
     for step in range(last):
         ids, labels, mask, pixels = next(stream)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = lr_at(step) * group["lr_scale"]
         if args.loss == "token":
             loss = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels).loss
         else:

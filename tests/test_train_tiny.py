@@ -54,3 +54,40 @@ def test_the_script_trains_and_a_later_stage_keeps_its_tokenizer(tmp_path):
     assert (second / "tokenizer.json").read_bytes() == (first / "tokenizer.json").read_bytes()
     record = json.loads((second / "training.json").read_text())
     assert record["init"] == str(first) and record["position_init"] == "sincos" and record["position_scale"] > 0
+
+
+def test_rescale_vision_keeps_the_answers_and_lets_the_layers_weigh_in():
+    """The division leaves the model's function alone (LayerNorms read every layer's input) while the tower's
+    residual drops to std 1, and the embeddings' learning rate is scaled down by the same factor."""
+    import torch
+    from transformers import AutoProcessor, InternVLForConditionalGeneration
+
+    from bench.synthetic import Tasks
+    from bench.train_tiny import encode, param_groups, rescale_vision
+    from mcp_vision.backend.pytorch.families import family_for
+
+    model = InternVLForConditionalGeneration.from_pretrained(TRAINED_DIR, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(TRAINED_DIR)
+    ids, _, pixels = encode(family_for("internvl"), processor, Tasks(3).sample("box", max_tiles=1), answer=False)
+    with torch.no_grad():
+        before = model(input_ids=ids[None], pixel_values=pixels).logits
+    factor = rescale_vision(model)
+    with torch.no_grad():
+        after = model(input_ids=ids[None], pixel_values=pixels).logits
+        residual = model.model.vision_tower.embeddings(pixels)
+    residual = residual[0] if isinstance(residual, tuple) else residual
+    assert factor > 10  # the committed tower's embeddings are far above std 1
+    assert 0.3 < float(residual.std()) < 3
+    assert torch.allclose(before, after, atol=0.05 * float(before.abs().max()))
+    assert torch.equal(before.argmax(-1), after.argmax(-1))
+    groups = param_groups(model, 1e-3)
+    assert [len(g["params"]) for g in groups][1] == len(list(model.model.vision_tower.embeddings.parameters()))
+    assert groups[1]["lr_scale"] == pytest.approx(1 / factor)
+
+
+def test_the_digit_curriculum_is_a_stage_task_not_a_held_out_one():
+    from bench.synthetic import TASKS, Tasks
+
+    assert parse_mix("digit=2,number=1") == {"digit": 2.0, "number": 1.0}
+    sample = Tasks(0).sample("digit")
+    assert sample.answer in "0123456789" and len(sample.answer) == 1 and "digit" not in TASKS
