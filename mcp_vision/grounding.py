@@ -12,6 +12,15 @@ from dataclasses import dataclass
 
 FAMILIES = ("internvl", "qwen2_vl", "qwen2_5_vl")
 
+# The tokens each family writes its boxes with. Checkpoints mark some of them special (Qwen2-VL's tokenizer
+# flags <|box_start|> and the rest "special": true), so an answer decoded with skip_special_tokens loses them
+# and its boxes with them: the local engines decode keeping these (local_engine.decode_answer).
+MARKUP = {
+    "internvl": ("<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>"),
+    "qwen2_vl": ("<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>"),
+}
+MARKUP["qwen2_5_vl"] = MARKUP["qwen2_vl"]
+
 # InternVL and Qwen2-VL write coordinates on a 0..1000 grid of the image they were shown.
 _GRID = 1000.0
 

@@ -206,3 +206,23 @@ def test_an_unsupported_model_type_names_the_supported_families(tmp_path):
         backend.load(Job())
     message = str(caught.value)
     assert "'llava'" in message and "(internvl)" in message and "(qwen2_vl)" in message and "(qwen2_5_vl)" in message
+
+
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
+def test_the_answer_keeps_the_box_markup_its_tokenizer_flags_special(tiny_qwen_backends, family):
+    """Qwen's tokenizers flag <|box_start|> and its kin special (as the hub's do), so a plain
+    skip_special_tokens decode left "the shape(1,2),(300,400)" and locate found no box: the engine keeps them
+    and drops only the end of turn."""
+    from mcp_vision.backend.local_engine import decode_answer
+    from mcp_vision.grounding import MARKUP, parse_boxes
+
+    backend = tiny_qwen_backends[family]
+    backend.load(Job())
+    tokenizer = backend._processor.tokenizer
+    written = "<|object_ref_start|>the shape<|object_ref_end|><|box_start|>(1,2),(300,400)<|box_end|>"
+    ids = tokenizer(written + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert tokenizer.added_tokens_decoder[ids[0]].special  # the premise: flagged special, as on the hub
+    assert "<|box_start|>" not in tokenizer.decode(ids, skip_special_tokens=True)
+    answer = decode_answer(tokenizer, ids, MARKUP[backend.grounding_family])
+    assert answer == written
+    assert len(parse_boxes(answer, "qwen2_vl").found) == 1

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Cancelled, ContextOverflowError, InputError, summary
+from ..grounding import MARKUP
 from .base import Backend, ChatResult, Turn
 from .pytorch.cache import ByteBudgetLRU, tensor_bytes
 from .pytorch.generation import finish_reason, reading, stages
@@ -33,6 +34,16 @@ if TYPE_CHECKING:
     from .pytorch.model_inputs import Visual
 
 log = logging.getLogger(__name__)
+
+
+def decode_answer(tokenizer: Any, ids: list[int], keep: tuple[str, ...] = ()) -> str:
+    """The answer's text without special tokens (the end of turn, padding), except the ones in `keep`: the
+    family's box markup, which its tokenizer may flag special. transformers' decode skips all special tokens or
+    none, so the unwanted ones are dropped by id first; written here because no decode option keeps a chosen few."""
+    kept = {i for i in map(tokenizer.convert_tokens_to_ids, keep) if i is not None}
+    kept = {i for i in kept if tokenizer.convert_ids_to_tokens(i) in keep}  # not an unknown token's id
+    special = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special} | set(tokenizer.all_special_ids)
+    return tokenizer.decode([i for i in ids if i in kept or i not in special], skip_special_tokens=False)
 
 
 @dataclass(frozen=True)
@@ -255,7 +266,7 @@ class LocalEngine(Backend):
     def _result(
         self, inputs: ModelInputs, turns: list[Turn], new_tokens: Any, job: Job, max_new_tokens: int, **fields: Any
     ) -> ChatResult:
-        raw_text = self._processor.decode(new_tokens, skip_special_tokens=True)
+        raw_text = decode_answer(self._processor.tokenizer, new_tokens.tolist(), MARKUP.get(self.grounding_family, ()))
         last = len(turns[-1].media)
         newest = inputs.visuals[len(inputs.visuals) - last :] if last else []
         return ChatResult(
