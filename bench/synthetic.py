@@ -58,6 +58,7 @@ class Sample:
     answer: str  # the right answer, as the model learns to write it
     truth: Any = None  # what scoring needs beyond the answer (box tasks: x0, y0, x1, y1 in 0..1 of the image shown)
     images: list[Any] = field(default_factory=list)  # the pictures shown, in order (for tests that save them)
+    family: str = "internvl"  # whose box syntax the answer is written in (grounding.FAMILIES)
 
 
 # ------------------------------------------------------------------ drawing
@@ -212,14 +213,21 @@ def random_number(rng: random.Random) -> str:
     return str(rng.randint(10 ** (digits - 1), 10**digits - 1))
 
 
-def box_answer(box: tuple[float, float, float, float], size: tuple[int, int], step: int = 10) -> str:
-    """InternVL's grounding answer for `box` (pixels) in an image of `size`: 0..1000 of the image shown,
-    rounded to `step` (tens: a last digit the tiny model cannot see costs it nothing, and IoU barely moves)."""
+def box_answer(box: tuple[float, float, float, float], size: tuple[int, int], step: int = 10,
+               family: str = "internvl") -> str:
+    """The family's grounding answer for `box` (pixels) in an image of `size`: 0..1000 of the image shown,
+    rounded to `step` (tens: a last digit the tiny model cannot see costs it nothing, and IoU barely moves).
+    InternVL writes `<ref>..</ref><box>[[x0,y0,x1,y1]]</box>`, Qwen2-VL `<|object_ref_start|>..<|object_ref_end|>
+    <|box_start|>(x0,y0),(x1,y1)<|box_end|>` (its grounding format, the same 0..1000 grid)."""
     width, height = size
     x0, y0, x1, y1 = box
     coords = [round(v / side * 1000 / step) * step for v, side in ((x0, width), (y0, height), (x1, width), (y1, height))]
-    coords = [min(1000, max(0, c)) for c in coords]
-    return f"<ref>{TARGET}</ref><box>[[{coords[0]},{coords[1]},{coords[2]},{coords[3]}]]</box>"
+    x0, y0, x1, y1 = [min(1000, max(0, c)) for c in coords]
+    if family == "qwen2_vl":
+        return f"<|object_ref_start|>{TARGET}<|object_ref_end|><|box_start|>({x0},{y0}),({x1},{y1})<|box_end|>"
+    if family != "internvl":
+        raise ValueError(f"no box answers for {family!r}: internvl or qwen2_vl")
+    return f"<ref>{TARGET}</ref><box>[[{x0},{y0},{x1},{y1}]]</box>"
 
 
 # ------------------------------------------------------------------ tasks
@@ -228,14 +236,17 @@ def box_answer(box: tuple[float, float, float, float], size: tuple[int, int], st
 class Tasks:
     """Samples of each task, drawn from a seeded generator (the same seed gives the same samples)."""
 
-    def __init__(self, seed: int, prompts: PromptLibrary | None = None) -> None:
+    def __init__(self, seed: int, prompts: PromptLibrary | None = None, family: str = "internvl") -> None:
         self.rng = random.Random(seed)
         self.prompts = prompts or PromptLibrary()
+        self.family = family
 
     def sample(self, task: str, *, max_tiles: int | None = None) -> Sample:
         rng = self.rng
         tiles = max_tiles if max_tiles is not None else rng.choice(TILE_CHOICES)
-        return getattr(self, f"_{task}")(rng, tiles)
+        sample = getattr(self, f"_{task}")(rng, tiles)
+        sample.family = self.family
+        return sample
 
     def _describe(self, image, question: str, tiles: int) -> list[Turn]:
         return [Turn.user(question, [image], max_tiles=tiles)]  # describe_image's layout (service._ask_about_image)
@@ -289,7 +300,8 @@ class Tasks:
         extent = shape_extent(kind, box)
         question = self.prompts.task("locate").render(target=TARGET).strip()
         truth = (extent[0] / size[0], extent[1] / size[1], extent[2] / size[0], extent[3] / size[1])
-        return Sample("box", self._describe(image, question, tiles), box_answer(extent, size), truth, images=[image])
+        answer = box_answer(extent, size, family=self.family)
+        return Sample("box", self._describe(image, question, tiles), answer, truth, images=[image])
 
     def _compare(self, rng, tiles):
         """compare_images' layout: numbered images, the measured pixel differences, the question."""
@@ -323,9 +335,15 @@ class Tasks:
         turns = [*self._describe(image, first, tiles), Turn.assistant(first_answer), Turn.user(then)]
         return Sample("follow_up", turns, answer, images=[image])
 
-    def _video(self, rng, tiles):
+    def _video2(self, rng, tiles):
+        """A curriculum step towards `video` (not a held-out task): two frames only."""
+        sample = self._video(rng, tiles, count=2)
+        sample.task = "video2"
+        return sample
+
+    def _video(self, rng, tiles, count: int | None = None):
         """video_qa's layout for InternVL: numbered frames of one tile each, their times, the question."""
-        count = rng.randint(2, 4)
+        count = count or rng.randint(2, 4)
         size = random_size(rng, 200, 480)
         colours = rng.sample(list(COLOURS), count)
         plain = background(rng, size)
@@ -368,11 +386,11 @@ def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, floa
     return inter / union if union > 0 else 0.0
 
 
-def answered_box(answer: str) -> tuple[float, float, float, float] | None:
-    """The first box of an InternVL grounding answer, in 0..1 of the image shown (the server's parser)."""
+def answered_box(answer: str, family: str = "internvl") -> tuple[float, float, float, float] | None:
+    """The first box of a grounding answer, in 0..1 of the image shown (the server's parser)."""
     from mcp_vision.grounding import parse_boxes
 
-    found = parse_boxes(answer, "internvl").found
+    found = parse_boxes(answer, family).found
     return (found[0].x0, found[0].y0, found[0].x1, found[0].y1) if found else None
 
 
@@ -397,7 +415,7 @@ def score(sample: Sample, answer: str) -> dict[str, bool]:
     truth = sample.truth
     true_centre = ((truth[0] + truth[2]) / 2, (truth[1] + truth[3]) / 2)
     clear = all(abs(v - line) >= CLEAR for v in true_centre for line in (1 / 3, 2 / 3))
-    box = answered_box(answer)
+    box = answered_box(answer, sample.family)
     if box is None:
         return {"right": False, "coarse": False} | ({"coarse_clear": False} if clear else {})
     centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
@@ -405,10 +423,10 @@ def score(sample: Sample, answer: str) -> dict[str, bool]:
     return {"right": iou(box, truth) >= 0.5, "coarse": coarse} | ({"coarse_clear": coarse} if clear else {})
 
 
-def held_out(seed: int, per_task: int, tasks: tuple[str, ...] = TASKS) -> list[Sample]:
+def held_out(seed: int, per_task: int, tasks: tuple[str, ...] = TASKS, family: str = "internvl") -> list[Sample]:
     """`per_task` samples of each task, from a seed training never uses (training draws from `seed`; this
     from `seed + 1_000_003`), one tile each unless the task picks its own."""
-    generator = Tasks(seed + 1_000_003)
+    generator = Tasks(seed + 1_000_003, family=family)
     return [generator.sample(task) for task in tasks for _ in range(per_task)]
 
 

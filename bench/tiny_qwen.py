@@ -51,13 +51,13 @@ FAMILIES = {
 }
 
 
-def build_tokenizer(vocab_size: int = 512):
+def build_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None):
     from transformers import PreTrainedTokenizerFast
 
     from .tiny_internvl import train_bpe
 
     return PreTrainedTokenizerFast(
-        tokenizer_object=train_bpe(SPECIAL_TOKENS, _CORPUS, vocab_size),
+        tokenizer_object=train_bpe(SPECIAL_TOKENS, _CORPUS + list(corpus or ()), vocab_size),
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         model_max_length=32768,
@@ -86,13 +86,17 @@ def build_tiny_qwen(
     dtype: str | None = None,
     zero_unused_vocab: bool = False,
     seed: int = 0,
+    patch_size: int = 14,
+    corpus: list[str] | None = None,
+    tokenizer_vocab: int = 512,
 ) -> Path:
     """Write a random-weight Qwen2-VL (`family="qwen2_vl"`) or Qwen2.5-VL (`"qwen2_5_vl"`) to `path`.
 
     The defaults are the tests' tiny model (14 px patches merged 2x2: a 448x448 image is 256 tokens, as
     in the real checkpoints). Real widths (the benchmark's Qwen2-VL-2B) set the sizes, a `vocab_size`
     padded beyond the small tokenizer (`zero_unused_vocab` zeroes the rows past it, so greedy answers are
-    real tokens), and `dtype` ("bfloat16") for the saved weights.
+    real tokens), and `dtype` ("bfloat16") for the saved weights. `patch_size` (vision tower and processors
+    alike) and a tokenizer `corpus` are for the trained model (bench/train_tiny.py).
     """
     import transformers
     from transformers import GenerationConfig, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
@@ -102,7 +106,7 @@ def build_tiny_qwen(
     config_name, model_name, processor_name = FAMILIES[family]
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(tokenizer_vocab, corpus)
     vocab = vocab_size if vocab_size is not None else ((len(tokenizer) + 63) // 64) * 64
     if vocab < len(tokenizer):
         raise ValueError(f"vocab_size={vocab} is smaller than the tokenizer's {len(tokenizer)} tokens")
@@ -120,7 +124,7 @@ def build_tiny_qwen(
             "intermediate_size": vision_intermediate or 4 * vision_hidden, "num_heads": vision_heads,
             "fullatt_block_indexes": [vision_layers - 1], "window_size": 112, "tokens_per_second": 2,
         }
-    vision.update(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, initializer_range=initializer_range)
+    vision.update(patch_size=patch_size, spatial_merge_size=2, temporal_patch_size=2, initializer_range=initializer_range)
     config = getattr(transformers, config_name)(
         vision_config=vision,
         text_config={
@@ -152,11 +156,14 @@ def build_tiny_qwen(
         pad_token_id=tokenizer.pad_token_id, do_sample=False,
     ).save_pretrained(path)
     # The hub checkpoints' budgets: 4 to 16,384 merged tokens an image, frames as the stock video processor.
-    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 16384)
+    factor = 2 * patch_size  # a merged token's side
+    image_processor = Qwen2VLImageProcessor(
+        patch_size=patch_size, min_pixels=factor * factor, max_pixels=factor * factor * 16384
+    ) if patch_size != 14 else Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 16384)
     processor = getattr(transformers, processor_name)(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(),
+        video_processor=Qwen2VLVideoProcessor(patch_size=patch_size),
         chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(path)

@@ -34,8 +34,19 @@ ARCH = dict(
 
 # How often each task is drawn: reading and placing are the hard ones.
 MIX = {"colour": 1, "kind": 1, "count": 1.5, "number": 3, "page": 2, "box": 3, "compare": 0.75, "follow_up": 1, "video": 1}
+# Qwen2-VL: the same widths, 28 px patches merged 2x2 (64 image tokens for a 448x448 picture, as InternVL's
+# tile here); its rotary patch positions need no sincos start. Its video_qa layout is a video with frame
+# times (not InternVL's numbered frames) and the digits are not learned at these widths: neither is trained.
+ARCH_QWEN = dict(
+    vision_hidden=128, vision_layers=3, vision_heads=2, vision_intermediate=512,
+    text_hidden=128, text_layers=3, text_heads=2, text_kv_heads=1, text_intermediate=512,
+    patch_size=28, initializer_range=0.02,
+)
+MIX_QWEN = {"colour": 1, "kind": 1, "count": 1, "box": 3, "compare": 0.75, "follow_up": 1}
+MIXES = {"internvl": MIX, "qwen2_vl": MIX_QWEN}
+
 # Curriculum tasks a stage may name in --mix besides MIX's (not part of the held-out set).
-CURRICULUM = ("digit",)
+CURRICULUM = ("digit", "video2")
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -67,36 +78,50 @@ def cpu_name() -> str:
 
 
 def encode(family, processor, sample: Sample, answer: bool = True):
-    """(ids, labels, pixel_values) of `sample` as the engine builds its prompt, plus the answer and <|im_end|>
-    (the only tokens with a loss)."""
+    """(ids, labels, visuals) of `sample` as the engine builds its prompt, plus the answer and <|im_end|>
+    (the only tokens with a loss); visuals: the engine's per-image inputs (pixels, and Qwen's grids)."""
     import torch
 
     inputs = family.build_inputs(processor, sample.turns)
     ids = inputs.ids
-    pixels = torch.cat([v.pixel_values for v in inputs.visuals]) if inputs.visuals else None
     if not answer:
-        return ids, None, pixels
+        return ids, None, inputs.visuals
     tokenizer = processor.tokenizer
     tail = tokenizer(sample.answer, add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
     tail = torch.tensor(tail, dtype=ids.dtype)
     labels = torch.cat([torch.full_like(ids, -100), tail])
-    return torch.cat([ids, tail]), labels, pixels
+    return torch.cat([ids, tail]), labels, inputs.visuals
 
 
-def collate(encoded, pad_id: int):
+def model_inputs(processor, ids, mask, visuals) -> dict:
+    """The model's keyword inputs for a batch: InternVL takes the tiles; Qwen2-VL the patch rows, each image's
+    grid and which tokens are image tokens (its multimodal rotary positions are computed from them)."""
+    import torch
+
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if visuals:
+        inputs["pixel_values"] = torch.cat([v.pixel_values for v in visuals])
+    if visuals and visuals[0].grid is not None:
+        inputs["image_grid_thw"] = torch.stack([v.grid for v in visuals])
+        inputs["mm_token_type_ids"] = (ids == processor.image_token_id).to(torch.int32)
+    return inputs
+
+
+def collate(encoded, processor):
+    """(model inputs, labels) of a batch, right-padded."""
     import torch
 
     width = max(len(ids) for ids, _, _ in encoded)
-    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    ids = torch.full((len(encoded), width), processor.tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full((len(encoded), width), -100, dtype=torch.long)
     mask = torch.zeros((len(encoded), width), dtype=torch.long)
     for row, (i, l, _) in enumerate(encoded):
         ids[row, : len(i)], labels[row, : len(l)], mask[row, : len(i)] = i, l, 1
-    pixels = torch.cat([p for _, _, p in encoded if p is not None])
-    return ids, labels, mask, pixels
+    return model_inputs(processor, ids, mask, [v for _, _, visuals in encoded for v in visuals]), labels
 
 
-def batches(out: Path, seed: int, size: int, mix: dict[str, float] = MIX, max_tiles: int | None = None):
+def batches(out: Path, seed: int, size: int, mix: dict[str, float] = MIX, max_tiles: int | None = None,
+            model_type: str = "internvl"):
     """Endless training batches from `Tasks(seed)`, the same sequence on every run (one generator, in order)."""
     import torch
     from transformers import AutoProcessor
@@ -105,20 +130,21 @@ def batches(out: Path, seed: int, size: int, mix: dict[str, float] = MIX, max_ti
 
     torch.set_num_threads(1)
     processor = AutoProcessor.from_pretrained(out)
-    family, tasks = family_for("internvl"), Tasks(seed)
+    family = family_for(model_type)
+    tasks = Tasks(seed, family=family.grounding)
     names, weights = list(mix), list(mix.values())
     while True:
         batch = [tasks.sample(tasks.rng.choices(names, weights)[0], max_tiles=max_tiles) for _ in range(size)]
-        yield collate([encode(family, processor, s) for s in batch], processor.tokenizer.pad_token_id)
+        yield collate([encode(family, processor, s) for s in batch], processor)
 
 
-def _stream(out: Path, seed: int, size: int, mix: dict[str, float], max_tiles: int | None):
+def _stream(out: Path, seed: int, size: int, mix: dict[str, float], max_tiles: int | None, model_type: str):
     """`batches` drawn in one DataLoader worker process, so drawing and tokenizing overlap the training step."""
     import torch
 
     class Stream(torch.utils.data.IterableDataset):
         def __iter__(self):
-            return batches(out, seed, size, mix, max_tiles)
+            return batches(out, seed, size, mix, max_tiles, model_type)
 
     return iter(torch.utils.data.DataLoader(Stream(), batch_size=None, num_workers=1, prefetch_factor=4))
 
@@ -201,13 +227,16 @@ def generate(model, family, processor, sample: Sample, max_new_tokens: int = 32)
     """The greedy answer of the model in training (the engines' answers are measured by bench/accuracy.py)."""
     import torch
 
-    ids, _, pixels = encode(family, processor, sample, answer=False)
+    from mcp_vision.backend.local_engine import decode_answer
+    from mcp_vision.grounding import MARKUP
+
+    ids, _, visuals = encode(family, processor, sample, answer=False)
     with torch.no_grad():
         out = model.generate(
-            input_ids=ids[None], attention_mask=torch.ones_like(ids)[None], pixel_values=pixels,
+            **model_inputs(processor, ids[None], torch.ones_like(ids)[None], visuals),
             max_new_tokens=max_new_tokens, do_sample=False,
         )
-    return processor.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+    return decode_answer(processor.tokenizer, out[0, len(ids):].tolist(), MARKUP[family.grounding])  # as the engine
 
 
 def evaluate(model, family, processor, samples: list[Sample]) -> dict[str, dict[str, float]]:
@@ -231,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", type=Path, default=None,
                         help="start from this checkpoint's weights (made by this script) instead of random ones")
-    parser.add_argument("--tasks", nargs="*", default=list(MIX), choices=list(MIX), help="train on these tasks only")
+    parser.add_argument("--family", choices=list(MIXES), default="internvl",
+                        help="the model family of a new checkpoint (a stage with --init keeps its checkpoint's)")
+    parser.add_argument("--tasks", nargs="*", default=None, choices=list(MIX), help="train on these tasks only")
     parser.add_argument("--mix", type=parse_mix, default=None,
                         help="a stage's tasks and weights, e.g. kind=2,count=2,colour=0.5 (instead of --tasks)")
     parser.add_argument("--loss", choices=("sample", "token"), default="sample",
@@ -253,9 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    from transformers import AutoProcessor, InternVLForConditionalGeneration
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     from bench.tiny_internvl import build_tiny_internvl
+    from bench.tiny_qwen import build_tiny_qwen
     from mcp_vision.backend.pytorch.families import family_for  # the engine's own prompt and image-token layout
 
     torch.set_num_threads(args.threads)
@@ -266,16 +298,24 @@ def main(argv: list[str] | None = None) -> int:
         for item in args.init.iterdir():
             if item.is_file() and item.name != "training.json":
                 shutil.copy2(item, out / item.name)
+    elif args.family == "qwen2_vl":
+        build_tiny_qwen(out, "qwen2_vl", seed=args.seed, corpus=corpus(), **ARCH_QWEN)
     else:
         build_tiny_internvl(out, seed=args.seed, corpus=corpus(), **ARCH)
+    model_type = AutoConfig.from_pretrained(out).model_type
+    if model_type != "internvl" and (args.position_init != "keep" or args.rescale_vision):
+        parser.error("--position-init and --rescale-vision change InternVL's vision tower; this checkpoint is "
+                     f"{model_type}")
     processor = AutoProcessor.from_pretrained(out)
-    model = InternVLForConditionalGeneration.from_pretrained(out, dtype=torch.float32)
+    model = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32)
     position_scale = sincos_positions(model, processor, args.seed) if args.position_init == "sincos" else None
     rescaled = rescale_vision(model) if args.rescale_vision else None
     model.train()
-    family = family_for("internvl")
-    mix = args.mix or {task: MIX[task] for task in args.tasks}
-    stream = _stream(out, args.seed, args.batch, mix, 1 if args.one_tile else None)
+    family = family_for(model_type)
+    default_mix = MIXES[model_type]
+    tasks = tuple(default_mix)
+    mix = args.mix or {task: default_mix.get(task, MIX[task]) for task in (args.tasks or default_mix)}
+    stream = _stream(out, args.seed, args.batch, mix, 1 if args.one_tile else None, model_type)
     optimizer = torch.optim.AdamW(param_groups(model, args.lr), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = min(200, args.steps // 10)
 
@@ -285,23 +325,24 @@ def main(argv: list[str] | None = None) -> int:
         progress = (step - warmup) / max(1, args.steps - warmup)
         return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
-    checks = held_out(args.seed, max(4, args.held_out // 6))
+    checks = held_out(args.seed, max(4, args.held_out // 6), tasks, family.grounding)
     started = time.monotonic()
     running = None
     record: dict = {"command": "python -m bench.train_tiny " + " ".join(sys.argv[1:] if argv is None else argv),
                     "seed": args.seed, "batch": args.batch, "loss": args.loss, "lr": args.lr, "threads": args.threads,
-                    "cpu": cpu_name(), "torch": torch.__version__, "arch": ARCH, "mix": mix, "checks": [],
+                    "cpu": cpu_name(), "torch": torch.__version__, "family": model_type,
+                    "arch": ARCH if model_type == "internvl" else ARCH_QWEN, "mix": mix, "checks": [],
                     "init": str(args.init) if args.init else None, "position_init": args.position_init,
                     "position_scale": position_scale, "vision_rescaled_by": rescaled}
     last = min(args.steps, args.stop_at or args.steps)
     for step in range(last):
-        ids, labels, mask, pixels = next(stream)
+        inputs, labels = next(stream)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step) * group["lr_scale"]
         if args.loss == "token":
-            loss = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels).loss
+            loss = model(**inputs, labels=labels).loss
         else:
-            logits = model(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits[:, :-1]
+            logits = model(**inputs).logits[:, :-1]
             loss = per_sample_loss(logits, labels[:, 1:])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -320,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             record.update(steps=step + 1, train_seconds=round(time.monotonic() - started), loss=round(running, 4))
             (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     train_seconds = time.monotonic() - started
-    accuracy = evaluate(model, family, processor, held_out(args.seed, args.held_out))
+    accuracy = evaluate(model, family, processor, held_out(args.seed, args.held_out, tasks, family.grounding))
     record.update(steps=last, train_seconds=round(train_seconds), held_out=accuracy,
                   held_out_per_task=args.held_out)
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")

@@ -63,17 +63,19 @@ def test_rescale_vision_keeps_the_answers_and_lets_the_layers_weigh_in():
     from transformers import AutoProcessor, InternVLForConditionalGeneration
 
     from bench.synthetic import Tasks
-    from bench.train_tiny import encode, param_groups, rescale_vision
+    from bench.train_tiny import encode, model_inputs, param_groups, rescale_vision
     from mcp_vision.backend.pytorch.families import family_for
 
     model = InternVLForConditionalGeneration.from_pretrained(TRAINED_DIR, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(TRAINED_DIR)
-    ids, _, pixels = encode(family_for("internvl"), processor, Tasks(3).sample("box", max_tiles=1), answer=False)
+    ids, _, visuals = encode(family_for("internvl"), processor, Tasks(3).sample("box", max_tiles=1), answer=False)
+    inputs = model_inputs(processor, ids[None], torch.ones_like(ids)[None], visuals)
+    pixels = inputs["pixel_values"]
     with torch.no_grad():
-        before = model(input_ids=ids[None], pixel_values=pixels).logits
+        before = model(**inputs).logits
     factor = rescale_vision(model)
     with torch.no_grad():
-        after = model(input_ids=ids[None], pixel_values=pixels).logits
+        after = model(**inputs).logits
         residual = model.model.vision_tower.embeddings(pixels)
     residual = residual[0] if isinstance(residual, tuple) else residual
     assert factor > 10  # the committed tower's embeddings are far above std 1

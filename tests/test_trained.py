@@ -14,6 +14,7 @@ from mcp_vision.server import build_server
 
 from .support.trained import (  # noqa: F401 - trained_backend is a fixture
     exif_rotated_jpeg,
+    image_pdf,
     iou_pixels,
     plain,
     require_learned,
@@ -164,6 +165,21 @@ async def test_ocr_document_reads_the_number_on_a_scanned_page(trained_backend, 
     [page] = data["pages"]
     assert page["method"] != "text_layer"
     assert page["text"].strip() == "4721"
+
+
+@pytest.mark.parametrize("colour", ["red", "blue"])
+async def test_a_scanned_page_read_by_ocr_document_joins_the_session_as_rendered(trained_backend, media_dir, colour):
+    """What the model answers right about a scanned page today (it does not read digits: the test above skips):
+    ocr_document renders the image-only page and asks the model, and the page joins the session, so follow_up's
+    colour of the shape on it is right only if the page reached the model rendered whole, upright, in RGB."""
+    require_learned("follow_up", "colour_asked")
+    page, _ = with_shape(plain((600, 780), (236, 234, 228)), "circle", colour, (330, 120, 480, 270))
+    pdf = image_pdf(media_dir / f"{colour}.pdf", page)
+    async with Client(_server(trained_backend, media_dir)) as client:
+        read = await _call(client, "ocr_document", {"document": str(pdf)})
+        assert [p["method"] for p in read["pages"]] == ["vision"]
+        then = await _call(client, "follow_up", {"session_id": read["session_id"], "question": QUESTIONS["follow_colour"]})
+    assert then["answer"] == colour
 
 
 @pytest.mark.parametrize("holder", [1, 2])

@@ -1,5 +1,6 @@
-"""The trained tiny InternVL (tests/models/trained_internvl, made by bench/train_tiny.py): its settings, one
-loaded engine per test session, and pictures, scans and videos with known right answers."""
+"""The trained tiny InternVL (tests/models/trained_internvl) and Qwen2-VL (tests/models/trained_qwen2_vl), made
+by bench/train_tiny.py: their settings, one loaded engine each per test session, and pictures, scans and videos
+with known right answers."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from bench.synthetic import COLOURS, draw_shape, jitter, scanned_page, shape_ext
 from mcp_vision.settings import Settings
 
 TRAINED_DIR = Path(__file__).resolve().parents[1] / "models" / "trained_internvl"
+TRAINED_QWEN_DIR = Path(__file__).resolve().parents[1] / "models" / "trained_qwen2_vl"
 
 
 # Held-out accuracy (bench/train_tiny.py's own measure, in training.json) from which a task counts as learned:
@@ -22,24 +24,24 @@ TRAINED_DIR = Path(__file__).resolve().parents[1] / "models" / "trained_internvl
 LEARNED = 0.9
 
 
-def held_out_accuracy() -> dict[str, dict[str, float]]:
+def held_out_accuracy(model_dir: Path = TRAINED_DIR) -> dict[str, dict[str, float]]:
     import json
 
-    return json.loads((TRAINED_DIR / "training.json").read_text())["held_out"]
+    return json.loads((model_dir / "training.json").read_text())["held_out"]
 
 
-def require_learned(task: str, measure: str = "right") -> None:
+def require_learned(task: str, measure: str = "right", model_dir: Path = TRAINED_DIR) -> None:
     """Skip unless the committed checkpoint answers `task` (its recorded held-out `measure` >= LEARNED)."""
-    got = held_out_accuracy()[task].get(measure, 0.0)
+    got = held_out_accuracy(model_dir).get(task, {}).get(measure, 0.0)
     if got < LEARNED:
-        pytest.skip(f"the committed checkpoint does not answer {task!r} ({measure} {got:.0%} held-out < {LEARNED:.0%}); "
-                    "train a better one with bench/train_tiny.py")
+        pytest.skip(f"the committed {model_dir.name} does not answer {task!r} ({measure} {got:.0%} held-out < "
+                    f"{LEARNED:.0%}); train a better one with bench/train_tiny.py")
 
 
-def trained_settings(media_dir: Path, **overrides) -> Settings:
+def trained_settings(media_dir: Path, model_dir: Path = TRAINED_DIR, **overrides) -> Settings:
     """The PyTorch engine in float32 on CPU (greedy answers exactly repeatable), small tile budgets."""
     values = dict(
-        model=str(TRAINED_DIR), device="cpu", backend="local", quantization="none", dtype="float32",
+        model=str(model_dir), device="cpu", backend="local", quantization="none", dtype="float32",
         allowed_dirs=(media_dir,), max_new_tokens=32, max_tiles=2,
     )
     values.update(overrides)
@@ -53,6 +55,17 @@ def trained_backend():
     from mcp_vision.backend.base import Job
 
     backend = create_backend(trained_settings(Path("/nonexistent")))
+    backend.load(Job())
+    return backend
+
+
+@pytest.fixture(scope="session")
+def trained_qwen_backend():
+    """The trained Qwen2-VL checkpoint, loaded once for the whole session."""
+    from mcp_vision.backend import create_backend
+    from mcp_vision.backend.base import Job
+
+    backend = create_backend(trained_settings(Path("/nonexistent"), TRAINED_QWEN_DIR))
     backend.load(Job())
     return backend
 
@@ -79,19 +92,24 @@ def exif_rotated_jpeg(path: Path, upright: Image.Image) -> Path:
     return path
 
 
-def scanned_pdf(path: Path, text: str, seed: int = 0) -> Path:
-    """A one-page PDF holding only a scan (no text layer) of a page with `text` printed on it; the page is
-    sized so that ocr_document's 150 dpi rendering gives back the scan's own pixels."""
+def image_pdf(path: Path, scan: Image.Image) -> Path:
+    """A one-page PDF holding only `scan` (no text layer), sized so that ocr_document's 150 dpi rendering gives
+    back the scan's own pixels."""
     import pymupdf
 
-    scan = scanned_page(random.Random(seed), text, (600, 780))
     buf = io.BytesIO()
     scan.save(buf, format="PNG")
     doc = pymupdf.open()
-    page = doc.new_page(width=600 * 72 / 150, height=780 * 72 / 150)
+    page = doc.new_page(width=scan.width * 72 / 150, height=scan.height * 72 / 150)
     page.insert_image(page.rect, stream=buf.getvalue(), keep_proportion=False)
     doc.save(path)
     return path
+
+
+def scanned_pdf(path: Path, text: str, seed: int = 0) -> Path:
+    """A one-page PDF holding only a scan (no text layer) of a page with `text` printed on it; the page is
+    sized so that ocr_document's 150 dpi rendering gives back the scan's own pixels."""
+    return image_pdf(path, scanned_page(random.Random(seed), text, (600, 780)))
 
 
 def shape_video(path: Path, colours: list[str], kind: str = "circle", seconds_each: int = 1, fps: int = 8) -> Path:
@@ -130,6 +148,6 @@ def same_third(box: dict, truth: tuple[float, float, float, float], size: tuple[
 
 
 __all__ = [
-    "LEARNED", "TRAINED_DIR", "exif_rotated_jpeg", "held_out_accuracy", "require_learned", "iou_pixels", "plain", "same_third", "scanned_pdf", "shape_video",
+    "LEARNED", "TRAINED_DIR", "TRAINED_QWEN_DIR", "trained_qwen_backend", "exif_rotated_jpeg", "held_out_accuracy", "image_pdf", "require_learned", "iou_pixels", "plain", "same_third", "scanned_pdf", "shape_video",
     "trained_backend", "trained_settings", "with_shape",
 ]
