@@ -56,14 +56,18 @@ TASK_FLOORS = {"openvino-int8": 0.02, "openvino-f16": 0.02, "pytorch-bfloat16": 
 
 def task_accuracy(model: Path, cache: Path, engine: str, *, per_task: int = 20, seed: int = 0,
                   tasks: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Held-out task accuracy of one engine (ENGINES) on `model`: per task (all, or `tasks`) and overall."""
+    """Held-out task accuracy of one engine (ENGINES) on `model`: per task (all it was trained on, or `tasks`)
+    and overall, asked in the checkpoint family's box syntax (InternVL or Qwen2-VL)."""
     import time
 
-    from bench.synthetic import TASKS, held_out, task_accuracy as measure_tasks
+    from bench.synthetic import held_out, task_accuracy as measure_tasks
     from mcp_vision.backend import create_backend
+    from mcp_vision.grounding import grounding_family
     from mcp_vision.settings import Settings
 
-    samples = held_out(seed, per_task, tasks or TASKS)
+    family = grounding_family(json.loads((model / "config.json").read_text())["model_type"])
+    trained = tuple(json.loads((model / "training.json").read_text())["held_out"])
+    samples = held_out(seed, per_task, tasks or trained, family)
     backend = create_backend(Settings(model=str(model), device="cpu", openvino_cache=cache, **ENGINES[engine]))
     started = time.monotonic()
     per = measure_tasks(backend, samples)

@@ -404,8 +404,9 @@ CLEAR = 0.03
 
 
 def score(sample: Sample, answer: str) -> dict[str, bool]:
-    """Whether `answer` is right; box tasks add `coarse` (its centre in the same third of the image, both ways)
-    and, where the true centre lies clearly inside its third (CLEAR), `coarse_clear`, the same on those only;
+    """Whether `answer` is right; box tasks add `coarse` (its centre in the same third of the image, both ways),
+    `written` (a box the server's parser reads, wherever it is) and, where the true centre lies clearly inside
+    its third (CLEAR), `coarse_clear`, the same on those only;
     follow-ups that ask the colour add `colour_asked`."""
     answer = answer.strip()
     if sample.task == "follow_up" and sample.turns[-1].text == QUESTIONS["follow_colour"]:
@@ -417,10 +418,10 @@ def score(sample: Sample, answer: str) -> dict[str, bool]:
     clear = all(abs(v - line) >= CLEAR for v in true_centre for line in (1 / 3, 2 / 3))
     box = answered_box(answer, sample.family)
     if box is None:
-        return {"right": False, "coarse": False} | ({"coarse_clear": False} if clear else {})
+        return {"right": False, "coarse": False, "written": False} | ({"coarse_clear": False} if clear else {})
     centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
     coarse = third(centre[0]) == third(true_centre[0]) and third(centre[1]) == third(true_centre[1])
-    return {"right": iou(box, truth) >= 0.5, "coarse": coarse} | ({"coarse_clear": coarse} if clear else {})
+    return {"right": iou(box, truth) >= 0.5, "coarse": coarse, "written": True} | ({"coarse_clear": coarse} if clear else {})
 
 
 def held_out(seed: int, per_task: int, tasks: tuple[str, ...] = TASKS, family: str = "internvl") -> list[Sample]:

@@ -41,6 +41,11 @@ ARCH_QWEN = dict(
     vision_hidden=128, vision_layers=3, vision_heads=2, vision_intermediate=512,
     text_hidden=128, text_layers=3, text_heads=2, text_kv_heads=1, text_intermediate=512,
     patch_size=28, initializer_range=0.02,
+    # The language model's rotary base: Qwen2-VL gives the image tokens' rows and columns the lower-frequency
+    # parts of each head (mrope_section), and at a 64-wide head the hub's base of 1e6 turns the column part by
+    # under 0.01 radian across a whole picture, so where a shape lies across was invisible (every box the same,
+    # measured); at 50 it turns 0.5 to 1.7 radians.
+    rope_theta=50.0,
 )
 MIX_QWEN = {"colour": 1, "kind": 1, "count": 1, "box": 3, "compare": 0.75, "follow_up": 1}
 MIXES = {"internvl": MIX, "qwen2_vl": MIX_QWEN}

@@ -93,3 +93,22 @@ def test_the_digit_curriculum_is_a_stage_task_not_a_held_out_one():
     assert parse_mix("digit=2,number=1") == {"digit": 2.0, "number": 1.0}
     sample = Tasks(0).sample("digit")
     assert sample.answer in "0123456789" and len(sample.answer) == 1 and "digit" not in TASKS
+
+
+def test_the_script_trains_a_qwen2_vl_in_its_own_box_syntax(tmp_path):
+    from bench.synthetic import Tasks, answered_box, box_answer
+    from bench.train_tiny import main
+
+    answer = box_answer((10, 20, 110, 220), (200, 400), family="qwen2_vl")
+    assert answer == "<|object_ref_start|>the shape<|object_ref_end|><|box_start|>(50,50),(550,550)<|box_end|>"
+    assert answered_box(answer, "qwen2_vl") == (0.05, 0.05, 0.55, 0.55)
+    assert Tasks(0, family="qwen2_vl").sample("box").answer.startswith("<|object_ref_start|>")
+    out = tmp_path / "qwen"
+    assert main([str(out), "--family", "qwen2_vl", "--steps", "2", "--batch", "2", "--mix", "box=1,colour=1",
+                 "--held-out", "1"]) == 0
+    record = json.loads((out / "training.json").read_text())
+    assert record["family"] == "qwen2_vl" and "video" not in record["held_out"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "qwen2_vl" and config["vision_config"]["patch_size"] == 28
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "again"), "--init", str(out), "--steps", "1", "--rescale-vision"])

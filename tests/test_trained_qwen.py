@@ -86,6 +86,19 @@ async def test_locate_finds_the_shape_in_the_original_pixels(trained_qwen_backen
         assert same_third(found, truth, size), (found, truth, data["answer"])
 
 
+async def test_locate_reads_the_box_qwen_writes_in_special_tokens(trained_qwen_backend, media_dir):
+    """Qwen2-VL writes its box between <|box_start|> and <|box_end|>, which its tokenizer flags special: decoded
+    with skip_special_tokens the box was lost and locate returned none (before the engine kept the markup)."""
+    _learned("box", "written")
+    image, _ = with_shape(plain((640, 480)), "circle", "red", (400, 80, 560, 240))
+    image.save(media_dir / "one.png")
+    async with Client(_server(trained_qwen_backend, media_dir)) as client:
+        data = await _call(client, "locate", {"image": str(media_dir / "one.png"), "target": TARGET, "annotate": False})
+    assert "<|box_start|>" in data["answer"] and data["dropped_boxes"] == 0, data["answer"]
+    [found] = data["boxes"]
+    assert 0 <= found["x"] < found["x"] + found["width"] <= 640 and 0 <= found["y"] < found["y"] + found["height"] <= 480
+
+
 async def test_locate_obeys_exif_rotation_and_regions(trained_qwen_backend, media_dir):
     least = _require_boxes()
     upright, truth = with_shape(plain((360, 560)), "circle", "blue", (40, 360, 180, 500))
