@@ -91,6 +91,8 @@ async def test_describe_image_sends_the_image_as_a_png_data_uri_and_the_question
         "model": MODEL,
         "max_tokens": 16,
         "temperature": 0,
+        "skip_special_tokens": False,  # the box markup a Qwen model writes is special to its tokenizer
+        "spaces_between_special_tokens": False,
         "stream": True,
         "stream_options": {"include_usage": True},
     }

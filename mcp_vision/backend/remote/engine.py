@@ -211,6 +211,11 @@ class RemoteBackend(Backend):
             "max_tokens": max_new_tokens,
             **({"min_tokens": min_new_tokens} if min_new_tokens else {}),  # vLLM's and LMDeploy's name
             "temperature": 0,
+            # vLLM's and LMDeploy's names: keep the special tokens the model writes (Qwen2-VL's tokenizer flags
+            # its box markup <|box_start|>... special, so the default decode loses every box locate asks for),
+            # without the spaces the servers otherwise put around them; the end of turn is not in the text.
+            "skip_special_tokens": False,
+            "spaces_between_special_tokens": False,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
