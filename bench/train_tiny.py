@@ -44,8 +44,8 @@ ARCH_QWEN = dict(
     # The language model's rotary base: Qwen2-VL gives the image tokens' rows and columns the lower-frequency
     # parts of each head (mrope_section), and at a 64-wide head the hub's base of 1e6 turns the column part by
     # under 0.01 radian across a whole picture, so where a shape lies across was invisible (every box the same,
-    # measured); at 50 it turns 0.5 to 1.7 radians.
-    rope_theta=50.0,
+    # measured). At 50 the rows were learned and the columns not (boxes right down, all at the left); at 10 both.
+    rope_theta=10.0,
 )
 MIX_QWEN = {"colour": 1, "kind": 1, "count": 1, "box": 3, "compare": 0.75, "follow_up": 1}
 MIXES = {"internvl": MIX, "qwen2_vl": MIX_QWEN}
