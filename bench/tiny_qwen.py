@@ -155,11 +155,10 @@ def build_tiny_qwen(
         bos_token_id=ids["<|endoftext|>"], eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
         pad_token_id=tokenizer.pad_token_id, do_sample=False,
     ).save_pretrained(path)
-    # The hub checkpoints' budgets: 4 to 16,384 merged tokens an image, frames as the stock video processor.
-    factor = 2 * patch_size  # a merged token's side
-    image_processor = Qwen2VLImageProcessor(
-        patch_size=patch_size, min_pixels=factor * factor, max_pixels=factor * factor * 16384
-    ) if patch_size != 14 else Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 16384)
+    # The hub checkpoints' budgets: at least 56x56 pixels, at most 16,384 merged tokens an image (a merged
+    # token is 2 x patch_size on a side), frames as the stock video processor.
+    factor = 2 * patch_size
+    image_processor = Qwen2VLImageProcessor(patch_size=patch_size, min_pixels=56 * 56, max_pixels=factor * factor * 16384)
     processor = getattr(transformers, processor_name)(
         image_processor=image_processor,
         tokenizer=tokenizer,

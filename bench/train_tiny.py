@@ -197,7 +197,7 @@ def rescale_vision(model, target: float = 1.0) -> float:
         pixels = torch.randn(2, 3, *tower.config.image_size, dtype=embeddings.position_embeddings.dtype)
         out = embeddings(pixels)
         factor = float((out[0] if isinstance(out, tuple) else out).std()) / target
-        for name, param in embeddings.named_parameters():
+        for param in embeddings.parameters():
             param.div_(factor)
         for layer in tower.encoder.layer:
             layer.lambda_1.div_(factor)

@@ -13,12 +13,14 @@ from bench.synthetic import QUESTIONS, TARGET, TASKS, held_out, task_accuracy
 from mcp_vision.server import build_server
 
 from .support.trained import (  # noqa: F401 - trained_backend is a fixture
+    call,
+    check_box,
+    compare_pair,
     exif_rotated_jpeg,
     image_pdf,
-    iou_pixels,
     plain,
+    require_boxes,
     require_learned,
-    same_third,
     scanned_pdf,
     shape_video,
     trained_backend,
@@ -28,40 +30,8 @@ from .support.trained import (  # noqa: F401 - trained_backend is a fixture
 
 pytestmark = pytest.mark.anyio
 
-# Boxes are held to IoU >= 0.5 once the checkpoint places them (held-out IoU), else to the right third.
-BOX_IOU = 0.5
-
-
-def _require_boxes() -> float:
-    """The IoU the box tests hold to: 0.5 where boxes are learned, 0 (the right third) where only coarsely;
-    skip where not even that."""
-    try:
-        require_learned("box")
-        return BOX_IOU
-    except pytest.skip.Exception:
-        require_learned("box", "coarse_clear")  # the tests' shapes sit clearly inside their thirds
-        return 0.0
-
-
 def _server(backend, media_dir, **overrides):
     return build_server(trained_settings(media_dir, **overrides), backend)
-
-
-async def _call(client, tool: str, args: dict) -> dict:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content[0].text
-    return result.structured_content
-
-
-def _check_box(data: dict, truth, size, least_iou: float) -> None:
-    """The first box overlaps the drawn shape (in the original image's pixels)."""
-    assert data["boxes"], f"no box in {data['answer']!r}"
-    box = data["boxes"][0]
-    assert (data["image"]["width"], data["image"]["height"]) == size
-    if least_iou:
-        assert iou_pixels(box, truth) >= least_iou, (box, truth, data["answer"])
-    else:
-        assert same_third(box, truth, size), (box, truth, data["answer"])
 
 
 SHAPES = [("red", "circle", (400, 400), (60, 200, 200, 340)), ("blue", "square", (640, 320), (420, 60, 560, 200)),
@@ -73,7 +43,7 @@ async def _describe_shape(backend, media_dir, colour, kind, size, box, question:
     path = media_dir / "shape.png"
     with_shape(plain(size), kind, colour, box)[0].save(path)
     async with Client(_server(backend, media_dir)) as client:
-        return await _call(client, "describe_image", {"image": str(path), "question": question})
+        return await call(client, "describe_image", {"image": str(path), "question": question})
 
 
 @pytest.mark.parametrize(("colour", "kind", "size", "box"), SHAPES)
@@ -91,9 +61,9 @@ async def test_describe_image_reads_the_region_asked_for(trained_backend, media_
     with_shape(image, "square", "blue", (540, 100, 720, 280))
     image.save(media_dir / "two.png")
     async with Client(_server(trained_backend, media_dir)) as client:
-        right = await _call(client, "describe_image", {"image": str(media_dir / "two.png"), "question": QUESTIONS["colour"],
+        right = await call(client, "describe_image", {"image": str(media_dir / "two.png"), "question": QUESTIONS["colour"],
                                                        "region": {"x": 420, "y": 0, "width": 380, "height": 400}})
-        left = await _call(client, "describe_image", {"image": str(media_dir / "two.png"), "question": QUESTIONS["colour"],
+        left = await call(client, "describe_image", {"image": str(media_dir / "two.png"), "question": QUESTIONS["colour"],
                                                       "region": {"x": 0, "y": 0, "width": 380, "height": 400}})
     assert (left["answer"], right["answer"]) == ("red", "blue")
 
@@ -112,7 +82,7 @@ async def test_describe_image_counts_the_shapes(trained_backend, media_dir):
         with_shape(image, "circle", colour, box)
     image.save(media_dir / "three.png")
     async with Client(_server(trained_backend, media_dir)) as client:
-        data = await _call(client, "describe_image", {"image": str(media_dir / "three.png"), "question": QUESTIONS["count"]})
+        data = await call(client, "describe_image", {"image": str(media_dir / "three.png"), "question": QUESTIONS["count"]})
     assert data["answer"] == "3"
 
 
@@ -124,44 +94,44 @@ WIDE_BOX = (760, 130, 900, 270)
 
 @pytest.mark.parametrize("max_tiles", [1, 2, 3])
 async def test_locate_finds_the_shape_however_the_image_is_tiled(trained_backend, media_dir, max_tiles):
-    least = _require_boxes()
+    least = require_boxes()
     image, truth = with_shape(plain(WIDE), "circle", "red", WIDE_BOX)
     image.save(media_dir / "wide.png")
     async with Client(_server(trained_backend, media_dir, max_tiles=6)) as client:
-        data = await _call(client, "locate", {"image": str(media_dir / "wide.png"), "target": TARGET,
+        data = await call(client, "locate", {"image": str(media_dir / "wide.png"), "target": TARGET,
                                               "max_tiles": max_tiles, "annotate": False})
     assert data["tiles"] == {1: 1, 2: 3, 3: 4}[max_tiles]  # 2 or 3 tiles across, and the thumbnail
-    _check_box(data, truth, WIDE, least)
+    check_box(data, truth, WIDE, least)
 
 
 async def test_locate_obeys_exif_rotation(trained_backend, media_dir):
     """Stored sideways with EXIF orientation 6: the box is in the upright picture's pixels."""
-    least = _require_boxes()
+    least = require_boxes()
     upright, truth = with_shape(plain((360, 560)), "square", "blue", (40, 360, 180, 500))
     path = exif_rotated_jpeg(media_dir / "sideways.jpg", upright)
     assert Image.open(path).size == (560, 360)  # the pixels as stored
     async with Client(_server(trained_backend, media_dir)) as client:
-        data = await _call(client, "locate", {"image": str(path), "target": TARGET, "annotate": False})
-    _check_box(data, truth, (360, 560), least)
+        data = await call(client, "locate", {"image": str(path), "target": TARGET, "annotate": False})
+    check_box(data, truth, (360, 560), least)
 
 
 async def test_locate_in_a_region_maps_back_to_the_whole_image(trained_backend, media_dir):
-    least = _require_boxes()
+    least = require_boxes()
     image, truth = with_shape(plain((1000, 800)), "triangle", "purple", (700, 520, 840, 660))
     image.save(media_dir / "big.png")
     region = {"x": 500, "y": 400, "width": 480, "height": 380}
     async with Client(_server(trained_backend, media_dir)) as client:
-        data = await _call(client, "locate", {"image": str(media_dir / "big.png"), "target": TARGET,
+        data = await call(client, "locate", {"image": str(media_dir / "big.png"), "target": TARGET,
                                               "region": region, "annotate": False})
     assert data["region"] == region
-    _check_box(data, truth, (1000, 800), least)
+    check_box(data, truth, (1000, 800), least)
 
 
 async def test_ocr_document_reads_the_number_on_a_scanned_page(trained_backend, media_dir):
     require_learned("page")
     pdf = scanned_pdf(media_dir / "scan.pdf", "4721", seed=3)
     async with Client(_server(trained_backend, media_dir)) as client:
-        data = await _call(client, "ocr_document", {"document": str(pdf)})
+        data = await call(client, "ocr_document", {"document": str(pdf)})
     [page] = data["pages"]
     assert page["method"] != "text_layer"
     assert page["text"].strip() == "4721"
@@ -176,24 +146,18 @@ async def test_a_scanned_page_read_by_ocr_document_joins_the_session_as_rendered
     page, _ = with_shape(plain((600, 780), (236, 234, 228)), "circle", colour, (330, 120, 480, 270))
     pdf = image_pdf(media_dir / f"{colour}.pdf", page)
     async with Client(_server(trained_backend, media_dir)) as client:
-        read = await _call(client, "ocr_document", {"document": str(pdf)})
+        read = await call(client, "ocr_document", {"document": str(pdf)})
         assert [p["method"] for p in read["pages"]] == ["vision"]
-        then = await _call(client, "follow_up", {"session_id": read["session_id"], "question": QUESTIONS["follow_colour"]})
+        then = await call(client, "follow_up", {"session_id": read["session_id"], "question": QUESTIONS["follow_colour"]})
     assert then["answer"] == colour
 
 
 @pytest.mark.parametrize("holder", [1, 2])
 async def test_compare_images_names_the_image_holding_the_shape(trained_backend, media_dir, holder):
     require_learned("compare")
-    paths = []
-    for index in (1, 2):
-        image = plain((400, 400), (205, 215, 225))
-        if index == holder:
-            with_shape(image, "star", "orange", (120, 140, 260, 280))
-        paths.append(media_dir / f"image{index}.png")
-        image.save(paths[-1])
+    paths = compare_pair(media_dir, holder)
     async with Client(_server(trained_backend, media_dir, max_tiles=1)) as client:
-        data = await _call(client, "compare_images", {"images": [str(p) for p in paths],
+        data = await call(client, "compare_images", {"images": [str(p) for p in paths],
                                                       "question": QUESTIONS["compare"], "annotate": False})
     assert data["answer"] == f"Image-{holder}"
 
@@ -205,7 +169,7 @@ async def test_video_qa_names_the_colour_of_the_frame_asked_about(trained_backen
     answers = {}
     async with Client(_server(trained_backend, media_dir)) as client:
         for frame in (1, 2, 3, 4):
-            data = await _call(client, "video_qa", {"video": str(clip), "num_frames": 4,
+            data = await call(client, "video_qa", {"video": str(clip), "num_frames": 4,
                                                     "question": QUESTIONS["video"].format(index=frame)})
             answers[frame] = data["answer"]
     assert answers == dict(zip((1, 2, 3, 4), colours))
@@ -220,7 +184,7 @@ async def test_video_qa_names_the_colour_of_a_clip(trained_backend, media_dir, c
     clip = shape_video(media_dir / f"{colour}.mp4", [colour] * 3)
     async with Client(_server(trained_backend, media_dir)) as client:
         for frame in (1, 3):
-            data = await _call(client, "video_qa", {"video": str(clip), "num_frames": 3,
+            data = await call(client, "video_qa", {"video": str(clip), "num_frames": 3,
                                                     "question": QUESTIONS["video"].format(index=frame)})
             assert data["answer"] == colour, (frame, data["answer"])
 
@@ -248,9 +212,9 @@ async def _describe_then_follow_up(backend, media_dir) -> list[tuple[str, str, i
     got = []
     async with Client(_server(backend, media_dir)) as client:
         for index in range(len(PICTURES)):
-            first = await _call(client, "describe_image", {"image": str(media_dir / f"p{index}.png"),
+            first = await call(client, "describe_image", {"image": str(media_dir / f"p{index}.png"),
                                                            "question": QUESTIONS["kind"]})
-            then = await _call(client, "follow_up", {"session_id": first["session_id"],
+            then = await call(client, "follow_up", {"session_id": first["session_id"],
                                                      "question": QUESTIONS["follow_colour"]})
             got.append((first["answer"], then["answer"], then["usage"]["cached_tokens"]))
     return got

@@ -13,13 +13,15 @@ from mcp_vision.server import build_server
 
 from .support.trained import (  # noqa: F401 - trained_qwen_backend is a fixture
     LEARNED,
+    call,
+    check_box,
+    compare_pair,
     TRAINED_QWEN_DIR,
     exif_rotated_jpeg,
     held_out_accuracy,
-    iou_pixels,
     plain,
+    require_boxes,
     require_learned,
-    same_third,
     trained_qwen_backend,
     trained_settings,
     with_shape,
@@ -35,24 +37,8 @@ def _learned(task: str, measure: str = "right") -> None:
     require_learned(task, measure, TRAINED_QWEN_DIR)
 
 
-def _require_boxes() -> float:
-    """IoU >= 0.5 where the checkpoint places boxes, else the right third (skip where not even that)."""
-    try:
-        _learned("box")
-        return 0.5
-    except pytest.skip.Exception:
-        _learned("box", "coarse_clear")
-        return 0.0
-
-
 def _server(backend, media_dir, **overrides):
     return build_server(trained_settings(media_dir, TRAINED_QWEN_DIR, **overrides), backend)
-
-
-async def _call(client, tool: str, args: dict) -> dict:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content[0].text
-    return result.structured_content
 
 
 @pytest.mark.parametrize(("colour", "size", "box"), [("red", (400, 400), (60, 200, 200, 340)),
@@ -62,7 +48,7 @@ async def test_describe_image_names_the_colour(trained_qwen_backend, media_dir, 
     _learned("colour")
     with_shape(plain(size), "circle", colour, box)[0].save(media_dir / "shape.png")
     async with Client(_server(trained_qwen_backend, media_dir)) as client:
-        data = await _call(client, "describe_image", {"image": str(media_dir / "shape.png"), "question": QUESTIONS["colour"]})
+        data = await call(client, "describe_image", {"image": str(media_dir / "shape.png"), "question": QUESTIONS["colour"]})
     assert data["answer"] == colour
 
 
@@ -73,17 +59,12 @@ PLACES = [((1050, 400), (760, 130, 900, 270)), ((360, 700), (40, 480, 180, 620))
 
 @pytest.mark.parametrize(("size", "box"), PLACES)
 async def test_locate_finds_the_shape_in_the_original_pixels(trained_qwen_backend, media_dir, size, box):
-    least = _require_boxes()
+    least = require_boxes(TRAINED_QWEN_DIR)
     image, truth = with_shape(plain(size), "square", "green", box)
     image.save(media_dir / "where.png")
     async with Client(_server(trained_qwen_backend, media_dir)) as client:
-        data = await _call(client, "locate", {"image": str(media_dir / "where.png"), "target": TARGET, "annotate": False})
-    assert data["boxes"], f"no box in {data['answer']!r}"
-    found = data["boxes"][0]
-    if least:
-        assert iou_pixels(found, truth) >= least, (found, truth, data["answer"])
-    else:
-        assert same_third(found, truth, size), (found, truth, data["answer"])
+        data = await call(client, "locate", {"image": str(media_dir / "where.png"), "target": TARGET, "annotate": False})
+    check_box(data, truth, size, least)
 
 
 async def test_locate_reads_the_box_qwen_writes_in_special_tokens(trained_qwen_backend, media_dir):
@@ -93,38 +74,30 @@ async def test_locate_reads_the_box_qwen_writes_in_special_tokens(trained_qwen_b
     image, _ = with_shape(plain((640, 480)), "circle", "red", (400, 80, 560, 240))
     image.save(media_dir / "one.png")
     async with Client(_server(trained_qwen_backend, media_dir)) as client:
-        data = await _call(client, "locate", {"image": str(media_dir / "one.png"), "target": TARGET, "annotate": False})
+        data = await call(client, "locate", {"image": str(media_dir / "one.png"), "target": TARGET, "annotate": False})
     assert "<|box_start|>" in data["answer"] and data["dropped_boxes"] == 0, data["answer"]
     [found] = data["boxes"]
     assert 0 <= found["x"] < found["x"] + found["width"] <= 640 and 0 <= found["y"] < found["y"] + found["height"] <= 480
 
 
 async def test_locate_obeys_exif_rotation_and_regions(trained_qwen_backend, media_dir):
-    least = _require_boxes()
+    least = require_boxes(TRAINED_QWEN_DIR)
     upright, truth = with_shape(plain((360, 560)), "circle", "blue", (40, 360, 180, 500))
     path = exif_rotated_jpeg(media_dir / "sideways.jpg", upright)
     region = {"x": 0, "y": 280, "width": 360, "height": 280}
     async with Client(_server(trained_qwen_backend, media_dir)) as client:
-        whole = await _call(client, "locate", {"image": str(path), "target": TARGET, "annotate": False})
-        part = await _call(client, "locate", {"image": str(path), "target": TARGET, "annotate": False, "region": region})
+        whole = await call(client, "locate", {"image": str(path), "target": TARGET, "annotate": False})
+        part = await call(client, "locate", {"image": str(path), "target": TARGET, "annotate": False, "region": region})
     for data in (whole, part):
-        assert data["boxes"], f"no box in {data['answer']!r}"
-        found = data["boxes"][0]
-        assert (iou_pixels(found, truth) >= least) if least else same_third(found, truth, (360, 560)), (found, truth)
+        check_box(data, truth, (360, 560), least)
 
 
 @pytest.mark.parametrize("holder", [1, 2])
 async def test_compare_images_names_the_image_holding_the_shape(trained_qwen_backend, media_dir, holder):
     _learned("compare")
-    paths = []
-    for index in (1, 2):
-        image = plain((400, 400), (205, 215, 225))
-        if index == holder:
-            with_shape(image, "star", "orange", (120, 140, 260, 280))
-        paths.append(media_dir / f"image{index}.png")
-        image.save(paths[-1])
+    paths = compare_pair(media_dir, holder)
     async with Client(_server(trained_qwen_backend, media_dir, max_tiles=1)) as client:
-        data = await _call(client, "compare_images", {"images": [str(p) for p in paths],
+        data = await call(client, "compare_images", {"images": [str(p) for p in paths],
                                                       "question": QUESTIONS["compare"], "annotate": False})
     assert data["answer"] == f"Image-{holder}"
 
@@ -133,8 +106,8 @@ async def test_follow_up_names_the_colour_from_history(trained_qwen_backend, med
     _learned("follow_up", "colour_asked")
     with_shape(plain((420, 420)), "triangle", "purple", (120, 120, 300, 300))[0].save(media_dir / "p.png")
     async with Client(_server(trained_qwen_backend, media_dir)) as client:
-        first = await _call(client, "describe_image", {"image": str(media_dir / "p.png"), "question": QUESTIONS["kind"]})
-        then = await _call(client, "follow_up", {"session_id": first["session_id"], "question": QUESTIONS["follow_colour"]})
+        first = await call(client, "describe_image", {"image": str(media_dir / "p.png"), "question": QUESTIONS["kind"]})
+        then = await call(client, "follow_up", {"session_id": first["session_id"], "question": QUESTIONS["follow_colour"]})
     assert then["answer"] == "purple"
     assert then["usage"]["cached_tokens"] > 0  # the picture's turn was reused, not recomputed
 

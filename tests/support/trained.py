@@ -38,6 +38,51 @@ def require_learned(task: str, measure: str = "right", model_dir: Path = TRAINED
                     f"{LEARNED:.0%}); train a better one with bench/train_tiny.py")
 
 
+# Boxes are held to IoU >= 0.5 once a checkpoint places them (held-out IoU), else to the right third.
+BOX_IOU = 0.5
+
+
+def require_boxes(model_dir: Path = TRAINED_DIR) -> float:
+    """The IoU the box tests hold to: BOX_IOU where the checkpoint places boxes, 0 (the right third) where only
+    coarsely; skip where not even that."""
+    try:
+        require_learned("box", model_dir=model_dir)
+        return BOX_IOU
+    except pytest.skip.Exception:
+        require_learned("box", "coarse_clear", model_dir)  # the tests' shapes sit clearly inside their thirds
+        return 0.0
+
+
+async def call(client, tool: str, args: dict) -> dict:
+    """A tool's structured result, asserting it is not an error."""
+    result = await client.call_tool(tool, args)
+    assert not result.is_error, result.content[0].text
+    return result.structured_content
+
+
+def check_box(data: dict, truth, size, least_iou: float) -> None:
+    """The first box overlaps the drawn shape (in the original image's pixels)."""
+    assert data["boxes"], f"no box in {data['answer']!r}"
+    box = data["boxes"][0]
+    assert (data["image"]["width"], data["image"]["height"]) == size
+    if least_iou:
+        assert iou_pixels(box, truth) >= least_iou, (box, truth, data["answer"])
+    else:
+        assert same_third(box, truth, size), (box, truth, data["answer"])
+
+
+def compare_pair(media_dir: Path, holder: int) -> list[Path]:
+    """Two pictures on one background, the shape in picture `holder` (1 or 2) only: compare_images' question."""
+    paths = []
+    for index in (1, 2):
+        image = plain((400, 400), (205, 215, 225))
+        if index == holder:
+            with_shape(image, "star", "orange", (120, 140, 260, 280))
+        paths.append(media_dir / f"image{index}.png")
+        image.save(paths[-1])
+    return paths
+
+
 def trained_settings(media_dir: Path, model_dir: Path = TRAINED_DIR, **overrides) -> Settings:
     """The PyTorch engine in float32 on CPU (greedy answers exactly repeatable), small tile budgets."""
     values = dict(
@@ -148,6 +193,7 @@ def same_third(box: dict, truth: tuple[float, float, float, float], size: tuple[
 
 
 __all__ = [
-    "LEARNED", "TRAINED_DIR", "TRAINED_QWEN_DIR", "trained_qwen_backend", "exif_rotated_jpeg", "held_out_accuracy", "image_pdf", "require_learned", "iou_pixels", "plain", "same_third", "scanned_pdf", "shape_video",
+    "BOX_IOU", "LEARNED", "TRAINED_DIR", "TRAINED_QWEN_DIR", "call", "check_box", "compare_pair", "require_boxes",
+    "trained_qwen_backend", "exif_rotated_jpeg", "held_out_accuracy", "image_pdf", "require_learned", "iou_pixels", "plain", "same_third", "scanned_pdf", "shape_video",
     "trained_backend", "trained_settings", "with_shape",
 ]
